@@ -1,0 +1,193 @@
+"""The activations g and their hand-written derivatives g', in numpy.
+
+This module is the one place where each activation is *defined*. The torch and
+JAX backends implement the same definitions with their own ops (see
+``DEFINITIONS``); a test checks that all three backends know the same names and
+that each framework's autograd reproduces ``g_prime`` below.
+
+Every function takes and returns arrays of the input's dtype: a float32 case
+stays float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+Array = np.ndarray
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+LEAKY_SLOPE = 0.01
+ELU_ALPHA = 1.0
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    formula: str  # g(z), as a learner would write it
+    derivative: str  # g'(z), including the convention at kinks
+    g: Callable[[Array], Array]
+    g_prime: Callable[[Array], Array]
+    kinks: tuple[float, ...] = ()  # points where g is not differentiable
+
+
+def _sigmoid(z: Array) -> Array:
+    # Two branches so that exp never overflows: for z < 0 use e^z / (1 + e^z).
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _erf(x: Array) -> Array:
+    # numpy has no erf; math.erf is correctly rounded to double precision.
+    # Evaluated in float64 and cast back, so float32 inputs get a float32 result.
+    out = np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(np.float64)
+    return out.astype(x.dtype, copy=False)
+
+
+def _gelu(z: Array) -> Array:
+    return 0.5 * z * (1 + _erf(z / math.sqrt(2.0)))
+
+
+def _gelu_prime(z: Array) -> Array:
+    # d/dz [z Φ(z)] = Φ(z) + z φ(z)
+    Phi = 0.5 * (1 + _erf(z / math.sqrt(2.0)))
+    phi = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return Phi + z * phi
+
+
+def _gelu_tanh(z: Array) -> Array:
+    t = np.tanh(_SQRT_2_OVER_PI * (z + _GELU_TANH_C * z**3))
+    return 0.5 * z * (1 + t)
+
+
+def _gelu_tanh_prime(z: Array) -> Array:
+    u = _SQRT_2_OVER_PI * (z + _GELU_TANH_C * z**3)
+    t = np.tanh(u)
+    du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * z * z)
+    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du
+
+
+def _elu(z: Array) -> Array:
+    # expm1 on min(z, 0) only, so the discarded branch never overflows.
+    return np.where(z > 0, z, ELU_ALPHA * np.expm1(np.minimum(z, 0)))
+
+
+def _elu_prime(z: Array) -> Array:
+    return np.where(z > 0, np.ones_like(z), ELU_ALPHA * np.exp(np.minimum(z, 0)))
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in [
+        Activation("identity", "z", "1", lambda z: z, np.ones_like),
+        Activation(
+            "sigmoid",
+            "σ(z) = 1 / (1 + e^(−z))",
+            "σ(z)(1 − σ(z))",
+            _sigmoid,
+            lambda z: _sigmoid(z) * (1 - _sigmoid(z)),
+        ),
+        Activation("tanh", "tanh(z)", "1 − tanh²(z)", np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+        Activation(
+            "relu",
+            "max(0, z)",
+            "1 if z > 0 else 0 (g'(0) = 0)",
+            lambda z: np.maximum(z, 0),
+            lambda z: (z > 0).astype(z.dtype),
+            kinks=(0.0,),
+        ),
+        Activation(
+            "leaky_relu",
+            f"z if z > 0 else {LEAKY_SLOPE}·z",
+            f"1 if z > 0 else {LEAKY_SLOPE} (g'(0) = {LEAKY_SLOPE})",
+            lambda z: np.where(z > 0, z, LEAKY_SLOPE * z),
+            lambda z: np.where(z > 0, np.ones_like(z), np.full_like(z, LEAKY_SLOPE)),
+            kinks=(0.0,),
+        ),
+        Activation(
+            "elu",
+            "z if z > 0 else e^z − 1 (α = 1)",
+            "1 if z > 0 else e^z (continuous at 0 for α = 1)",
+            _elu,
+            _elu_prime,
+        ),
+        Activation(
+            "softplus",
+            "log(1 + e^z), exactly (no linear cut-off for large z)",
+            "σ(z)",
+            lambda z: np.logaddexp(np.zeros_like(z), z),
+            _sigmoid,
+        ),
+        Activation(
+            "gelu",
+            "z Φ(z) = ½ z (1 + erf(z/√2)), the exact (erf) form",
+            "Φ(z) + z φ(z)",
+            _gelu,
+            _gelu_prime,
+        ),
+        Activation(
+            "gelu_tanh",
+            "½ z (1 + tanh(√(2/π) (z + 0.044715 z³))), the tanh approximation",
+            "½(1 + t) + ½ z (1 − t²) √(2/π)(1 + 3·0.044715 z²)",
+            _gelu_tanh,
+            _gelu_tanh_prime,
+        ),
+    ]
+}
+
+# softmax is not elementwise: its Jacobian is diag(ŷ) − ŷᵀŷ, not diag(g'(z)).
+# It is allowed only as the output activation (see losses.py).
+SOFTMAX = "softmax"
+OUTPUT_ONLY = {SOFTMAX}
+ALL_NAMES = tuple(ACTIVATIONS) + (SOFTMAX,)
+
+# How each framework backend realises the definitions above. Written here, next to
+# the definitions, so that a mismatch of defaults is visible in one place.
+DEFINITIONS: dict[str, dict[str, str]] = {
+    "identity": {"torch": "z", "jax": "z"},
+    "sigmoid": {"torch": "torch.sigmoid", "jax": "jax.nn.sigmoid"},
+    "tanh": {"torch": "torch.tanh", "jax": "jnp.tanh"},
+    "relu": {"torch": "torch.relu (grad 0 at 0)", "jax": "jax.nn.relu (grad 0 at 0)"},
+    "leaky_relu": {
+        "torch": "F.leaky_relu(z, 0.01) (grad 0.01 at 0)",
+        # jax.nn.leaky_relu uses `z >= 0`, whose grad at 0 is 1, not 0.01.
+        "jax": "jnp.where(z > 0, z, 0.01 * z)",
+    },
+    "elu": {"torch": "F.elu(z, alpha=1.0)", "jax": "jax.nn.elu(z, alpha=1.0)"},
+    "softplus": {
+        # F.softplus returns z itself above threshold=20 (an error of ~2e-9).
+        "torch": "torch.logaddexp(z, 0)",
+        "jax": "jnp.logaddexp(z, 0)",
+    },
+    "gelu": {
+        "torch": "F.gelu(z, approximate='none')",
+        # jax.nn.gelu defaults to approximate=True, the tanh form.
+        "jax": "jax.nn.gelu(z, approximate=False)",
+    },
+    "gelu_tanh": {
+        "torch": "F.gelu(z, approximate='tanh')",
+        "jax": "jax.nn.gelu(z, approximate=True)",
+    },
+    "softmax": {"torch": "torch.softmax / F.cross_entropy", "jax": "jax.nn.softmax / log_softmax"},
+}
+
+
+def softmax(z: Array) -> Array:
+    """Row-wise softmax, shifted by the row max so e^z never overflows."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(z: Array) -> Array:
+    """Row-wise log-softmax via log-sum-exp."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def forward(name: str, z: Array) -> Array:
+    """a = g(z) for any activation name, softmax included."""
+    return softmax(z) if name == SOFTMAX else ACTIVATIONS[name].g(z)

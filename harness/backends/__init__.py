@@ -1,0 +1,89 @@
+"""Backends: built-in ones by name, plugins by file path or entry point.
+
+Frameworks are imported only when their backend is built, so importing
+``harness`` or ``harness.backends`` imports neither torch nor jax.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from ..errors import InputError, did_you_mean
+from .base import Backend, BackendOutputError, check_output, kind_of
+
+__all__ = ["Backend", "BackendOutputError", "BUILTIN", "DEFAULT", "check_output", "get",
+           "kind_of", "load_plugin", "available"]
+
+BUILTIN: dict[str, tuple[str, str]] = {
+    "manual": ("harness.backends.manual", "ManualBackend"),
+    "torch": ("harness.backends.torch_backend", "TorchBackend"),
+    "jax": ("harness.backends.jax_backend", "JaxBackend"),
+    "fd": ("harness.backends.fd", "FiniteDifferenceBackend"),
+}
+DEFAULT = ("manual", "torch", "jax", "fd")
+ENTRY_POINT_GROUP = "harness.backends"
+
+
+def _plugins() -> dict[str, object]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> list[str]:
+    """Names usable with ``get``: the built-ins, then installed entry points."""
+    return list(BUILTIN) + [n for n in _plugins() if n not in BUILTIN]
+
+
+def get(name: str) -> Backend:
+    """Build a backend by name: a built-in, or one from the ``harness.backends`` entry points."""
+    if name in BUILTIN:
+        module, cls = BUILTIN[name]
+        return getattr(importlib.import_module(module), cls)()
+    plugins = _plugins()
+    if name in plugins:
+        return _instantiate(plugins[name].load(), f"entry point {name!r}")
+    raise InputError(f"unknown backend {name!r}{did_you_mean(name, available())}; "
+                     f"available: {', '.join(available())}", field="--backends")
+
+
+def load_plugin(spec: str) -> Backend:
+    """Build the backend class named by ``path/to/file.py:ClassName``."""
+    path, sep, cls_name = spec.rpartition(":")
+    if not sep or not path or not cls_name:
+        raise InputError(f"expected FILE.py:ClassName, got {spec!r}", field="--backend")
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"backend file {path!r} does not exist", field="--backend")
+    mod_name = f"harness_plugin_{file.stem}_{abs(hash(str(file.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise InputError(f"cannot import {path!r} as a Python module", field="--backend")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # the user's file: report it, do not crash
+        raise InputError(f"importing {path!r} failed: {type(e).__name__}: {e}", field="--backend") from None
+    if not hasattr(module, cls_name):
+        classes = [n for n, v in vars(module).items() if isinstance(v, type)]
+        raise InputError(f"{path!r} has no class {cls_name!r}{did_you_mean(cls_name, classes)}",
+                         field="--backend")
+    return _instantiate(getattr(module, cls_name), spec)
+
+
+def _instantiate(cls: object, where: str) -> Backend:
+    if not callable(cls):
+        raise InputError(f"{where} is not a class", field="--backend")
+    try:
+        backend = cls()
+    except Exception as e:
+        raise InputError(f"{where}: building the backend failed: {type(e).__name__}: {e}",
+                         field="--backend") from None
+    if not callable(getattr(backend, "gradients", None)):
+        raise InputError(f"{where} has no gradients(model, arrays) method", field="--backend")
+    if not isinstance(getattr(backend, "name", None), str) or not backend.name:
+        raise InputError(f"{where} has no `name` string attribute", field="--backend")
+    return backend

@@ -1,0 +1,70 @@
+"""The backend contract, and the check every backend's output goes through."""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..model import Model
+
+Array = np.ndarray
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A backend is built with no arguments and has a ``name`` and ``gradients``.
+
+    ``gradients(model, arrays)`` takes the ``Model`` and the dict of numpy inputs
+    (``X``, ``Y``, ``y`` for cross_entropy, ``W1``, ``b1``, ...) and returns numpy
+    arrays ``J`` (shape ()), ``dW{l}`` and ``db{l}`` (the shapes of W^[l], b^[l]),
+    all derivatives of J, in the case dtype. An optional ``kind`` attribute,
+    "analytic" (the default) or "finite_difference", picks the tolerance row.
+    A ``numpy.ma.MaskedArray`` marks elements that were not computed.
+    """
+
+    name: str
+
+    def gradients(self, model: Model, arrays: dict[str, Array]) -> Mapping[str, Array]: ...
+
+
+class BackendOutputError(Exception):
+    """A backend returned something that breaks the contract."""
+
+
+def kind_of(backend: object) -> str:
+    kind = getattr(backend, "kind", "analytic")
+    return kind if kind in ("analytic", "finite_difference") else "analytic"
+
+
+def check_output(model: Model, result: object) -> dict[str, Array]:
+    """Validate keys, shapes and dtype of a backend's result; return the compared quantities.
+
+    A float64 case must come back float64: a float32 result means the backend ran,
+    somewhere, in float32 (JAX without x64, a float32 default dtype, ...).
+    """
+    if not isinstance(result, Mapping):
+        raise BackendOutputError(f"gradients() returned {type(result).__name__}, expected a dict")
+    expected = model.quantities()
+    missing = [q for q in expected if q not in result]
+    if missing:
+        raise BackendOutputError(f"missing keys {missing}; returned keys {sorted(map(str, result))}")
+    shapes = {f"d{k}": s for k, s in model.param_shapes().items()} | {"J": ()}
+    out: dict[str, Array] = {}
+    for q in expected:
+        val = result[q]
+        if not isinstance(val, np.ndarray):
+            if q == "J" and isinstance(val, (float, np.floating)):
+                val = np.asarray(val)
+            else:
+                raise BackendOutputError(f"{q} is a {type(val).__module__}.{type(val).__name__}, "
+                                         "expected a numpy array")
+        if q == "J" and val.shape != () and val.size == 1:
+            val = val.reshape(())
+        if val.shape != shapes[q]:
+            raise BackendOutputError(f"{q} has shape {val.shape}, expected {shapes[q]}")
+        if val.dtype != model.np_dtype:
+            what = "a silent downcast" if val.dtype == np.float32 and model.dtype == "float64" else "wrong dtype"
+            raise BackendOutputError(f"{q} has dtype {val.dtype}, the case is {model.dtype} ({what})")
+        out[q] = val
+    return out

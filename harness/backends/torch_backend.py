@@ -1,0 +1,71 @@
+"""PyTorch autograd: the forward pass in torch ops, gradients from ``torch.autograd.grad``.
+
+Imported only when the backend is built. Tensors keep the case dtype (float64
+stays float64: they come from numpy via ``torch.from_numpy``, never through the
+default dtype).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import Model
+
+Array = np.ndarray
+
+
+class TorchBackend:
+    name = "torch"
+    kind = "analytic"
+
+    def __init__(self) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        self.torch, self.F = torch, F
+        # The definitions of harness.activations, in torch ops (see activations.DEFINITIONS).
+        self.act = {
+            "identity": lambda z: z,
+            "sigmoid": torch.sigmoid,
+            "tanh": torch.tanh,
+            "relu": torch.relu,
+            "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
+            "elu": lambda z: F.elu(z, alpha=1.0),
+            # not F.softplus: it returns z itself above its threshold of 20.
+            "softplus": lambda z: torch.logaddexp(z, torch.zeros_like(z)),
+            "gelu": lambda z: F.gelu(z, approximate="none"),
+            "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+            "softmax": lambda z: torch.softmax(z, dim=1),
+        }
+
+    def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
+        torch, F = self.torch, self.F
+        X = torch.from_numpy(np.ascontiguousarray(arrays["X"]))
+        names = list(model.param_shapes())
+        params = [torch.from_numpy(np.array(arrays[k])).requires_grad_() for k in names]
+
+        a = X
+        for l in range(1, model.L + 1):
+            W, b = params[2 * l - 2], params[2 * l - 1]
+            z = a @ W + b
+            a = self.act[model.activations[l - 1]](z)
+        J = self._cost(model, z, a, arrays)
+
+        grads = torch.autograd.grad(J, params)
+        out = {"J": J.detach().numpy()}
+        out.update({f"d{k}": g.numpy() for k, g in zip(names, grads)})
+        return out
+
+    def _cost(self, model: Model, z_L, a_L, arrays: dict[str, Array]):
+        torch, F = self.torch, self.F
+        m = z_L.shape[0]
+        if model.loss == "cross_entropy":
+            # log-softmax inside, from the logits; reduction="mean" averages over the m examples.
+            return F.cross_entropy(z_L, torch.from_numpy(arrays["y"]))
+        Y = torch.from_numpy(np.ascontiguousarray(arrays["Y"]))
+        if model.loss == "binary_cross_entropy":
+            # Sum over outputs, mean over examples. reduction="mean" would divide by m·N.
+            return F.binary_cross_entropy_with_logits(z_L, Y, reduction="sum") / m
+        if model.loss == "half_sse":
+            return 0.5 * F.mse_loss(a_L, Y, reduction="sum") / m
+        raise ValueError(f"unknown loss {model.loss!r}")

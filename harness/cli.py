@@ -1,0 +1,105 @@
+"""Command line: ``python -m harness run [CASEFILE ...] [options]``.
+
+Exit codes: 0 every pair agrees on every case, 1 a disagreement or a backend
+error, 2 bad input (one line on stderr naming file, case and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from . import backends as registry
+from .cases import load_files
+from .errors import InputError
+from .report import Progress, summary_table, write_report
+from .runner import UnavailableBackend, run
+
+DEFAULT_CASES = "cases/default.toml"
+DEFAULT_OUT = "reports/latest"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other bad input
+        self.exit(2, f"error: {message} (see `python -m harness {self.prog.split()[-1]} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m harness",
+                     description="Cross-validate hand-written backprop against PyTorch, JAX and "
+                                 "finite differences.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("run", help="run cases through every backend and compare every pair")
+    p.add_argument("casefiles", nargs="*", default=[DEFAULT_CASES], metavar="CASEFILE",
+                   help=f"TOML case files (default: {DEFAULT_CASES})")
+    p.add_argument("--backends", default=",".join(registry.DEFAULT),
+                   help="comma-separated backend names (default: %(default)s)")
+    p.add_argument("--backend", action="append", default=[], metavar="FILE.py:ClassName",
+                   help="add a plugin backend from a file; may be repeated")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help="output directory (default: %(default)s)")
+    p.add_argument("--save-arrays", action="store_true",
+                   help="also write DIR/arrays/<case>/{inputs,<backend>}.npz")
+    return parser
+
+
+def _prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write to output directory: {e.strerror or e}",
+                         file=str(out), field="--out") from None
+
+
+def _build_backends(names: str, plugins: list[str]) -> list:
+    built = []
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name not in registry.available():
+            registry.get(name)  # raises InputError with a suggestion
+        try:
+            built.append(registry.get(name))
+        except InputError:
+            raise
+        except Exception as e:  # e.g. a framework that fails to import: report it per case
+            built.append(UnavailableBackend(name, e))
+    built += [registry.load_plugin(spec) for spec in plugins]
+    seen: set[str] = set()
+    for b in built:
+        if b.name in seen:
+            raise InputError(f"two backends are named {b.name!r}; names must be unique",
+                             field="--backend")
+        seen.add(b.name)
+    if len(built) < 2:
+        raise InputError("at least two backends are needed to compare", field="--backends")
+    return built
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cases = load_files(args.casefiles)
+    out = Path(args.out)
+    _prepare_out(out)
+    backends = _build_backends(args.backends, args.backend)
+    result = run(cases, backends, progress=Progress())
+    command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_report(result, out, save_arrays=args.save_arrays, command=command)
+    print(summary_table(result, out))
+    return 0 if result.passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the previous report, if any, is left as it was", file=sys.stderr)
+        return 130
+    return 2

@@ -1,0 +1,240 @@
+"""Reports: report.md, agreement.csv, errors.csv, optional arrays, and the terminal summary.
+
+Every file is written atomically (a temporary file, then a rename), so an
+interrupted run never leaves a half-written report behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import re
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .compare import Comparison
+from .runner import CaseResult, RunResult
+from .tolerances import TOLERANCES
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    # Masked (not computed) elements are saved as NaN; y stays integer.
+    plain = {k: (np.ma.filled(v.astype(np.float64), np.nan) if np.ma.isMaskedArray(v) else v)
+             for k, v in arrays.items()}
+    np.savez(buf, **plain)
+    return buf.getvalue()
+
+
+def safe_name(name: str) -> str:
+    """A case name as a directory name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+
+
+def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, command: str = "") -> None:
+    """Write report.md, agreement.csv and errors.csv (and arrays/) into ``out``."""
+    out = Path(out)
+    rows = [c.as_row() for c in result.comparisons]
+    columns = list(Comparison.__dataclass_fields__) + ["pair"]
+    frame = pd.DataFrame(rows, columns=columns)
+    _atomic_write(out / "agreement.csv", frame.to_csv(index=False).encode())
+    errors = pd.DataFrame([{"case": e.case, "backend": e.backend, "message": e.message}
+                           for e in result.errors], columns=["case", "backend", "message"])
+    _atomic_write(out / "errors.csv", errors.to_csv(index=False).encode())
+    if save_arrays:
+        for r in result.cases:
+            folder = out / "arrays" / safe_name(r.case.name)
+            _atomic_write(folder / "inputs.npz", _npz_bytes(r.inputs))
+            for backend, arrays in r.outputs.items():
+                _atomic_write(folder / f"{safe_name(backend)}.npz", _npz_bytes(arrays))
+    _atomic_write(out / "report.md", markdown(result, command).encode())
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def verdict(result: RunResult) -> str:
+    n_fail = sum(not c.passed for c in result.comparisons)
+    n_err = len(result.errors)
+    if not n_fail and not n_err:
+        return "all agree"
+    parts = []
+    if n_fail:
+        parts.append(f"{n_fail} disagreement{'s' * (n_fail != 1)}")
+    if n_err:
+        parts.append(f"{n_err} error{'s' * (n_err != 1)}")
+    return ", ".join(parts)
+
+
+def _versions() -> str:
+    out = [f"Python {platform.python_version()}"]
+    for pkg in ("numpy", "pandas", "torch", "jax"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            out.append(f"{pkg} (not installed)")
+    return ", ".join(out)
+
+
+def _fmt(x: float) -> str:
+    if not np.isfinite(x):
+        return "inf" if x > 0 else str(x)
+    return "0" if x == 0 else f"{x:.1e}"
+
+
+def _worst(r: CaseResult) -> Comparison | None:
+    return max(r.comparisons, key=lambda c: c.tol_used, default=None)
+
+
+def markdown(result: RunResult, command: str = "") -> str:
+    n_cases = len(result.cases)
+    comps = result.comparisons
+    lines = [
+        "# Backprop cross-validation report",
+        "",
+        f"**Verdict: {verdict(result)}.** {n_cases} cases, {len(result.backends)} backends "
+        f"({', '.join(result.backends)}), {len(comps)} comparisons "
+        f"({sum(c.passed for c in comps)} agree).",
+        "",
+        f"- Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `{command}`"
+        if command else f"- Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- {_versions()}; {platform.machine()} {platform.system()}",
+        "- Cells show the norm-relative difference ‖a−b‖/(‖a‖+‖b‖); ✗ marks a quantity with "
+        "elements out of tolerance. An element passes when |a−b| ≤ atol·s + rtol·max(|a|,|b|), "
+        "s the largest |element| of the quantity (and |J| for finite-difference pairs).",
+        "",
+        "## Tolerances",
+        "",
+        "| dtype | pair kind | rtol | atol (× scale) | why |",
+        "|---|---|---|---|---|",
+    ]
+    for (dtype, kind), tol in TOLERANCES.items():
+        lines.append(f"| {dtype} | {kind} | {tol.rtol:g} | {tol.atol:g} | {tol.reason} |")
+
+    lines += ["", "## Summary", "",
+              "| case | network | m | worst quantity · pair | norm-rel | tolerance used | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result.cases:
+        w = _worst(r)
+        where = f"{w.quantity} · {w.pair}" if w else "—"
+        state = "agree" if r.passed else ("error" if r.errors else "DISAGREE")
+        lines.append(f"| [{r.case.name}](#{_anchor(r.case.name)}) | {r.case.model.describe()} | "
+                     f"{r.case.batch} | {where} | {_fmt(w.norm_rel) if w else '—'} | "
+                     f"{f'{100 * w.tol_used:.2g}%' if w else '—'} | {state} |")
+
+    problems = [c for c in comps if not c.passed]
+    if problems or result.errors:
+        lines += ["", "## Problems", ""]
+        lines += [f"- **{c.case}** `{c.quantity}` {c.a} vs {c.b}: {c.message()}" for c in problems]
+        lines += [f"- **{e.case}** backend `{e.backend}` raised: {e.message}" for e in result.errors]
+
+    lines += ["", "## Cases"]
+    for r in result.cases:
+        lines += ["", *_case_section(r)]
+    return "\n".join(lines) + "\n"
+
+
+def _anchor(name: str) -> str:
+    return re.sub(r"[^a-z0-9 _-]", "", name.lower()).replace(" ", "-")
+
+
+def _case_section(r: CaseResult) -> list[str]:
+    c = r.case
+    lines = [f"### {c.name}", ""]
+    if c.description:
+        lines += [c.description, ""]
+    lines.append(f"`{c.model.describe()}`, batch m = {c.batch}, seed {c.seed}, "
+                 f"input scale {c.input_scale:g}, {c.model.n_params} parameters; from `{c.source}`.")
+    times = ", ".join(f"{b} {1000 * s:.1f} ms" for b, s in r.seconds.items())
+    lines += ["", f"Time per backend: {times}."]
+    for backend, out in r.outputs.items():
+        masked = [q for q, v in out.items() if np.ma.isMaskedArray(v)]
+        if masked:
+            checked = sum(int(np.ma.count(out[q])) for q in masked)
+            total = sum(out[q].size for q in masked)
+            lines.append(f"`{backend}` computed a seeded sample: {checked} of {total} elements of "
+                         f"{', '.join(masked)} were checked.")
+    for e in r.errors:
+        lines.append(f"**Error in `{e.backend}`:** {e.message}")
+    if not r.comparisons:
+        return lines + ["", "No comparisons: fewer than two backends succeeded."]
+    pairs = list(dict.fromkeys(x.pair for x in r.comparisons))
+    cells = {(x.quantity, x.pair): x for x in r.comparisons}
+    lines += ["", "| quantity | " + " | ".join(p.replace("-vs-", " vs ") for p in pairs) + " |",
+              "|---" * (len(pairs) + 1) + "|"]
+    for q in c.model.quantities():
+        row = []
+        for p in pairs:
+            x = cells[(q, p)]
+            row.append(_fmt(x.norm_rel) + ("" if x.passed else f" ✗ ({x.n_off}/{x.n_checked})"))
+        lines.append(f"| {q} | " + " | ".join(row) + " |")
+    return lines
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
+    """The compact table printed at the end of a run."""
+    name_w = max([len(r.case.name) for r in result.cases] + [4])
+    head = f"{'case':<{name_w}}  {'network':<44} {'worst difference':<30} verdict"
+    lines = [head, "-" * len(head)]
+    for r in result.cases:
+        w = _worst(r)
+        worst = f"{w.quantity} {w.pair} {_fmt(w.norm_rel)}" if w else "-"
+        state = "ok" if r.passed else ("ERROR" if r.errors else "DISAGREE")
+        lines.append(f"{r.case.name:<{name_w}}  {r.case.model.describe()[:44]:<44} {worst:<30} {state}")
+    problems = [c for c in result.comparisons if not c.passed]
+    for c in problems[:20]:
+        lines.append(f"  ✗ {c.message()}")
+    if len(problems) > 20:
+        lines.append(f"  ... and {len(problems) - 20} more (see report.md)")
+    for e in result.errors:
+        lines.append(f"  ! {e.case}: backend {e.backend} raised {e.message}")
+    lines.append("")
+    lines.append(f"{verdict(result).upper()}: {len(result.cases)} cases, backends "
+                 f"{', '.join(result.backends)}, {len(result.comparisons)} comparisons"
+                 + (f"; report in {out_dir}/report.md" if out_dir else ""))
+    return "\n".join(lines)
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only on a terminal."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.enabled = hasattr(stream, "isatty") and stream.isatty()
+
+    def __call__(self, i: int, n: int, name: str) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * i // max(n, 1)
+        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {i}/{n} {name[:40]:<40}"
+        self.stream.write(text if i < n else "\r" + " " * len(text) + "\r")
+        self.stream.flush()
+
+
+__all__ = ["write_report", "markdown", "summary_table", "verdict", "Progress"]

@@ -1,0 +1,118 @@
+"""Run every backend on every case, compare every pair, collect records.
+
+A backend that raises, or returns something that breaks the contract, becomes a
+``BackendError`` for that case; the run goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends import Backend, check_output, kind_of
+from .cases import Case
+from .compare import Comparison, compare
+from .tolerances import lookup, pair_kind
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class BackendError:
+    case: str
+    backend: str
+    message: str  # one line: exception type and message
+    detail: str = ""  # the traceback, for the report
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    inputs: dict[str, Array]
+    outputs: dict[str, dict[str, Array]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+    errors: list[BackendError] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors and all(c.passed for c in self.comparisons)
+
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if not c.passed]
+
+
+@dataclass
+class RunResult:
+    backends: list[str]
+    cases: list[CaseResult]
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        return [c for r in self.cases for c in r.comparisons]
+
+    @property
+    def errors(self) -> list[BackendError]:
+        return [e for r in self.cases for e in r.errors]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.cases)
+
+
+class UnavailableBackend:
+    """Stands in for a backend that could not be built: every case reports why."""
+
+    kind = "analytic"
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        self.name, self.error = name, error
+
+    def gradients(self, model, arrays):
+        raise RuntimeError(f"backend unavailable: {type(self.error).__name__}: {self.error}")
+
+
+def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
+    """Run each backend on one case and compare every pair of those that succeeded."""
+    inputs = case.arrays()
+    result = CaseResult(case, inputs)
+    model = case.model
+    for backend in backends:
+        # Each backend gets its own copy: one that writes into its inputs cannot change another's.
+        arrays = {k: v.copy() for k, v in inputs.items()}
+        t0 = time.perf_counter()
+        try:
+            result.outputs[backend.name] = check_output(model, backend.gradients(model, arrays))
+        except Exception as e:  # noqa: BLE001 - any backend failure is a record, not a crash
+            msg = f"{type(e).__name__}: {e}".strip().replace("\n", " ")
+            result.errors.append(BackendError(case.name, backend.name, msg, traceback.format_exc()))
+        result.seconds[backend.name] = time.perf_counter() - t0
+
+    kinds = {b.name: kind_of(b) for b in backends}
+    for a, b in itertools.combinations([b.name for b in backends if b.name in result.outputs], 2):
+        kind = pair_kind(kinds[a], kinds[b])
+        tol = lookup(model.dtype, kind)
+        out_a, out_b = result.outputs[a], result.outputs[b]
+        J_scale = max(abs(float(out_a["J"])), abs(float(out_b["J"])))
+        for q in model.quantities():
+            result.comparisons.append(
+                compare(case.name, q, a, out_a[q], b, out_b[q], kind, model.dtype, tol, J_scale))
+    return result
+
+
+def run(cases: Sequence[Case], backends: Sequence[Backend],
+        progress: Callable[[int, int, str], None] | None = None) -> RunResult:
+    """Run all cases; ``progress(i, n, case_name)`` is called before each case."""
+    results = []
+    for i, case in enumerate(cases):
+        if progress:
+            progress(i, len(cases), case.name)
+        results.append(run_case(case, backends))
+    if progress:
+        progress(len(cases), len(cases), "")
+    return RunResult([b.name for b in backends], results)
