@@ -1,0 +1,45 @@
+"""Deliberately wrong backprops: mistakes learners make. Each must be flagged.
+
+They are plugin backends (built with no arguments, ``name``, ``gradients``), so the
+tests can load them through ``--backend tests/mutants.py:ClassName`` as a user would.
+"""
+
+import numpy as np
+
+from harness.activations import ACTIVATIONS
+from harness.backends.manual import ManualBackend, forward_pass, output_delta
+from harness.losses import cost
+
+
+class _Mutant(ManualBackend):
+    skip_g_prime = skip_mean = transpose_dW = False
+
+    def gradients(self, model, arrays):
+        z, a = forward_pass(model, arrays)
+        L, Y, m = model.L, arrays["Y"], arrays["X"].shape[0]
+        grads = {"J": np.asarray(cost(model.loss, z[L], a[L], Y))}
+        dz = output_delta(model, z[L], a[L], Y) / (1 if self.skip_mean else m)
+        for l in range(L, 0, -1):
+            dW = a[l - 1].T @ dz
+            grads[f"dW{l}"] = dW.T if self.transpose_dW else dW
+            grads[f"db{l}"] = dz.sum(axis=0, keepdims=True)
+            if l > 1:
+                dz = dz @ arrays[f"W{l}"].T
+                if not self.skip_g_prime:
+                    dz = dz * ACTIVATIONS[model.activations[l - 2]].g_prime(z[l - 1])
+        return grads
+
+
+class ForgetsGPrime(_Mutant):
+    """dz^[l] = dz^[l+1] W^[l+1]ᵀ, without ∘ g'(z^[l])."""
+    name, skip_g_prime = "forgets-g-prime", True
+
+
+class ForgetsMean(_Mutant):
+    """Gradient of the sum Σᵢ 𝓛⁽ⁱ⁾, not of the mean J."""
+    name, skip_mean = "forgets-1-over-m", True
+
+
+class TransposesDW(_Mutant):
+    """dW^[l] = dzᵀ a^[l-1] (shapes only agree when W^[l] is square)."""
+    name, transpose_dW = "transposes-dW", True

@@ -1,0 +1,35 @@
+"""Every shipped case: all pairs of built-in backends agree on J, dW{l}, db{l}."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.cases import load_file
+from harness.runner import run_case
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = [c for f in sorted((ROOT / "cases").glob("*.toml")) for c in load_file(f)]
+
+
+@pytest.mark.parametrize("case", SHIPPED, ids=lambda c: c.name)
+def test_all_pairs_agree(case, builtin):
+    result = run_case(case, list(builtin.values()))
+    assert not result.errors, [e.message for e in result.errors]
+    assert len(result.comparisons) == 6 * len(case.model.quantities())
+    problems = [c.message() for c in result.failures()]
+    assert not problems, "\n".join(problems)
+
+
+def test_default_cases_cover_what_they_promise():
+    """cases/default.toml: every activation, every loss, both dtypes, batch 1 and > 1, depth 1..4."""
+    from harness.activations import ALL_NAMES
+    from harness.losses import LOSSES
+
+    cases = load_file(ROOT / "cases" / "default.toml")
+    assert {a for c in cases for a in c.model.activations} == set(ALL_NAMES)
+    assert {c.model.loss for c in cases} == set(LOSSES)
+    assert {c.model.dtype for c in cases} == {"float32", "float64"}
+    assert {1} < {c.batch for c in cases}
+    assert {1, 2, 3, 4} <= {c.model.L for c in cases}
+    assert any(c.name.startswith("sweep-") for c in cases)
+    assert any(c.values for c in cases)
