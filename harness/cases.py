@@ -61,7 +61,7 @@ class Case:
         for name, shape in model.param_shapes().items():
             scale = 1 / math.sqrt(shape[0]) if name.startswith("W") else 0.1
             out[name] = rng.standard_normal(shape) * scale
-        out.update(self.values)
+        out.update({k: v.copy() for k, v in self.values.items()})  # never hand out our own
         if model.loss == "cross_entropy":
             out["y"] = np.asarray(out["y"], dtype=np.int64)
             out["Y"] = np.eye(n_out)[out["y"]]  # ȳ, the one-hot of y
@@ -218,8 +218,8 @@ def _parse_activations(f: _Fields, L: int, loss: str) -> list[str]:
     if isinstance(acts, str):
         # One name: every hidden layer; the output activation from `output` or the loss.
         output = f.get("output", str, LOSSES[loss].default_output)
+        fields = [("activations", acts)] + [("output", output)]  # checked even when L = 1
         acts = [acts] * (L - 1) + [output]
-        fields = [("activations", a) for a in acts[:-1]] + [("output", output)]
     else:
         if "output" in f.raw:
             f.fail("output", "give the output activation either as the last entry of "
@@ -261,10 +261,15 @@ def _parse_values(f: _Fields, model: Model) -> dict[str, np.ndarray]:
             hint = did_you_mean(key, allowed)
             if key == "Y" and target == "y":
                 hint = " (cross_entropy takes y = [class indices], not one-hot Y)"
+            elif key == "y" and target == "Y":
+                hint = f" ({model.loss} takes targets as a 2-D array Y)"
             f.fail(fld, f"unknown array{hint}; allowed: {', '.join(sorted(allowed))}")
         if key == "y":
             out[key] = _parse_labels(f, fld, val, nL)
             continue
+        bad_leaf = _first_non_number(val)
+        if bad_leaf is not None:
+            f.fail(fld, f"must be an array of numbers, found {bad_leaf!r}")
         try:
             arr = np.array(val, dtype=np.float64)
         except (ValueError, TypeError):
@@ -286,6 +291,17 @@ def _parse_values(f: _Fields, model: Model) -> dict[str, np.ndarray]:
     return out
 
 
+def _first_non_number(val: Any) -> Any:
+    """The first leaf of a nested list that is not an int or float (TOML bools, strings)."""
+    if isinstance(val, list):
+        for v in val:
+            bad = _first_non_number(v)
+            if bad is not None:
+                return bad
+        return None
+    return None if isinstance(val, (int, float)) and not isinstance(val, bool) else val
+
+
 def _parse_labels(f: _Fields, fld: str, val: Any, n_classes: int) -> np.ndarray:
     if not isinstance(val, list) or not val:
         f.fail(fld, "must be a non-empty list of class indices")
@@ -303,6 +319,8 @@ def _parse_labels(f: _Fields, fld: str, val: Any, n_classes: int) -> np.ndarray:
 def _expand_sweep(raw: dict, src: str, label: str) -> list[Case]:
     f = _Fields(raw, SWEEP_KEYS, src, label)
     prefix = f.get("name", str)
+    if not prefix.strip():
+        f.fail("name", "must not be empty")
     count = f.int_range("count", ..., 1)
     seed = f.int_range("seed", 0, 0)
     depth = _range(f, "depth", [1, 4], 1)
@@ -351,7 +369,7 @@ def _names(f: _Fields, key: str, default: list[str], known: set[str]) -> list[st
     if not val:
         f.fail(key, "must not be empty")
     for i, v in enumerate(val):
-        if v not in known:
+        if not isinstance(v, str) or v not in known:
             f.fail(f"{key}[{i}]", f"unknown name {v!r}{did_you_mean(str(v), known)}; "
                                   f"known: {', '.join(sorted(known))}")
     return list(val)

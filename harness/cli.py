@@ -81,9 +81,9 @@ def _build_backends(names: str, plugins: list[str]) -> list:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cases = load_files(args.casefiles)
+    backends = _build_backends(args.backends, args.backend)
     out = Path(args.out)
     _prepare_out(out)
-    backends = _build_backends(args.backends, args.backend)
     result = run(cases, backends, progress=Progress())
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, out, save_arrays=args.save_arrays, command=command)

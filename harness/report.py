@@ -198,14 +198,15 @@ def _case_section(r: CaseResult) -> list[str]:
 
 def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     """The compact table printed at the end of a run."""
-    name_w = max([len(r.case.name) for r in result.cases] + [4])
-    head = f"{'case':<{name_w}}  {'network':<44} {'worst difference':<30} verdict"
-    lines = [head, "-" * len(head)]
+    rows = [("case", "network", "m", "worst: quantity pair norm-rel", "verdict")]
     for r in result.cases:
         w = _worst(r)
         worst = f"{w.quantity} {w.pair} {_fmt(w.norm_rel)}" if w else "-"
         state = "ok" if r.passed else ("ERROR" if r.errors else "DISAGREE")
-        lines.append(f"{r.case.name:<{name_w}}  {r.case.model.describe()[:44]:<44} {worst:<30} {state}")
+        rows.append((r.case.name, r.case.model.describe(), str(r.case.batch), worst, state))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4] for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
     problems = [c for c in result.comparisons if not c.passed]
     for c in problems[:20]:
         lines.append(f"  ✗ {c.message()}")

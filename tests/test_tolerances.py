@@ -1,0 +1,44 @@
+"""The tolerance table is measured: on the shipped cases every row keeps a margin of 10× or more,
+and each row is still tight enough to flag a 1e-3 relative error in one element."""
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cases import load_file
+from harness.compare import compare
+from harness.runner import run
+from harness.tolerances import TOLERANCES
+
+ROOT = Path(__file__).resolve().parent.parent
+MIN_MARGIN = 10.0
+
+
+@pytest.fixture(scope="module")
+def worst_used(builtin):
+    cases = [c for f in sorted((ROOT / "cases").glob("*.toml")) for c in load_file(f)]
+    result = run(cases, list(builtin.values()))
+    worst = defaultdict(float)
+    for c in result.comparisons:
+        worst[(c.dtype, c.kind)] = max(worst[(c.dtype, c.kind)], c.tol_used)
+    return dict(worst)
+
+
+@pytest.mark.parametrize("row", list(TOLERANCES), ids=lambda r: f"{r[0]}-{r[1]}")
+def test_margin_on_shipped_cases(row, worst_used):
+    used = worst_used[row]
+    print(f"{row}: worst element uses {100 * used:.3g}% of its tolerance (margin {1 / used:.0f}×)")
+    assert 0 < used <= 1 / MIN_MARGIN
+
+
+@pytest.mark.parametrize("row", list(TOLERANCES), ids=lambda r: f"{r[0]}-{r[1]}")
+def test_each_row_flags_one_element_off_by_1e_minus_3(row):
+    dtype, kind = row
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6, 5)).astype(dtype)
+    b = a.copy()
+    b[2, 3] *= 1 + 1e-3
+    r = compare("c", "dW1", "a", a, "b", b, kind, dtype, TOLERANCES[row], J_scale=1.0)
+    assert not r.passed and r.n_off == 1 and r.index == (2, 3)
