@@ -56,8 +56,13 @@ class Comparison:
         return (f"{head}: {self.n_off} / {self.n_checked} elements off ({pct:.1f}%); worst element"
                 f"{at}: |{self.a_at:.6g} − {self.b_at:.6g}| = {abs(self.a_at - self.b_at):.3g} "
                 f"(allowed {self.allowed_at:.3g}: rtol {self.rtol:g}, atol {self.atol:g} × scale "
-                f"{self.scale:.3g}, {100 * self.tol_used:.3g}% of it used); max abs diff {self.max_abs:.3g}, norm-rel {self.norm_rel:.3g}"
+                f"{self.scale:.3g}; {self._used()}); max abs diff {self.max_abs:.3g}, norm-rel {self.norm_rel:.3g}"
                 + (f"; {self.note}" if self.note else ""))
+
+    def _used(self) -> str:
+        if self.tol_used <= 1:
+            return f"{100 * self.tol_used:.3g}% of it used"
+        return f"{self.tol_used:.3g}× the tolerance"
 
     def as_row(self) -> dict:
         row = asdict(self)

@@ -42,3 +42,28 @@ def test_each_row_flags_one_element_off_by_1e_minus_3(row):
     b[2, 3] *= 1 + 1e-3
     r = compare("c", "dW1", "a", a, "b", b, kind, dtype, TOLERANCES[row], J_scale=1.0)
     assert not r.passed and r.n_off == 1 and r.index == (2, 3)
+
+
+def test_margin_on_wide_deep_random_networks(builtin):
+    """Harder than the shipped cases: width 64, depth 3-5, batch 128, input scale 1e-3..1e2."""
+    from harness.activations import ACTIVATIONS
+    from harness.cases import Case
+    from harness.losses import LOSSES
+    from harness.model import Model
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(16):
+        L = int(rng.integers(3, 6))
+        act, loss = str(rng.choice(list(ACTIVATIONS))), str(rng.choice(list(LOSSES)))
+        out = LOSSES[loss].default_output
+        scale = float(10 ** rng.uniform(-3, 2))
+        for dtype in ("float32", "float64"):
+            model = Model((64,) * L + (10,), (act,) * (L - 1) + (out,), loss, dtype)
+            cases.append(Case(f"wide-{i}-{dtype}", model, 128, i, input_scale=scale))
+    result = run(cases, [builtin[n] for n in ("manual", "torch", "jax")])
+    assert result.passed, [c.message() for c in result.comparisons if not c.passed]
+    for dtype in ("float32", "float64"):
+        used = max(c.tol_used for c in result.comparisons if c.dtype == dtype)
+        print(f"wide {dtype} analytic: worst element uses {100 * used:.3g}% (margin {1 / used:.0f}×)")
+        assert used <= 1 / 3
