@@ -44,8 +44,46 @@ class Model:
         return shapes
 
     def quantities(self) -> list[str]:
-        """The compared quantities: J, then dW1, db1, ..., dWL, dbL."""
+        """The quantities every backend must return: J, then dW1, db1, ..., dWL, dbL."""
         return ["J"] + [f"d{p}" for p in self.param_shapes()]
+
+    def intermediates(self) -> list[str]:
+        """Optional per-layer quantities, in the order the algorithm produces them.
+
+        Forward: z1, a1, ..., zL, aL (aL is ŷ). Backward: dzL, daL-1, dzL-1, ..., dz1,
+        where dz{l} = ∂J/∂z^[l] and da{l} = ∂J/∂a^[l] (l = 1..L-1); all m×n_l.
+        """
+        forward = [f"{k}{l}" for l in range(1, self.L + 1) for k in ("z", "a")]
+        backward = ["dz" + str(self.L)]
+        for l in range(self.L - 1, 0, -1):
+            backward += [f"da{l}", f"dz{l}"]
+        return forward + backward
+
+    def algorithm_order(self) -> list[str]:
+        """Every quantity in the order a learner computes it: J and the forward values, then
+        the backward pass layer by layer (dz^[l], dW^[l], db^[l], da^[l-1])."""
+        order = ["J"] + [f"{k}{l}" for l in range(1, self.L + 1) for k in ("z", "a")]
+        for l in range(self.L, 0, -1):
+            order += [f"dz{l}", f"dW{l}", f"db{l}"] + ([f"da{l - 1}"] if l > 1 else [])
+        return order
+
+    def shape_of(self, quantity: str, m: int) -> tuple[int, ...]:
+        """The row-vector shape of any quantity name, for a batch of m."""
+        if quantity == "J":
+            return ()
+        name = quantity[1:] if quantity[0] == "d" and quantity[1] in "Wbza" else quantity
+        l = int(name[1:])
+        if name[0] == "W":
+            return (self.layers[l - 1], self.layers[l])
+        if name[0] == "b":
+            return (1, self.layers[l])
+        return (m, self.layers[l])
+
+    @staticmethod
+    def layer_of(quantity: str) -> int | None:
+        """The l of a per-layer quantity (dW2 → 2), None for J."""
+        digits = "".join(ch for ch in quantity if ch.isdigit())
+        return int(digits) if digits else None
 
     def describe(self) -> str:
         arch = "-".join(map(str, self.layers))

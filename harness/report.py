@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .compare import Comparison
+from .model import Model
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
 
@@ -147,6 +148,9 @@ def markdown(result: RunResult, command: str = "") -> str:
     problems = [c for c in comps if not c.passed]
     if problems or result.errors:
         lines += ["", "## Problems", ""]
+        for r in result.cases:
+            lines += [f"- **{r.case.name}** {c.a} vs {c.b}: first disagreement at `{c.quantity}`"
+                      f"{_layer_text(c.quantity)}" for c in r.first_disagreements().values()]
         lines += [f"- **{c.case}** `{c.quantity}` {c.a} vs {c.b}: {c.message()}" for c in problems]
         lines += [f"- **{e.case}** backend `{e.backend}` raised: {e.message}" for e in result.errors]
 
@@ -154,6 +158,11 @@ def markdown(result: RunResult, command: str = "") -> str:
     for r in result.cases:
         lines += ["", *_case_section(r)]
     return "\n".join(lines) + "\n"
+
+
+def _layer_text(quantity: str) -> str:
+    l = Model.layer_of(quantity)
+    return f" (layer {l})" if l is not None else ""
 
 
 def _anchor(name: str) -> str:
@@ -178,16 +187,24 @@ def _case_section(r: CaseResult) -> list[str]:
                          f"{', '.join(masked)} were checked.")
     for e in r.errors:
         lines.append(f"**Error in `{e.backend}`:** {e.message}")
+    for x in r.first_disagreements().values():
+        lines.append(f"**{x.a} vs {x.b}: first disagreement at `{x.quantity}`{_layer_text(x.quantity)}** "
+                     "(in algorithm order; the quantities computed from it disagree too).")
     if not r.comparisons:
         return lines + ["", "No comparisons: fewer than two backends succeeded."]
     pairs = list(dict.fromkeys(x.pair for x in r.comparisons))
     cells = {(x.quantity, x.pair): x for x in r.comparisons}
     lines += ["", "| quantity | " + " | ".join(p.replace("-vs-", " vs ") for p in pairs) + " |",
               "|---" * (len(pairs) + 1) + "|"]
-    for q in c.model.quantities():
+    for q in c.model.algorithm_order():
+        if not any((q, p) in cells for p in pairs):
+            continue
         row = []
         for p in pairs:
-            x = cells[(q, p)]
+            x = cells.get((q, p))
+            if x is None:
+                row.append("—")  # one of the pair does not provide this intermediate
+                continue
             row.append(_fmt(x.norm_rel) + ("" if x.passed else f" ✗ ({x.n_off}/{x.n_checked})"))
         lines.append(f"| {q} | " + " | ".join(row) + " |")
     return lines
@@ -207,6 +224,10 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    for r in result.cases:
+        for c in r.first_disagreements().values():
+            lines.append(f"  ✗ {r.case.name}: {c.a} vs {c.b} first disagree at {c.quantity}"
+                         f"{_layer_text(c.quantity)}")
     problems = [c for c in result.comparisons if not c.passed]
     for c in problems[:20]:
         lines.append(f"  ✗ {c.message()}")

@@ -46,6 +46,19 @@ class CaseResult:
     def failures(self) -> list[Comparison]:
         return [c for c in self.comparisons if not c.passed]
 
+    def first_disagreements(self) -> dict[str, Comparison]:
+        """Per failing pair, the first quantity in algorithm order that disagrees.
+
+        Comparisons are made in algorithm order (forward values, then the backward pass
+        from layer L down), so this is where the error enters: everything computed from
+        it afterwards disagrees too.
+        """
+        first: dict[str, Comparison] = {}
+        for c in self.comparisons:
+            if not c.passed and c.pair not in first:
+                first[c.pair] = c
+        return first
+
 
 @dataclass
 class RunResult:
@@ -87,7 +100,8 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
         arrays = {k: v.copy() for k, v in inputs.items()}
         t0 = time.perf_counter()
         try:
-            result.outputs[backend.name] = check_output(model, backend.gradients(model, arrays))
+            result.outputs[backend.name] = check_output(model, backend.gradients(model, arrays),
+                                                        case.batch)
         except Exception as e:  # noqa: BLE001 - any backend failure is a record, not a crash
             msg = f"{type(e).__name__}: {e}".strip().replace("\n", " ")
             result.errors.append(BackendError(case.name, backend.name, msg, traceback.format_exc()))
@@ -99,7 +113,9 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
         tol = lookup(model.dtype, kind)
         out_a, out_b = result.outputs[a], result.outputs[b]
         J_scale = max(abs(float(out_a["J"])), abs(float(out_b["J"])))
-        for q in model.quantities():
+        for q in model.algorithm_order():
+            if q not in out_a or q not in out_b:
+                continue  # an optional intermediate one of the two does not provide
             result.comparisons.append(
                 compare(case.name, q, a, out_a[q], b, out_b[q], kind, model.dtype, tol, J_scale))
     return result

@@ -35,7 +35,7 @@ def test_large_case_is_sampled_and_the_count_reported(builtin):
     checked = sum(int(np.ma.count(out[q])) for q in ("dW1", "db1", "dW2", "db2"))
     assert checked == 300
     assert all(c.passed for c in result.comparisons)
-    assert sum(c.n_checked for c in result.comparisons if c.quantity != "J") == 300
+    assert sum(c.n_checked for c in result.comparisons if c.quantity[:2] in ("dW", "db")) == 300
     # The sample is seeded: the same coordinates every run.
     again = FiniteDifferenceBackend(max_coords=300).gradients(case.model, case.arrays())
     assert all((np.ma.getmaskarray(out[q]) == np.ma.getmaskarray(again[q])).all() for q in ("dW1", "dW2"))

@@ -47,11 +47,12 @@ def test_a_plugin_that_raises_is_an_error_for_that_case_only(tmp_path):
     exec(PLUGINS.replace("SECOND_X00", repr(_second_x00())), ns)
     result = run(CASES, [get("manual"), ns["FailsOnSecond"](), get("fd")])
     first, second = result.cases
-    assert first.passed and len(first.comparisons) == 3 * 5
+    assert first.passed and len(first.comparisons) == 3 * len(MODEL.algorithm_order())
     (err,) = second.errors
     assert err.backend == "fails-on-second" and err.message == "ValueError: boom on purpose"
     assert "Traceback" in err.detail
-    assert len(second.comparisons) == 5 and all(c.passed for c in second.comparisons)  # manual vs fd
+    assert len(second.comparisons) == len(MODEL.algorithm_order())  # manual vs fd only
+    assert all(c.passed for c in second.comparisons)
     assert not result.passed
 
 
@@ -99,13 +100,21 @@ def _good():
 ], ids=["missing-key", "wrong-shape", "downcast", "not-an-array", "not-a-dict"])
 def test_contract_violations_say_what_was_returned(mutate, expect):
     with pytest.raises(BackendOutputError) as err:
-        check_output(MODEL, mutate(_good()))
+        check_output(MODEL, mutate(_good()), 5)
     assert expect in str(err.value)
 
 
 def test_the_contract_check_accepts_a_correct_result():
-    out = check_output(MODEL, _good())
-    assert set(out) == {"J", "dW1", "db1", "dW2", "db2"} and out["J"].shape == ()
+    out = check_output(MODEL, _good(), 5)
+    assert set(out) == {"J", "dW1", "db1", "dW2", "db2", "z1", "a1", "z2", "a2", "dz2", "da1", "dz1"}
+    assert out["J"].shape == () and out["dz1"].shape == (5, 4)
+
+
+def test_intermediates_are_optional_but_checked_when_present():
+    required = {k: v for k, v in _good().items() if k in MODEL.quantities()}
+    assert set(check_output(MODEL, required, 5)) == set(MODEL.quantities())
+    with pytest.raises(BackendOutputError, match=r"dz1 has shape \(4, 5\), expected \(5, 4\)"):
+        check_output(MODEL, {**_good(), "dz1": _good()["dz1"].T}, 5)
 
 
 @pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
@@ -117,7 +126,7 @@ def test_jax_with_x64_switched_off_is_caught_as_a_downcast(builtin):
     jax.config.update("jax_enable_x64", False)
     try:
         with pytest.raises(BackendOutputError, match="silent downcast"):
-            check_output(MODEL, builtin["jax"].gradients(MODEL, arrays))
+            check_output(MODEL, builtin["jax"].gradients(MODEL, arrays), 5)
     finally:
         jax.config.update("jax_enable_x64", True)
-    check_output(MODEL, builtin["jax"].gradients(MODEL, arrays))
+    check_output(MODEL, builtin["jax"].gradients(MODEL, arrays), 5)

@@ -31,10 +31,11 @@ def test_run_writes_every_file(tmp_path):
     out = tmp_path / "out"
     proc = run_cli("run", casefile, "--out", out, "--save-arrays")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ALL AGREE: 2 cases, backends manual, torch, jax, fd, 48 comparisons" in proc.stdout
+    # J, z/a per layer, dz, dW, db per layer, da below the top: 12 quantities for L = 2, 6 for L = 1
+    assert "ALL AGREE: 2 cases, backends manual, torch, jax, fd, 108 comparisons" in proc.stdout
 
     frame = pd.read_csv(out / "agreement.csv")
-    assert len(frame) == (5 + 3) * 6  # quantities × 6 pairs
+    assert len(frame) == (12 + 6) * 6  # quantities × 6 pairs
     assert set(Comparison.__dataclass_fields__) <= set(frame.columns)
     assert frame["passed"].all()
     assert set(frame["pair"]) == {"manual-vs-torch", "manual-vs-jax", "manual-vs-fd",
@@ -50,7 +51,8 @@ def test_run_writes_every_file(tmp_path):
     assert inputs["y"].dtype == np.int64 and inputs["X"].shape == (6, 3)
     for backend in ("manual", "torch", "jax", "fd"):
         grads = np.load(out / "arrays" / "ce" / f"{backend}.npz", allow_pickle=False)
-        assert set(grads.files) == {"J", "dW1", "db1", "dW2", "db2"}
+        assert set(grads.files) == {"J", "dW1", "db1", "dW2", "db2",
+                                    "z1", "a1", "z2", "a2", "dz1", "dz2", "da1"}
         assert grads["dW1"].shape == (3, 5)
     assert np.load(out / "arrays" / "bce-f32" / "torch.npz")["dW1"].dtype == np.float32
 

@@ -7,7 +7,8 @@ from harness.backends import get
 from harness.cases import load_file
 from harness.runner import run
 
-from mutants import ForgetsGPrime, ForgetsMean, TransposesDW
+from mutants import (ForgetsGPrime, ForgetsGPrimeInLayer1, ForgetsGPrimeInLayer2, ForgetsMean,
+                     TransposesDW)
 
 CASES = """
 [[case]]
@@ -20,12 +21,18 @@ dtype = "{dtype}"
 seed = 5
 """
 
-# mutant class -> quantities it must break (every W is 4×4, so dWᵀ keeps the shape)
+# mutant class -> quantities it must break (every W is 4×4, so dWᵀ keeps the shape).
+# The mutants also return z, a, dz, da, so the per-layer comparison sees where the error enters.
+BELOW_2 = {"dz2", "dW2", "db2", "da1", "dz1", "dW1", "db1"}
 EXPECTED = {
-    ForgetsGPrime: {"dW1", "db1", "dW2", "db2"},  # g' enters below the output layer
-    ForgetsMean: {"dW1", "db1", "dW2", "db2", "dW3", "db3"},
+    ForgetsGPrime: BELOW_2,  # g' enters below the output layer
+    ForgetsGPrimeInLayer2: BELOW_2,
+    ForgetsGPrimeInLayer1: {"dz1", "dW1", "db1"},
+    ForgetsMean: {"dz3", "dW3", "db3", "da2"} | BELOW_2,
     TransposesDW: {"dW1", "dW2", "dW3"},
 }
+FIRST = {ForgetsGPrime: "dz2", ForgetsGPrimeInLayer2: "dz2", ForgetsGPrimeInLayer1: "dz1",
+         ForgetsMean: "dz3", TransposesDW: "dW3"}
 
 
 @pytest.fixture(params=["float64", "float32"])
@@ -45,6 +52,10 @@ def test_mutant_disagrees_with_every_backend(mutant, casefile, builtin):
         assert {q for q, b in flagged if b == other} == EXPECTED[mutant], other
     # The built-ins still agree among themselves.
     assert all(c.passed for c in result.comparisons if mutant.name not in (c.a, c.b))
+    # Located: the first quantity to disagree, in algorithm order, for every pair with the mutant.
+    (r,) = result.cases
+    firsts = {pair: c.quantity for pair, c in r.first_disagreements().items()}
+    assert set(firsts.values()) == {FIRST[mutant]} and len(firsts) == len(builtin)
 
 
 @pytest.mark.parametrize("mutant", list(EXPECTED), ids=lambda m: m.name)
@@ -55,6 +66,10 @@ def test_cli_exits_1_and_names_the_quantity(mutant, casefile, tmp_path):
     for q in EXPECTED[mutant]:
         assert f"square-tanh {q} manual vs {mutant.name}:" in proc.stdout
     assert "DISAGREE" in proc.stdout
+    layer = FIRST[mutant][-1]
+    assert f"manual vs {mutant.name} first disagree at {FIRST[mutant]} (layer {layer})" in proc.stdout
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"first disagreement at `{FIRST[mutant]}` (layer {layer})" in report
 
 
 def test_the_unmutated_reference_passes(casefile, tmp_path):

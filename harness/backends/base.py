@@ -18,7 +18,8 @@ class Backend(Protocol):
     ``gradients(model, arrays)`` takes the ``Model`` and the dict of numpy inputs
     (``X``, ``Y``, ``y`` for cross_entropy, ``W1``, ``b1``, ...) and returns numpy
     arrays ``J`` (shape ()), ``dW{l}`` and ``db{l}`` (the shapes of W^[l], b^[l]),
-    all derivatives of J, in the case dtype. An optional ``kind`` attribute,
+    all derivatives of J, in the case dtype; optionally also the per-layer ``z{l}``,
+    ``a{l}``, ``dz{l}`` = ∂J/∂z^[l] and ``da{l}`` = ∂J/∂a^[l] (m×n_l). An optional ``kind`` attribute,
     "analytic" (the default) or "finite_difference", picks the tolerance row.
     A ``numpy.ma.MaskedArray`` marks elements that were not computed.
     """
@@ -37,21 +38,22 @@ def kind_of(backend: object) -> str:
     return kind if kind in ("analytic", "finite_difference") else "analytic"
 
 
-def check_output(model: Model, result: object) -> dict[str, Array]:
-    """Validate keys, shapes and dtype of a backend's result; return the compared quantities.
+def check_output(model: Model, result: object, m: int) -> dict[str, Array]:
+    """Validate keys, shapes and dtype of a backend's result; return the quantities to compare.
 
-    A float64 case must come back float64: a float32 result means the backend ran,
-    somewhere, in float32 (JAX without x64, a float32 default dtype, ...).
+    ``J``, ``dW{l}``, ``db{l}`` are required; the per-layer ``z{l}``, ``a{l}``, ``dz{l}``,
+    ``da{l}`` are checked when present; other keys are ignored. A float64 case must come
+    back float64: a float32 result means the backend ran, somewhere, in float32 (JAX
+    without x64, a float32 default dtype, ...).
     """
     if not isinstance(result, Mapping):
         raise BackendOutputError(f"gradients() returned {type(result).__name__}, expected a dict")
-    expected = model.quantities()
-    missing = [q for q in expected if q not in result]
+    required = model.quantities()
+    missing = [q for q in required if q not in result]
     if missing:
         raise BackendOutputError(f"missing keys {missing}; returned keys {sorted(map(str, result))}")
-    shapes = {f"d{k}": s for k, s in model.param_shapes().items()} | {"J": ()}
     out: dict[str, Array] = {}
-    for q in expected:
+    for q in required + [q for q in model.intermediates() if q in result]:
         val = result[q]
         if not isinstance(val, np.ndarray):
             if q == "J" and isinstance(val, (float, np.floating)):
@@ -61,8 +63,9 @@ def check_output(model: Model, result: object) -> dict[str, Array]:
                                          "expected a numpy array")
         if q == "J" and val.shape != () and val.size == 1:
             val = val.reshape(())
-        if val.shape != shapes[q]:
-            raise BackendOutputError(f"{q} has shape {val.shape}, expected {shapes[q]}")
+        want = model.shape_of(q, m)
+        if val.shape != want:
+            raise BackendOutputError(f"{q} has shape {val.shape}, expected {want}")
         if val.dtype != model.np_dtype:
             what = "a silent downcast" if val.dtype == np.float32 and model.dtype == "float64" else "wrong dtype"
             raise BackendOutputError(f"{q} has dtype {val.dtype}, the case is {model.dtype} ({what})")

@@ -50,22 +50,32 @@ class JaxBackend:
         if key not in self._compiled:
             jax, jnp, act = self.jax, self.jnp, self.act
 
-            def J(params, X, T):
+            def J(params, taps, X, T):
+                # taps = (tz, ta): zeros added to z^[l] and a^[l]. ∂J/∂tz^[l] is ∂J/∂z^[l] on
+                # the real graph, so jax.grad gives the per-layer gradients without re-deriving them.
+                tz, ta = taps
                 a = X
-                for (W, b), name in zip(params, activations):
-                    z = a @ W + b
+                zs, as_ = [], []
+                for l, ((W, b), name) in enumerate(zip(params, activations)):
+                    z = a @ W + b + tz[l]
                     a = act[name](z)
+                    if l < len(params) - 1:
+                        a = a + ta[l]
+                    zs.append(z)
+                    as_.append(a)
                 if loss == "cross_entropy":  # T = y, class indices
                     logp = jax.nn.log_softmax(z, axis=1)
-                    return -jnp.mean(jnp.take_along_axis(logp, T[:, None], axis=1))
-                if loss == "binary_cross_entropy":  # from the logits
+                    J = -jnp.mean(jnp.take_along_axis(logp, T[:, None], axis=1))
+                elif loss == "binary_cross_entropy":  # from the logits
                     ll = T * jax.nn.log_sigmoid(z) + (1 - T) * jax.nn.log_sigmoid(-z)
-                    return -jnp.mean(jnp.sum(ll, axis=1))
-                if loss == "half_sse":
-                    return 0.5 * jnp.mean(jnp.sum((a - T) ** 2, axis=1))
-                raise ValueError(f"unknown loss {loss!r}")
+                    J = -jnp.mean(jnp.sum(ll, axis=1))
+                elif loss == "half_sse":
+                    J = 0.5 * jnp.mean(jnp.sum((a - T) ** 2, axis=1))
+                else:
+                    raise ValueError(f"unknown loss {loss!r}")
+                return J, (zs, as_)
 
-            self._compiled[key] = jax.jit(jax.value_and_grad(J))
+            self._compiled[key] = jax.jit(jax.value_and_grad(J, argnums=(0, 1), has_aux=True))
         return self._compiled[key]
 
     def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
@@ -74,9 +84,17 @@ class JaxBackend:
         params = [(jnp.asarray(arrays[f"W{l}"], dtype=dt), jnp.asarray(arrays[f"b{l}"], dtype=dt))
                   for l in range(1, model.L + 1)]
         T = arrays["y"] if model.loss == "cross_entropy" else arrays["Y"]
+        m = arrays["X"].shape[0]
+        tz = [jnp.zeros((m, n), dtype=dt) for n in model.layers[1:]]
+        ta = [jnp.zeros((m, n), dtype=dt) for n in model.layers[1:-1]]
         fn = self._value_and_grad(tuple(model.activations), model.loss)
-        J, grads = fn(params, jnp.asarray(arrays["X"], dtype=dt), jnp.asarray(T))
+        (J, (zs, as_)), (grads, (dz, da)) = fn(params, (tz, ta), jnp.asarray(arrays["X"], dtype=dt),
+                                                jnp.asarray(T))
         out = {"J": np.asarray(J)}
         for l, (dW, db) in enumerate(grads, start=1):
             out[f"dW{l}"], out[f"db{l}"] = np.asarray(dW), np.asarray(db)
+            out[f"z{l}"], out[f"a{l}"] = np.asarray(zs[l - 1]), np.asarray(as_[l - 1])
+            out[f"dz{l}"] = np.asarray(dz[l - 1])
+            if l < model.L:
+                out[f"da{l}"] = np.asarray(da[l - 1])
         return out

@@ -47,7 +47,8 @@ def output_delta(model: Model, z_L: Array, a_L: Array, Y: Array) -> Array:
 
 
 class ManualBackend:
-    """Hand-written backprop. ``gradients`` returns J, dW1, db1, ..., dWL, dbL."""
+    """Hand-written backprop. ``gradients`` returns J, dW1, db1, ..., dWL, dbL and the
+    per-layer z{l}, a{l}, dz{l}, da{l}."""
 
     name = "manual"
     kind = "analytic"
@@ -56,15 +57,18 @@ class ManualBackend:
         z, a = forward_pass(model, arrays)
         L, Y = model.L, arrays["Y"]
         m = arrays["X"].shape[0]
-        J = cost(model.loss, z[L], a[L], Y)
+        grads: dict[str, Array] = {"J": np.asarray(cost(model.loss, z[L], a[L], Y))}
+        for l in range(1, L + 1):
+            grads[f"z{l}"], grads[f"a{l}"] = z[l], a[l]
 
-        grads: dict[str, Array] = {"J": np.asarray(J)}
-        dz = output_delta(model, z[L], a[L], Y) / m
+        dz = output_delta(model, z[L], a[L], Y) / m  # ∂J/∂z^[L]
         for l in range(L, 0, -1):
             a_prev, W = a[l - 1], arrays[f"W{l}"]
+            grads[f"dz{l}"] = dz
             grads[f"dW{l}"] = a_prev.T @ dz
             grads[f"db{l}"] = dz.sum(axis=0, keepdims=True)
             if l > 1:
-                da_prev = dz @ W.T
+                da_prev = dz @ W.T  # ∂J/∂a^[l-1]
+                grads[f"da{l - 1}"] = da_prev
                 dz = da_prev * ACTIVATIONS[model.activations[l - 2]].g_prime(z[l - 1])
         return grads

@@ -45,15 +45,27 @@ class TorchBackend:
         params = [torch.from_numpy(np.array(arrays[k])).requires_grad_() for k in names]
 
         a = X
+        zs, as_ = [], []  # the real graph's intermediate tensors, differentiated below
         for l in range(1, model.L + 1):
             W, b = params[2 * l - 2], params[2 * l - 1]
             z = a @ W + b
             a = self.act[model.activations[l - 1]](z)
+            zs.append(z)
+            as_.append(a)
         J = self._cost(model, z, a, arrays)
 
-        grads = torch.autograd.grad(J, params)
+        # ∂J/∂a^[L] is not asked for: for cross_entropy and BCE, J is computed from the
+        # logits z^[L], so a^[L] is not on J's graph.
+        inputs = params + zs + as_[:-1]
+        grads = torch.autograd.grad(J, inputs)
         out = {"J": J.detach().numpy()}
         out.update({f"d{k}": g.numpy() for k, g in zip(names, grads)})
+        L = model.L
+        for l in range(1, L + 1):
+            out[f"z{l}"], out[f"a{l}"] = zs[l - 1].detach().numpy(), as_[l - 1].detach().numpy()
+            out[f"dz{l}"] = grads[len(params) + l - 1].numpy()
+            if l < L:
+                out[f"da{l}"] = grads[len(params) + L + l - 1].numpy()
         return out
 
     def _cost(self, model: Model, z_L, a_L, arrays: dict[str, Array]):
