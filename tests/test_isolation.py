@@ -24,11 +24,11 @@ def test_import_harness_imports_no_framework():
     _probe("import harness, harness.backends, harness.cli, harness.report, harness.runner")
 
 
-def test_manual_and_fd_run_without_torch_or_jax():
+def test_numpy_backends_run_without_torch_or_jax():
     _probe("""
 from harness import get_backend, load_file, run
 cases = load_file('cases/default.toml')[:5]
-result = run(cases, [get_backend('manual'), get_backend('fd')])
+result = run(cases, [get_backend('manual'), get_backend('manual_columns'), get_backend('fd')])
 assert result.passed
 """)
 

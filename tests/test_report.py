@@ -32,14 +32,14 @@ def test_run_writes_every_file(tmp_path):
     proc = run_cli("run", casefile, "--out", out, "--save-arrays")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # J, z/a per layer, dz, dW, db per layer, da below the top: 12 quantities for L = 2, 6 for L = 1
-    assert "ALL AGREE: 2 cases, backends manual, torch, jax, fd, 108 comparisons" in proc.stdout
+    assert "ALL AGREE: 2 cases, backends manual, manual_columns, torch, jax, fd, 180 comparisons" in proc.stdout
 
     frame = pd.read_csv(out / "agreement.csv")
-    assert len(frame) == (12 + 6) * 6  # quantities × 6 pairs
+    assert len(frame) == (12 + 6) * 10  # quantities × 10 pairs
     assert set(Comparison.__dataclass_fields__) <= set(frame.columns)
     assert frame["passed"].all()
-    assert set(frame["pair"]) == {"manual-vs-torch", "manual-vs-jax", "manual-vs-fd",
-                                  "torch-vs-jax", "torch-vs-fd", "jax-vs-fd"}
+    names = ["manual", "manual_columns", "torch", "jax", "fd"]
+    assert set(frame["pair"]) == {f"{a}-vs-{b}" for i, a in enumerate(names) for b in names[i + 1:]}
     assert len(pd.read_csv(out / "errors.csv")) == 0
 
     md = (out / "report.md").read_text()
@@ -49,7 +49,7 @@ def test_run_writes_every_file(tmp_path):
     inputs = np.load(out / "arrays" / "ce" / "inputs.npz", allow_pickle=False)
     assert set(inputs.files) == {"X", "Y", "y", "W1", "b1", "W2", "b2"}
     assert inputs["y"].dtype == np.int64 and inputs["X"].shape == (6, 3)
-    for backend in ("manual", "torch", "jax", "fd"):
+    for backend in ("manual", "manual_columns", "torch", "jax", "fd"):
         grads = np.load(out / "arrays" / "ce" / f"{backend}.npz", allow_pickle=False)
         assert set(grads.files) == {"J", "dW1", "db1", "dW2", "db2",
                                     "z1", "a1", "z2", "a2", "dz1", "dz2", "da1"}

@@ -20,11 +20,12 @@ __all__ = ["Backend", "BackendOutputError", "BUILTIN", "DEFAULT", "check_output"
 
 BUILTIN: dict[str, tuple[str, str]] = {
     "manual": ("harness.backends.manual", "ManualBackend"),
+    "manual_columns": ("harness.backends.manual_columns", "ManualColumnsBackend"),
     "torch": ("harness.backends.torch_backend", "TorchBackend"),
     "jax": ("harness.backends.jax_backend", "JaxBackend"),
     "fd": ("harness.backends.fd", "FiniteDifferenceBackend"),
 }
-DEFAULT = ("manual", "torch", "jax", "fd")
+DEFAULT = ("manual", "manual_columns", "torch", "jax", "fd")
 ENTRY_POINT_GROUP = "harness.backends"
 
 
