@@ -41,22 +41,26 @@ def _sigmoid(z: Array) -> Array:
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _erf(x: Array) -> Array:
-    # numpy has no erf; math.erf is correctly rounded to double precision.
-    # Evaluated in float64 and cast back, so float32 inputs get a float32 result.
-    out = np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(np.float64)
-    return out.astype(x.dtype, copy=False)
+def _Phi(z: Array) -> Array:
+    """The standard normal CDF Φ(z) = ½ erfc(−z/√2).
+
+    numpy has no erf; math.erfc is accurate to double precision. erfc rather than
+    1 + erf(z/√2), which cancels for z ≲ −8 and loses every digit of Φ there.
+    Evaluated in float64 and cast back, so float32 inputs get a float32 result.
+    """
+    z64 = np.asarray(z, dtype=np.float64)
+    out = 0.5 * np.frompyfunc(math.erfc, 1, 1)(-z64 / math.sqrt(2.0)).astype(np.float64)
+    return out.astype(z.dtype, copy=False)
 
 
 def _gelu(z: Array) -> Array:
-    return 0.5 * z * (1 + _erf(z / math.sqrt(2.0)))
+    return z * _Phi(z)
 
 
 def _gelu_prime(z: Array) -> Array:
     # d/dz [z Φ(z)] = Φ(z) + z φ(z)
-    Phi = 0.5 * (1 + _erf(z / math.sqrt(2.0)))
     phi = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return Phi + z * phi
+    return _Phi(z) + z * phi
 
 
 def _gelu_tanh(z: Array) -> Array:
@@ -183,9 +187,16 @@ def softmax(z: Array) -> Array:
 
 
 def log_softmax(z: Array) -> Array:
-    """Row-wise log-softmax via log-sum-exp."""
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    """Row-wise log-softmax via log-sum-exp: z − max − log(1 + Σ_{k≠argmax} e^(z_k − max)).
+
+    log1p of the sum without the largest term keeps full relative precision when one
+    class dominates (a well-fitted example, 𝓛 ≈ 1e-12), where log(Σ e^…) would round to 0.
+    """
+    top = z.argmax(axis=-1)[..., None]
+    shifted = z - np.take_along_axis(z, top, axis=-1)
+    e = np.exp(shifted)
+    np.put_along_axis(e, top, 0.0, axis=-1)
+    return shifted - np.log1p(e.sum(axis=-1, keepdims=True))
 
 
 def forward(name: str, z: Array) -> Array:

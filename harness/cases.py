@@ -25,6 +25,8 @@ CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
               "batch", "input_scale"}
 TOP_KEYS = {"case", "sweep"}
+MAX_ELEMENTS = 200_000_000  # parameters + activations of one case: 1.6 GB in float64
+MAX_INPUT_SCALE = 1e10  # beyond this, z = x W overflows float32 for any width
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,8 +194,8 @@ def _parse_case(raw: dict, src: str, label: str) -> Case:
         f.fail("dtype", f"unknown dtype {dtype!r}{did_you_mean(dtype, DTYPES)}; known: float32, float64")
     seed = f.int_range("seed", 0, 0)
     scale = f.get("input_scale", (int, float), 1.0)
-    if not (math.isfinite(scale) and scale > 0):
-        f.fail("input_scale", f"must be a positive finite number, got {scale!r}")
+    if not (math.isfinite(scale) and 0 < scale <= MAX_INPUT_SCALE):
+        f.fail("input_scale", f"must be a number in (0, {MAX_INPUT_SCALE:g}], got {scale!r}")
     description = f.get("description", str, "")
     model = Model(tuple(layers), tuple(acts), loss, dtype)
     values = _parse_values(f, model)
@@ -205,12 +207,22 @@ def _parse_case(raw: dict, src: str, label: str) -> Case:
         batch = m_x
     if batch is None:
         f.fail("batch", "missing required field (or give values.X)")
+    _check_size(f, model, batch)
     for key in ("X", "Y"):
         if key in values and values[key].shape[0] != batch:
             f.fail(f"values.{key}", f"has {values[key].shape[0]} rows, batch is {batch}")
     if "y" in values and values["y"].shape[0] != batch:
         f.fail("values.y", f"has {values['y'].shape[0]} labels, batch is {batch}")
     return Case(name, model, batch, seed, src, float(scale), description, values)
+
+
+def _check_size(f: _Fields, model: Model, batch: int) -> None:
+    """Refuse a case whose arrays alone would not fit in memory, before anything is drawn."""
+    elements = model.n_params + batch * sum(model.layers)
+    if elements > MAX_ELEMENTS:
+        f.fail("batch" if batch * sum(model.layers) > model.n_params else "layers",
+               f"case too large: {elements:.3g} array elements (parameters + activations), "
+               f"limit {MAX_ELEMENTS:.0e}")
 
 
 def _parse_activations(f: _Fields, L: int, loss: str) -> list[str]:
@@ -285,6 +297,11 @@ def _parse_values(f: _Fields, model: Model) -> dict[str, np.ndarray]:
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             f.fail(fld, f"non-finite value {arr[idx]} at index {idx}")
+        with np.errstate(over="ignore"):
+            bad = ~np.isfinite(arr.astype(model.np_dtype))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            f.fail(fld, f"value {arr[idx]} at index {idx} overflows {model.dtype}")
         if key == "Y" and model.loss == "binary_cross_entropy" and ((arr < 0) | (arr > 1)).any():
             f.fail(fld, "binary_cross_entropy targets must lie in [0, 1]")
         out[key] = arr
@@ -331,8 +348,8 @@ def _expand_sweep(raw: dict, src: str, label: str) -> list[Case]:
     dtypes = _names(f, "dtypes", list(DTYPES), set(DTYPES))
     scales = f.get("input_scale", list, [1.0, 1.0], what="[lo, hi]")
     if (len(scales) != 2
-            or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < math.inf
-                       for s in scales)
+            or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                       and 0 < s <= MAX_INPUT_SCALE for s in scales)
             or scales[0] > scales[1]):
         f.fail("input_scale", f"must be [lo, hi] with 0 < lo <= hi, got {scales}")
     lo_s, hi_s = scales
@@ -351,8 +368,10 @@ def _expand_sweep(raw: dict, src: str, label: str) -> list[Case]:
             sizes[-1] = max(sizes[-1], 2)
         scale = float(math.exp(rng.uniform(math.log(lo_s), math.log(hi_s))))
         model = Model(tuple(sizes), tuple(acts + [out]), loss, str(rng.choice(dtypes)))
-        cases.append(Case(f"{prefix}-{i:03d}", model, int(rng.integers(batch[0], batch[1] + 1)),
-                          int(rng.integers(0, 2**31)), src, scale, f"from sweep {prefix!r}"))
+        m = int(rng.integers(batch[0], batch[1] + 1))
+        _check_size(f, model, m)
+        cases.append(Case(f"{prefix}-{i:03d}", model, m, int(rng.integers(0, 2**31)), src, scale,
+                          f"from sweep {prefix!r}"))
     return cases
 
 

@@ -49,7 +49,7 @@ class Comparison:
     def message(self) -> str:
         """Where and how much, in one line."""
         head = f"{self.case} {self.quantity} {self.a} vs {self.b}"
-        if self.note and not np.isfinite(self.max_abs):
+        if self.note and (not np.isfinite(self.max_abs) or not self.n_checked):
             return f"{head}: {self.note}"
         pct = 100 * self.n_off / max(self.n_checked, 1)
         at = f" at index {self.index}" if self.index else ""
@@ -126,4 +126,7 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
     return Comparison(**base, max_abs=float(diff.max(initial=0.0)), max_rel=float(rel.max(initial=0.0)),
                       norm_rel=norm_rel, index=idx, a_at=pick(x), b_at=pick(y),
                       allowed_at=pick(allowed), n_off=int(off.sum()), n_checked=n_checked,
-                      scale=scale, tol_used=float(used.max(initial=0.0)), passed=not off.any())
+                      scale=scale, tol_used=float(used.max(initial=0.0)),
+                      passed=not off.any(),
+                      note="" if n_checked or not x.size else
+                      "nothing compared: every element masked (not computed, or inconclusive)")

@@ -123,7 +123,7 @@ def markdown(result: RunResult, command: str = "") -> str:
         if command else f"- Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- {_versions()}; {platform.machine()} {platform.system()}",
         "- Cells show the norm-relative difference ‖a−b‖/(‖a‖+‖b‖); ✗ marks a quantity with "
-        "elements out of tolerance. An element passes when |a−b| ≤ atol·s + rtol·max(|a|,|b|), "
+        "elements out of tolerance; n/c: nothing compared (every element masked). An element passes when |a−b| ≤ atol·s + rtol·max(|a|,|b|), "
         "s the largest |element| of the quantity (and |J| for finite-difference pairs).",
         "",
         "## Tolerances",
@@ -183,8 +183,10 @@ def _case_section(r: CaseResult) -> list[str]:
         if masked:
             checked = sum(int(np.ma.count(out[q])) for q in masked)
             total = sum(out[q].size for q in masked)
-            lines.append(f"`{backend}` computed a seeded sample: {checked} of {total} elements of "
-                         f"{', '.join(masked)} were checked.")
+            lines.append(f"`{backend}` checked {checked} of {total} elements of {', '.join(masked)} "
+                         "(a seeded sample on large cases, minus kink crossings).")
+    for backend, note in r.notes.items():
+        lines.append(f"`{backend}`: {note}.")
     for e in r.errors:
         lines.append(f"**Error in `{e.backend}`:** {e.message}")
     for x in r.first_disagreements().values():
@@ -204,6 +206,9 @@ def _case_section(r: CaseResult) -> list[str]:
             x = cells.get((q, p))
             if x is None:
                 row.append("—")  # one of the pair does not provide this intermediate
+                continue
+            if not x.n_checked and x.n_total:
+                row.append("n/c")  # nothing compared: all elements masked
                 continue
             row.append(_fmt(x.norm_rel) + ("" if x.passed else f" ✗ ({x.n_off}/{x.n_checked})"))
         lines.append(f"| {q} | " + " | ".join(row) + " |")

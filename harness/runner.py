@@ -38,6 +38,7 @@ class CaseResult:
     seconds: dict[str, float] = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
     errors: list[BackendError] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # per backend, from its "_notes" key
 
     @property
     def passed(self) -> bool:
@@ -92,17 +93,27 @@ class UnavailableBackend:
 
 def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
     """Run each backend on one case and compare every pair of those that succeeded."""
-    inputs = case.arrays()
-    result = CaseResult(case, inputs)
     model = case.model
+    try:
+        inputs = case.arrays()
+    except (MemoryError, ValueError) as e:
+        result = CaseResult(case, {})
+        result.errors.append(BackendError(case.name, "inputs", f"drawing the inputs failed: "
+                                          f"{type(e).__name__}: {e}", traceback.format_exc()))
+        return result
+    result = CaseResult(case, inputs)
     for backend in backends:
         # Each backend gets its own copy: one that writes into its inputs cannot change another's.
         arrays = {k: v.copy() for k, v in inputs.items()}
         t0 = time.perf_counter()
         try:
-            result.outputs[backend.name] = check_output(model, backend.gradients(model, arrays),
-                                                        case.batch)
-        except Exception as e:  # noqa: BLE001 - any backend failure is a record, not a crash
+            raw = backend.gradients(model, arrays)
+            result.outputs[backend.name] = check_output(model, raw, case.batch)
+            if isinstance(raw.get("_notes"), str):  # e.g. fd: coordinates left inconclusive
+                result.notes[backend.name] = raw["_notes"]
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - even sys.exit() in a plugin is a record, not the end of the run
             msg = f"{type(e).__name__}: {e}".strip().replace("\n", " ")
             result.errors.append(BackendError(case.name, backend.name, msg, traceback.format_exc()))
         result.seconds[backend.name] = time.perf_counter() - t0

@@ -181,11 +181,11 @@ BAD = [
     ("input-scale-bool", case_toml(input_scale="false"), "net", "input_scale",
      ("got False",)),
     ("input-scale-zero", case_toml(input_scale="0.0"), "net", "input_scale",
-     ("positive finite number",)),
+     ("must be a number in (0, 1e+10]",)),
     ("input-scale-inf", case_toml(input_scale="inf"), "net", "input_scale",
-     ("positive finite number",)),
+     ("must be a number in (0, 1e+10]",)),
     ("input-scale-nan", case_toml(input_scale="nan"), "net", "input_scale",
-     ("positive finite number",)),
+     ("must be a number in (0, 1e+10]",)),
     ("description-not-string", case_toml(description="1"), "net", "description",
      ("expected a string",)),
     # --- explicit values
@@ -637,3 +637,25 @@ def test_load_files_keeps_order(tmp_path):
     b = write(tmp_path, case_toml(name='"other"'), "b.toml")
     cases = load_files([a, b])
     assert [(c.name, c.source) for c in cases] == [("net", str(a)), ("other", str(b))]
+
+
+# --------------------------------------------------------------------------- limits (review fixes)
+
+
+@pytest.mark.parametrize("over, values, field, msg", [
+    ({"batch": "100000000000000"}, None, "batch", "case too large"),
+    ({"layers": "[3000000000, 3000000000, 2]", "activations": '"tanh"'}, None, "layers", "case too large"),
+    ({"dtype": '"float32"', "layers": "[2, 2]", "activations": '["softmax"]', "batch": "1"},
+     {"X": "[[1e39, 0.0]]"}, "values.X", "overflows float32"),
+    ({"input_scale": "1e300"}, None, "input_scale", "must be a number in (0, 1e+10]"),
+], ids=["huge-batch", "huge-layers", "float32-overflow", "huge-input-scale"])
+def test_limits_are_input_errors(tmp_path, over, values, field, msg):
+    path = write(tmp_path, case_toml(values=values, **over))
+    err = load_error(path)
+    assert err.field == field and msg in err.message, str(err)
+
+
+def test_sweep_case_too_large_is_an_input_error(tmp_path):
+    path = write(tmp_path, sweep_toml(width="[3000000000, 3000000000]", count="1"))
+    err = load_error(path)
+    assert err.case == "sw" and "case too large" in err.message

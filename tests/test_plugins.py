@@ -130,3 +130,28 @@ def test_jax_with_x64_switched_off_is_caught_as_a_downcast(builtin):
     finally:
         jax.config.update("jax_enable_x64", True)
     check_output(MODEL, builtin["jax"].gradients(MODEL, arrays), 5)
+
+
+def test_a_plugin_calling_sys_exit_is_an_error_record_not_the_end_of_the_run():
+    class Exiter:
+        name = "exiter"
+
+        def gradients(self, model, arrays):
+            import sys
+            sys.exit(0)
+
+    result = run(CASES, [get("manual"), Exiter(), get("fd")])
+    assert [e.message for e in result.errors] == ["SystemExit: 0", "SystemExit: 0"]
+    assert all(len(r.comparisons) == len(MODEL.algorithm_order()) for r in result.cases)
+    assert not result.passed
+
+
+def test_a_plugin_whose_name_raises_is_bad_input(tmp_path):
+    from harness.backends import load_plugin
+    from harness.errors import InputError
+
+    plugin = tmp_path / "p.py"
+    plugin.write_text("class P:\n    @property\n    def name(self):\n        raise RuntimeError('no')\n"
+                      "    def gradients(self, model, arrays):\n        return {}\n")
+    with pytest.raises(InputError, match="building the backend failed: RuntimeError: no"):
+        load_plugin(f"{plugin}:P")

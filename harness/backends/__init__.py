@@ -66,7 +66,9 @@ def load_plugin(spec: str) -> Backend:
     sys.modules[mod_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as e:  # the user's file: report it, do not crash
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # the user's file, even a sys.exit() in it: report it, do not crash
         raise InputError(f"importing {path!r} failed: {type(e).__name__}: {e}", field="--backend") from None
     if not hasattr(module, cls_name):
         classes = [n for n, v in vars(module).items() if isinstance(v, type)]
@@ -80,11 +82,14 @@ def _instantiate(cls: object, where: str) -> Backend:
         raise InputError(f"{where} is not a class", field="--backend")
     try:
         backend = cls()
-    except Exception as e:
+        gradients, name = getattr(backend, "gradients", None), getattr(backend, "name", None)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
         raise InputError(f"{where}: building the backend failed: {type(e).__name__}: {e}",
                          field="--backend") from None
-    if not callable(getattr(backend, "gradients", None)):
+    if not callable(gradients):
         raise InputError(f"{where} has no gradients(model, arrays) method", field="--backend")
-    if not isinstance(getattr(backend, "name", None), str) or not backend.name:
+    if not isinstance(name, str) or not name:
         raise InputError(f"{where} has no `name` string attribute", field="--backend")
     return backend

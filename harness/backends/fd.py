@@ -25,27 +25,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..activations import forward as g
+from ..activations import ACTIVATIONS, forward as g
 from ..losses import cost
 from ..model import Model
 
 Array = np.ndarray
 
 H0 = float(np.finfo(np.float64).eps) ** (1 / 3)
+MIN_PER_ARRAY = 32  # a sampled case still checks this many elements of every array
 
 
 def cost_from(model: Model, params: dict[str, Array], Y: Array, l: int, *,
-              z: Array | None = None, a: Array | None = None) -> Array:
+              z: Array | None = None, a: Array | None = None,
+              sides: list[Array] | None = None) -> Array:
     """J as a function of z^[l] (given ``z``) or of a^[l] (given ``a``); layers above l run as usual.
 
     Any argument may carry a leading batch-of-networks axis (K, ...); J then has shape (K,).
-    ``cost_from(model, params, Y, 0, a=X)`` is the ordinary forward pass.
+    ``cost_from(model, params, Y, 0, a=X)`` is the ordinary forward pass. If ``sides`` is a
+    list, it receives, for every layer whose activation has kinks, which side of each kink
+    every z lies on (to tell whether a perturbation crossed one).
     """
+    def through(k: int, z: Array) -> Array:
+        name = model.activations[k - 1]
+        if sides is not None and name in ACTIVATIONS and ACTIVATIONS[name].kinks:
+            sides.append(np.stack([np.sign(z - kink) for kink in ACTIVATIONS[name].kinks], axis=-1))
+        return g(name, z)
+
     if z is not None:
-        a = g(model.activations[l - 1], z)
+        a = through(l, z)
     for k in range(l + 1, model.L + 1):
         z = a @ params[f"W{k}"] + params[f"b{k}"]
-        a = g(model.activations[k - 1], z)
+        a = through(k, z)
     return cost(model.loss, z, a, Y)
 
 
@@ -64,12 +74,15 @@ class FiniteDifferenceBackend:
         self._act_elems = X.shape[0] * max(model.layers)  # one network's activations, for chunking
         out: dict[str, Array] = {"J": np.asarray(cost_from(model, params, Y, 0, a=X), dtype=dt)}
 
+        self.kink_crossings: dict[str, int] = {}
+
         # ∂J/∂W^[l], ∂J/∂b^[l]: nudge one parameter, run the whole forward pass.
-        def by_param(name: str, stacked: Array) -> Array:
-            return cost_from(model, {**params, name: stacked}, Y, 0, a=X)
+        def by_param(name: str, stacked: Array, sides: list) -> Array:
+            return cost_from(model, {**params, name: stacked}, Y, 0, a=X, sides=sides)
 
         for name, idx in self._coordinates({k: v.size for k, v in params.items()}).items():
-            out[f"d{name}"] = self._nudge(params[name], idx, lambda st, n=name: by_param(n, st), dt)
+            out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx,
+                                          lambda st, sd, n=name: by_param(n, st, sd), dt)
 
         # The forward values, and ∂J/∂z^[l], ∂J/∂a^[l]: nudge the intermediate, run the layers above.
         zs, as_ = {}, {0: X}
@@ -80,29 +93,44 @@ class FiniteDifferenceBackend:
         values = {f"z{l}": zs[l] for l in zs} | {f"a{l}": as_[l] for l in range(1, model.L)}
         for key, idx in self._coordinates({k: v.size for k, v in values.items()}).items():
             l = int(key[1:])
-            f = ((lambda st, l=l: cost_from(model, params, Y, l, z=st)) if key[0] == "z"
-                 else (lambda st, l=l: cost_from(model, params, Y, l, a=st)))
-            out[f"d{key}"] = self._nudge(values[key], idx, f, dt)
+            f = ((lambda st, sd, l=l: cost_from(model, params, Y, l, z=st, sides=sd)) if key[0] == "z"
+                 else (lambda st, sd, l=l: cost_from(model, params, Y, l, a=st, sides=sd)))
+            out[f"d{key}"] = self._nudge(f"d{key}", values[key], idx, f, dt)
+        crossed = {q: n for q, n in self.kink_crossings.items() if n}
+        if crossed:
+            out["_notes"] = ("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
+                             "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
         return out
 
     def _coordinates(self, sizes: dict[str, int]) -> dict[str, Array]:
-        """Flat indices to check per array: all, or a seeded uniform sample of max_coords."""
+        """Flat indices to check per array: all, or a seeded sample of about max_coords.
+
+        A sample gives every array a floor of min(size, MIN_PER_ARRAY) coordinates first (so a
+        small db^[l] next to a large W^[l] is never left unchecked), then spreads the rest
+        uniformly over all elements.
+        """
         total = sum(sizes.values())
         if total <= self.max_coords:
             return {k: np.arange(n) for k, n in sizes.items()}
         rng = np.random.default_rng(self.seed)
-        flat = np.sort(rng.choice(total, size=self.max_coords, replace=False))
-        offsets = np.cumsum([0] + list(sizes.values()))
-        return {k: flat[(flat >= lo) & (flat < hi)] - lo
-                for k, lo, hi in zip(sizes, offsets[:-1], offsets[1:])}
+        floor = {k: min(n, MIN_PER_ARRAY) for k, n in sizes.items()}
+        rest = max(0, self.max_coords - sum(floor.values()))
+        out = {}
+        for k, n in sizes.items():
+            share = min(n, floor[k] + int(round(rest * n / total)))
+            out[k] = np.sort(rng.choice(n, size=share, replace=False))
+        return out
 
-    def _nudge(self, theta: Array, idx: Array, J_of, dtype: np.dtype) -> Array:
+    def _nudge(self, quantity: str, theta: Array, idx: Array, J_of, dtype: np.dtype) -> Array:
         """Central differences of J_of at coordinates ``idx`` of ``theta``, in batched chunks.
 
-        Returns an array of theta's shape in ``dtype``; masked where not computed.
+        Returns an array of theta's shape in ``dtype``; masked where not computed, which
+        includes coordinates whose ±h nudge moved some z^[l] across a kink: there J is not
+        differentiable along the nudge and the difference quotient means nothing.
         """
         flat = theta.ravel()
         grad = np.zeros(flat.size)
+        crossed = np.zeros(flat.size, dtype=bool)
         # Bound the memory of one batched pass: 2·chunk copies of θ and of the activations.
         chunk = max(1, self.chunk_elems // (2 * max(flat.size, self._act_elems)))
         for start in range(0, len(idx), chunk):
@@ -114,11 +142,48 @@ class FiniteDifferenceBackend:
             rows = np.arange(k)
             stacked[rows, sel] = plus
             stacked[k + rows, sel] = minus
-            J = J_of(stacked.reshape((2 * k,) + theta.shape))
+            sides: list[Array] = []
+            J = J_of(stacked.reshape((2 * k,) + theta.shape), sides)
             # The step actually represented in floating point, not the nominal 2h.
             grad[sel] = (J[:k] - J[k:]) / (plus - minus)
+            for side in sides:
+                side = np.broadcast_to(side, (2 * k,) + side.shape[-3:])
+                crossed[sel] |= (side[:k] != side[k:]).reshape(k, -1).any(axis=1)
         value = grad.reshape(theta.shape).astype(dtype)
         checked = np.zeros(flat.size, dtype=bool)
         checked[idx] = True
+        checked &= ~crossed
+        self.kink_crossings[quantity] = int(crossed.sum())
         mask = ~checked.reshape(theta.shape)
         return np.ma.MaskedArray(value, mask=mask) if mask.any() else value
+
+    def jacobian(self, op: str, x: Array, W=None, b=None, loss=None, Y=None) -> Array:
+        """The full Jacobian J[i, j] = ∂f_i/∂x_j of a map of one row x, column j by a central
+        difference in float64 (same step rule). ``op`` as in the torch backend."""
+        if op == "exp":
+            f = np.exp
+        elif op == "linear":
+            f = lambda a: a @ W + b  # noqa: E731
+        elif op == "loss":
+            f = lambda a: per_example_loss_of_output(loss, a, Y)  # noqa: E731
+        else:
+            f = lambda z: g(op, z)  # noqa: E731
+        x64 = np.asarray(x, dtype=np.float64)
+        cols = []
+        for j in range(x64.size):
+            h = H0 * max(1.0, abs(x64.flat[j]))
+            xp, xm = x64.copy(), x64.copy()
+            xp.flat[j] += h
+            xm.flat[j] -= h
+            cols.append((np.ravel(f(xp)) - np.ravel(f(xm))) / (xp.flat[j] - xm.flat[j]))
+        return np.stack(cols, axis=1).astype(x.dtype)
+
+
+def per_example_loss_of_output(loss: str, a: Array, Y: Array) -> Array:
+    """𝓛 as a function of the output a^[L] (not of the logits), summed over the row."""
+    if loss == "cross_entropy":
+        return -(Y * np.log(a)).sum()
+    if loss == "binary_cross_entropy":
+        return -(Y * np.log(a) + (1 - Y) * np.log(1 - a)).sum()
+    return 0.5 * ((a - Y) ** 2).sum()
+

@@ -98,3 +98,26 @@ class JaxBackend:
             if l < model.L:
                 out[f"da{l}"] = np.asarray(da[l - 1])
         return out
+
+    def jacobian(self, op: str, x: Array, **kw) -> Array:
+        """The full Jacobian J[i, j] = ∂f_i/∂x_j of a map of one row x (1×n), by ``jax.jacfwd``.
+
+        ``op`` as in the torch backend: "exp", an activation name, "linear", "loss".
+        """
+        jnp = self.jnp
+        f = self._op(op, **{k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()})
+        jac = self.jax.jacfwd(f)(jnp.asarray(x))
+        return np.asarray(jac).reshape(-1, x.size)
+
+    def _op(self, op: str, W=None, b=None, loss=None, Y=None):
+        jnp = self.jnp
+        if op == "exp":
+            return jnp.exp
+        if op == "linear":
+            return lambda a: a @ W + b
+        if op == "loss":  # 𝓛 as a function of the output a^[L] (not of the logits)
+            return {"cross_entropy": lambda a: -(Y * jnp.log(a)).sum(),
+                    "binary_cross_entropy": lambda a: -(Y * jnp.log(a) + (1 - Y) * jnp.log(1 - a)).sum(),
+                    "half_sse": lambda a: 0.5 * ((a - Y) ** 2).sum()}[loss]
+        return self.act[op]
+

@@ -81,3 +81,29 @@ class TorchBackend:
         if model.loss == "half_sse":
             return 0.5 * F.mse_loss(a_L, Y, reduction="sum") / m
         raise ValueError(f"unknown loss {model.loss!r}")
+
+    def jacobian(self, op: str, x: Array, **kw) -> Array:
+        """The full Jacobian J[i, j] = ∂f_i/∂x_j of a map of one row x (1×n), by autograd.
+
+        ``op``: "exp", an activation name (softmax included), "linear" (a ↦ a W + b, with
+        ``W``, ``b``), or "loss" (a^[L] ↦ 𝓛 for ``loss`` and one-hot/real target ``Y``).
+        """
+        torch = self.torch
+        f = self._op(op, **{k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray)
+                            else v for k, v in kw.items()})
+        jac = torch.autograd.functional.jacobian(f, torch.from_numpy(np.ascontiguousarray(x)))
+        n_in = x.size
+        return jac.reshape(-1, n_in).numpy()
+
+    def _op(self, op: str, W=None, b=None, loss=None, Y=None):
+        torch = self.torch
+        if op == "exp":
+            return torch.exp
+        if op == "linear":
+            return lambda a: a @ W + b
+        if op == "loss":  # 𝓛 as a function of the output a^[L] (not of the logits)
+            return {"cross_entropy": lambda a: -(Y * torch.log(a)).sum(),
+                    "binary_cross_entropy": lambda a: -(Y * torch.log(a) + (1 - Y) * torch.log(1 - a)).sum(),
+                    "half_sse": lambda a: 0.5 * ((a - Y) ** 2).sum()}[loss]
+        return self.act[op]
+
