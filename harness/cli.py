@@ -42,7 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory (default: %(default)s)")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write DIR/arrays/<case>/{inputs,<backend>}.npz")
+    c = sub.add_parser("claims", help="check each statement of the derivation against torch, JAX and fd")
+    c.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help="writes DIR/claims.md and DIR/claims.csv (default: %(default)s)")
     return parser
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from .claims import FRAMEWORKS, run_claims
+    from .report import claims_terminal, write_claims
+
+    out = Path(args.out)
+    _prepare_out(out)
+    outcomes = run_claims({name: registry.get(name) for name in FRAMEWORKS})
+    write_claims(outcomes, out, list(FRAMEWORKS))
+    print(claims_terminal(outcomes, list(FRAMEWORKS)))
+    print(f"written to {out}/claims.md and {out}/claims.csv")
+    return 0 if all(o.passed for o in outcomes) else 1
 
 
 def _prepare_out(out: Path) -> None:
@@ -105,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "claims":
+            return cmd_claims(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

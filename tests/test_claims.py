@@ -1,0 +1,56 @@
+"""Every claim of the derivation as a test, in both dtypes; and wrong claims are refuted."""
+
+import numpy as np
+import pytest
+
+from harness.activations import SOFTMAX, forward as g
+from harness.claims import CLAIMS, FRAMEWORKS, Claim, Context, check, _jacobian_claim
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def ctx(request, builtin):
+    return Context({name: builtin[name] for name in FRAMEWORKS}, request.param)
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.id)
+def test_claim_holds(claim, ctx):
+    outcomes = check(claim, ctx)
+    assert outcomes, "a claim with no instance proves nothing"
+    assert {o.framework for o in outcomes} >= {"torch", "jax"}
+    bad = [f"{o.shape} vs {o.framework}: max diff {o.max_abs:.3g} ({o.tol_used:.3g}× tol)"
+           for o in outcomes if not o.passed]
+    assert not bad, "\n".join(bad)
+
+
+def _refuted_everywhere(claim, ctx):
+    outcomes = check(claim, ctx)
+    frameworks = {o.framework for o in outcomes}
+    refuted = {o.framework for o in outcomes if not o.passed}
+    assert refuted == frameworks == set(FRAMEWORKS), (refuted, frameworks)
+
+
+def test_wrong_softmax_jacobian_is_refuted(ctx):
+    """The learner's slip: treating softmax as elementwise, ∂ŷ/∂z = diag(ŷ(1 − ŷ))."""
+    def wrong(z):
+        y = g(SOFTMAX, z)[0]
+        return np.diag(y * (1 - y))
+    _refuted_everywhere(Claim("wrong", "", _jacobian_claim(SOFTMAX, wrong, sizes=(3, 5))), ctx)
+
+
+def test_wrong_activation_derivative_is_refuted(ctx):
+    """g(z) in place of g'(z) for tanh."""
+    _refuted_everywhere(Claim("wrong", "", _jacobian_claim("tanh", lambda z: np.diag(np.tanh(z)[0]))), ctx)
+
+
+def test_recurrence_without_g_prime_is_refuted(ctx):
+    """The recurrence's hand side without ∘ g'(z^[l]), on the same networks."""
+    from harness.claims import Instance
+
+    def wrong(c):
+        for case, arrays, results in c.networks:
+            for l in range(1, case.model.L):
+                if case.model.activations[l - 1] == "identity":
+                    continue  # g' = 1: the mistake is invisible there
+                for name, r in results.items():
+                    yield Instance("x", r[f"dz{l + 1}"] @ arrays[f"W{l + 1}"].T, {name: r[f"dz{l}"]})
+    _refuted_everywhere(Claim("wrong", "", wrong), ctx)
