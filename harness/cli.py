@@ -45,7 +45,38 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("claims", help="check each statement of the derivation against torch, JAX and fd")
     c.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="writes DIR/claims.md and DIR/claims.csv (default: %(default)s)")
+    e = sub.add_parser("explain", help="walk through one case's forward and backward pass, step by step")
+    e.add_argument("casefile", metavar="CASEFILE")
+    e.add_argument("--case", required=True, metavar="NAME", help="the case to walk through")
+    e.add_argument("--against", default="torch,jax", metavar="NAMES",
+                   help="backends whose differences are shown beside each step (default: %(default)s)")
     return parser
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .errors import did_you_mean
+    from .explain import explain
+
+    cases = {c.name: c for c in load_files([args.casefile])}
+    if args.case not in cases:
+        raise InputError(f"no case named {args.case!r}{did_you_mean(args.case, cases)}; "
+                         f"cases: {', '.join(cases)}", file=args.casefile, field="--case")
+    case = cases[args.case]
+    arrays = case.arrays()
+    manual = registry.check_output(case.model, registry.get("manual").gradients(case.model, arrays),
+                                   case.batch)
+    others: dict[str, object] = {}
+    for name in [n.strip() for n in args.against.split(",") if n.strip()]:
+        try:
+            backend = registry.get(name)
+            others[name] = registry.check_output(case.model, backend.gradients(case.model, arrays),
+                                                 case.batch)
+        except InputError:
+            raise
+        except Exception as err:  # shown in place of its differences; the walkthrough goes on
+            others[name] = f"unavailable ({type(err).__name__}: {err})"
+    print(explain(case, manual, others))
+    return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -123,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "claims":
             return cmd_claims(args)
+        if args.command == "explain":
+            return cmd_explain(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
