@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .tolerances import FINITE_DIFFERENCE, Tolerance
+from .tolerances import Tolerance, is_finite_difference
 
 Array = np.ndarray
 
@@ -107,7 +107,7 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
     diff = np.abs(x - y)
     mag = np.maximum(np.abs(x), np.abs(y))
     scale = float(mag.max()) if mag.size else 0.0
-    if kind == FINITE_DIFFERENCE:
+    if is_finite_difference(kind):
         scale = max(scale, abs(J_scale))
     allowed = tol.atol * scale + tol.rtol * mag
     off = (diff > allowed) & use

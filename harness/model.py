@@ -59,6 +59,11 @@ class Model:
             backward += [f"da{l}", f"dz{l}"]
         return forward + backward
 
+    def optional(self) -> list[str]:
+        """Quantities a backend may return besides the required ones: the per-layer
+        intermediates and ``Jv``, the directional derivatives vᵀ∇J (see directional.py)."""
+        return self.intermediates() + ["Jv"]
+
     def algorithm_order(self) -> list[str]:
         """Every quantity in the order a learner computes it: J and the forward values, then
         the backward pass layer by layer (dz^[l], dW^[l], db^[l], da^[l-1])."""
@@ -71,6 +76,9 @@ class Model:
         """The row-vector shape of any quantity name, for a batch of m."""
         if quantity == "J":
             return ()
+        if quantity == "Jv":
+            from .directional import N_DIRECTIONS
+            return (N_DIRECTIONS,)
         name = quantity[1:] if quantity[0] == "d" and quantity[1] in "Wbza" else quantity
         l = int(name[1:])
         if name[0] == "W":

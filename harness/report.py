@@ -198,7 +198,7 @@ def _case_section(r: CaseResult) -> list[str]:
     cells = {(x.quantity, x.pair): x for x in r.comparisons}
     lines += ["", "| quantity | " + " | ".join(p.replace("-vs-", " vs ") for p in pairs) + " |",
               "|---" * (len(pairs) + 1) + "|"]
-    for q in c.model.algorithm_order():
+    for q in c.model.algorithm_order() + ["Jv"]:
         if not any((q, p) in cells for p in pairs):
             continue
         row = []

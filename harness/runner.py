@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import Backend, check_output, kind_of
+from .backends import Backend, NotApplicable, check_output, kind_of
 from .cases import Case
 from .compare import Comparison, compare
+from .directional import directions, project
 from .tolerances import lookup, pair_kind
 
 Array = np.ndarray
@@ -113,10 +114,22 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
                 result.notes[backend.name] = raw["_notes"]
         except KeyboardInterrupt:
             raise
+        except NotApplicable as e:
+            result.notes[backend.name] = f"not applicable to this case: {e}"
         except BaseException as e:  # noqa: BLE001 - even sys.exit() in a plugin is a record, not the end of the run
             msg = f"{type(e).__name__}: {e}".strip().replace("\n", " ")
             result.errors.append(BackendError(case.name, backend.name, msg, traceback.format_exc()))
         result.seconds[backend.name] = time.perf_counter() - t0
+
+    # A backend that measured only directional derivatives vᵀ∇J (fd on a large case) is
+    # compared with the vᵀ∇J every other backend's full gradient implies.
+    if any("Jv" in out for out in result.outputs.values()):
+        dirs = directions(model)
+        for out in result.outputs.values():
+            if "Jv" not in out:
+                implied = project(model, out, dirs)
+                if implied is not None:
+                    out["Jv"] = implied
 
     kinds = {b.name: kind_of(b) for b in backends}
     for a, b in itertools.combinations([b.name for b in backends if b.name in result.outputs], 2):
@@ -124,7 +137,7 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
         tol = lookup(model.dtype, kind)
         out_a, out_b = result.outputs[a], result.outputs[b]
         J_scale = max(abs(float(out_a["J"])), abs(float(out_b["J"])))
-        for q in model.algorithm_order():
+        for q in model.algorithm_order() + ["Jv"]:
             if q not in out_a or q not in out_b:
                 continue  # an optional intermediate one of the two does not provide
             result.comparisons.append(

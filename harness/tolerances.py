@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ANALYTIC = "analytic"
-FINITE_DIFFERENCE = "finite_difference"
+COMPLEX_STEP = "complex_step"
+FINITE_DIFFERENCE = "finite_difference"  # central (and Richardson) differences
+FORWARD_DIFFERENCE = "forward_difference"
+NUDGE = "nudge"  # forward difference with the fixed h = 1e-3 of the course
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,26 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         1e-7, 1e-8,
         "Central difference with h = ε^(1/3)·max(1,|θ|): truncation O(h²)·|J'''| plus "
         "round-off O(ε|J|/h), about 1e-10 of the scale; larger where J''' is large."),
+    ("float64", COMPLEX_STEP): Tolerance(
+        1e-10, 1e-12,
+        "Complex step subtracts nothing: its error is rounding, like an analytic backend's."),
+    ("float32", COMPLEX_STEP): Tolerance(
+        1e-4, 1e-5,
+        "Evaluated in float64; the float32 backprop's rounding dominates: the float32 analytic row."),
+    ("float64", FORWARD_DIFFERENCE): Tolerance(
+        1e-5, 1e-6,
+        "Forward difference with h = ε^(1/2)·max(1,|θ|): truncation O(h)·J'' plus round-off "
+        "O(ε|J|/h), about 1e-8 of the scale."),
+    ("float32", FORWARD_DIFFERENCE): Tolerance(
+        1e-4, 1e-5,
+        "Evaluated in float64 (error ~1e-8); the float32 backprop's rounding dominates."),
+    ("float64", NUDGE): Tolerance(
+        3e-2, 3e-3,
+        "The course's nudge, h = 1e-3 fixed: truncation h·J''/2 is about 1e-3 of the scale, "
+        "so it only tells right from clearly wrong (a missing g', 1/m or transpose)."),
+    ("float32", NUDGE): Tolerance(
+        3e-2, 3e-3,
+        "As float64: the nudge's truncation error dwarfs float32 rounding."),
     ("float32", FINITE_DIFFERENCE): Tolerance(
         1e-4, 1e-5,
         "fd runs in float64, so the float32 backprop's own rounding dominates: the float32 "
@@ -46,9 +69,20 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 }
 
 
+# Kinds from the most to the least accurate; a pair is checked with the row of its less
+# accurate member.
+KINDS = (ANALYTIC, COMPLEX_STEP, FINITE_DIFFERENCE, FORWARD_DIFFERENCE, NUDGE)
+
+
 def pair_kind(kind_a: str, kind_b: str) -> str:
-    """A pair with any finite-difference backend is checked with the finite-difference row."""
-    return FINITE_DIFFERENCE if FINITE_DIFFERENCE in (kind_a, kind_b) else ANALYTIC
+    """The kind whose tolerance row checks a pair: the less accurate of the two."""
+    rank = {k: i for i, k in enumerate(KINDS)}
+    return max(kind_a, kind_b, key=lambda k: rank.get(k, 0))
+
+
+def is_finite_difference(kind: str) -> bool:
+    """Kinds whose round-off is about ε·|J|/h per element (|J| joins the scale)."""
+    return kind in (FINITE_DIFFERENCE, FORWARD_DIFFERENCE, NUDGE)
 
 
 def lookup(dtype: str, kind: str) -> Tolerance:

@@ -2,14 +2,21 @@
 
 import numpy as np
 
-from harness.backends.fd import H0, FiniteDifferenceBackend
+from harness.backends.fd import METHODS, FiniteDifferenceBackend
 from harness.cases import Case
 from harness.model import Model
 from harness.runner import run_case
 
 
-def test_step_is_cube_root_of_float64_epsilon():
-    assert H0 == np.finfo(np.float64).eps ** (1 / 3)
+def test_step_rules():
+    fd = FiniteDifferenceBackend()
+    fd._eps = np.finfo(np.float64).eps
+    theta = np.array([0.5, -4.0])
+    np.testing.assert_array_equal(fd._steps(theta), fd._eps ** (1 / 3) * np.array([1.0, 4.0]))
+    assert {m: METHODS[m].exponent for m in ("forward", "central", "richardson")} == \
+        {"forward": 1 / 2, "central": 1 / 3, "richardson": 1 / 5}
+    nudge = FiniteDifferenceBackend(method="forward", step=1e-3)
+    np.testing.assert_array_equal(nudge._steps(theta), [1e-3, 1e-3])
 
 
 def test_float32_case_is_differenced_in_float64():
@@ -29,7 +36,7 @@ def test_float32_case_is_differenced_in_float64():
 
 def test_large_case_is_sampled_and_the_count_reported(builtin):
     case = Case("big", Model((30, 40, 10), ("relu", "softmax"), "cross_entropy", "float64"), 8, 2)
-    fd = FiniteDifferenceBackend(max_coords=300)
+    fd = FiniteDifferenceBackend(max_coords=300, strategy="coordinates")
     result = run_case(case, [builtin["manual"], fd])
     out = result.outputs["fd"]
     counts = {q: int(np.ma.count(out[q])) for q in ("dW1", "db1", "dW2", "db2")}
@@ -39,13 +46,13 @@ def test_large_case_is_sampled_and_the_count_reported(builtin):
     assert all(c.passed for c in result.comparisons)
     assert {c.quantity: c.n_checked for c in result.comparisons if c.quantity in counts} == counts
     # The sample is seeded: the same coordinates every run.
-    again = FiniteDifferenceBackend(max_coords=300).gradients(case.model, case.arrays())
+    again = FiniteDifferenceBackend(max_coords=300, strategy="coordinates").gradients(case.model, case.arrays())
     assert all((np.ma.getmaskarray(out[q]) == np.ma.getmaskarray(again[q])).all() for q in ("dW1", "dW2"))
 
 
 def test_sampled_fd_still_catches_a_wrong_gradient(builtin):
     case = Case("big", Model((30, 40, 10), ("tanh", "softmax"), "cross_entropy", "float64"), 8, 2)
-    result = run_case(case, [FiniteDifferenceBackend(max_coords=300)])
+    result = run_case(case, [FiniteDifferenceBackend(max_coords=300, strategy="coordinates")])
     wrong = {k: v for k, v in builtin["manual"].gradients(case.model, case.arrays()).items()}
     wrong["dW1"] = wrong["dW1"] * 1.001
     from harness.compare import compare
@@ -89,7 +96,7 @@ def test_nudges_across_a_kink_are_inconclusive_not_failures(tmp_path, builtin):
     fd = FiniteDifferenceBackend()
     raw = fd.gradients(case.model, case.arrays())
     assert fd.kink_crossings == {"dW1": 0, "db1": 3, "dW2": 0, "db2": 0, "dz1": 3, "da1": 0, "dz2": 0}
-    assert "db1 3, dz1 3" in raw["_notes"]
+    assert "db1 3, dz1 3" in raw["_notes"] and "central differences" in raw["_notes"]
     assert np.ma.getmaskarray(raw["db1"]).all() and not np.ma.getmaskarray(raw["dW1"]).any()
     # Unmasked, the quotient at a crossed coordinate is far from the (g'(0) = 0) gradient:
     manual = builtin["manual"].gradients(case.model, case.arrays())

@@ -13,17 +13,20 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from ..errors import InputError, did_you_mean
-from .base import Backend, BackendOutputError, check_output, kind_of
+from .base import Backend, BackendOutputError, NotApplicable, check_output, kind_of
 
-__all__ = ["Backend", "BackendOutputError", "BUILTIN", "DEFAULT", "check_output", "get",
+__all__ = ["Backend", "BackendOutputError", "NotApplicable", "BUILTIN", "DEFAULT", "check_output", "get",
            "kind_of", "load_plugin", "available"]
 
-BUILTIN: dict[str, tuple[str, str]] = {
-    "manual": ("harness.backends.manual", "ManualBackend"),
-    "manual_columns": ("harness.backends.manual_columns", "ManualColumnsBackend"),
-    "torch": ("harness.backends.torch_backend", "TorchBackend"),
-    "jax": ("harness.backends.jax_backend", "JaxBackend"),
-    "fd": ("harness.backends.fd", "FiniteDifferenceBackend"),
+# name -> (module, factory, arguments): imported only when that backend is asked for.
+BUILTIN: dict[str, tuple[str, str, tuple]] = {
+    "manual": ("harness.backends.manual", "ManualBackend", ()),
+    "manual_columns": ("harness.backends.manual_columns", "ManualColumnsBackend", ()),
+    "torch": ("harness.backends.torch_backend", "TorchBackend", ()),
+    "jax": ("harness.backends.jax_backend", "JaxBackend", ()),
+    # finite differences: central (the default), and the variants of fd.VARIANTS
+    **{name: ("harness.backends.fd", "variant", (name,))
+       for name in ("fd", "fd-forward", "nudge", "fd-richardson", "fd-complex", "fd-directional")},
 }
 DEFAULT = ("manual", "manual_columns", "torch", "jax", "fd")
 ENTRY_POINT_GROUP = "harness.backends"
@@ -41,8 +44,8 @@ def available() -> list[str]:
 def get(name: str) -> Backend:
     """Build a backend by name: a built-in, or one from the ``harness.backends`` entry points."""
     if name in BUILTIN:
-        module, cls = BUILTIN[name]
-        return getattr(importlib.import_module(module), cls)()
+        module, factory, args = BUILTIN[name]
+        return getattr(importlib.import_module(module), factory)(*args)
     plugins = _plugins()
     if name in plugins:
         return _instantiate(plugins[name].load(), f"entry point {name!r}")

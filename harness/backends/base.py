@@ -33,9 +33,17 @@ class BackendOutputError(Exception):
     """A backend returned something that breaks the contract."""
 
 
+class NotApplicable(Exception):
+    """A backend's method does not apply to this case (complex step through erf, say).
+    Reported as a note for the case, not as an error."""
+
+
 def kind_of(backend: object) -> str:
+    """The backend's tolerance kind (tolerances.KINDS); anything unknown counts as analytic."""
+    from ..tolerances import KINDS
+
     kind = getattr(backend, "kind", "analytic")
-    return kind if kind in ("analytic", "finite_difference") else "analytic"
+    return kind if kind in KINDS else "analytic"
 
 
 def check_output(model: Model, result: object, m: int) -> dict[str, Array]:
@@ -53,7 +61,7 @@ def check_output(model: Model, result: object, m: int) -> dict[str, Array]:
     if missing:
         raise BackendOutputError(f"missing keys {missing}; returned keys {sorted(map(str, result))}")
     out: dict[str, Array] = {}
-    for q in required + [q for q in model.intermediates() if q in result]:
+    for q in required + [q for q in model.optional() if q in result]:
         val = result[q]
         if not isinstance(val, np.ndarray):
             if q == "J" and isinstance(val, (float, np.floating)):

@@ -1,38 +1,73 @@
-"""Finite differences of J: "the nudge", done as a central difference in float64.
+"""Finite differences of J: "the nudge" and its better-behaved relatives.
 
-For each checked parameter θ_i:
-    ∂J/∂θ_i ≈ (J(θ + h e_i) − J(θ − h e_i)) / ((θ_i + h) − (θ_i − h))
-Step rule: h = ε_64^(1/3) · max(1, |θ_i|) ≈ 6.1e-6 · max(1, |θ_i|). For a central
-difference the truncation error grows as h² and the round-off as ε/h; ε^(1/3)
-balances the two (error ~ ε^(2/3) ≈ 4e-11 relative). The denominator is the step
-actually represented in floating point, not the nominal 2h.
+Methods (each a backend name, see ``VARIANTS``), for one coordinate θ_i and step h:
 
-Precision: J is always evaluated in float64, also for a float32 case (the float32
-inputs are exactly representable in float64). A float32 central difference could
-not get better than about ε_32^(2/3) ≈ 2e-5, too coarse to check anything; the
-result is cast back to the case dtype.
+    forward     (J(θ + h eᵢ) − J(θ)) / h                      error O(h) + O(ε/h)
+    central     (J(θ + h eᵢ) − J(θ − h eᵢ)) / 2h               error O(h²) + O(ε/h)
+    richardson  (4 D(h/2) − D(h)) / 3, D the central quotient  error O(h⁴) + O(ε/h)
+    complex     Im J(θ + i h eᵢ) / h                           error O(h²), no cancellation
 
-Cost: two forward passes per checked coordinate. The perturbed forward passes are
-batched: ``chunk`` copies of the network run at once along a leading axis. A case
-with more than ``max_coords`` parameters is checked on a seeded random sample of
-coordinates; the others are returned masked (numpy.ma) and not compared.
+Step rules (ε = machine epsilon of the precision J is evaluated in; every rule is scaled by
+max(1, |θ_i|) so a large parameter gets a proportionally large step):
+    forward h = ε^(1/2), central h = ε^(1/3), richardson h = ε^(1/5): each balances that
+    method's truncation error against the round-off ε|J|/h of the subtraction;
+    complex h = 1e-20: nothing is subtracted, so h can be as small as we like;
+    "nudge" is the course's forward difference with a fixed h = 1e-3.
+The denominator is the step actually represented in floating point, not the nominal h.
 
-The per-layer ∂J/∂z^[l] and ∂J/∂a^[l] are nudged the same way: perturb one element of
-z^[l] (or a^[l]) and run only the layers above it. Their sample budget is separate.
+Complex step needs every operation to be complex-analytic. The activations allow it except
+gelu (numpy has no complex erf); relu, leaky_relu and elu are analytic piece by piece, their
+branch chosen by the real part, which an imaginary step never moves.
+
+Precision: J is evaluated in float64 by default, also for a float32 case (a float32 central
+difference could not get better than about ε_32^(2/3) ≈ 2e-5), and the result is cast back
+to the case dtype. ``precision="case"`` evaluates in the case dtype instead (the ε study).
+
+Strategy: "coordinates" nudges every parameter (a seeded sample of about ``max_coords`` on
+a large case, at least 32 of every array); "directional" measures vᵀ∇J for
+``directional.N_DIRECTIONS`` seeded unit directions v: two forward passes each, whatever
+the size. "auto" (the default) uses coordinates up to ``max_coords`` parameters and
+directional above. The per-layer ∂J/∂z^[l], ∂J/∂a^[l] are always nudged by coordinates:
+perturb one element of the intermediate and run only the layers above it.
+
+A nudge that moves some z^[l] across a kink (relu, leaky_relu at 0) is inconclusive: J is
+not differentiable along it. Those coordinates are masked (not compared) and counted.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..activations import ACTIVATIONS, forward as g
+from ..activations import ACTIVATIONS, SOFTMAX, forward as g
+from ..directional import directions
 from ..losses import cost
 from ..model import Model
+from .base import NotApplicable
 
 Array = np.ndarray
 
-H0 = float(np.finfo(np.float64).eps) ** (1 / 3)
 MIN_PER_ARRAY = 32  # a sampled case still checks this many elements of every array
+NUDGE_STEP = 1e-3  # the classic course's ε
+COMPLEX_STEP = 1e-20
+NOT_COMPLEX_ANALYTIC = {"gelu": "numpy has no complex erf"}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    offsets: tuple[complex, ...]  # perturbations, in units of h
+    exponent: float | None  # h = ε^exponent · max(1, |θ|); None: a fixed step
+    rule: str
+
+
+METHODS = {
+    "forward": Method("forward", (1,), 1 / 2, "h = ε^(1/2)·max(1, |θ|)"),
+    "central": Method("central", (1, -1), 1 / 3, "h = ε^(1/3)·max(1, |θ|)"),
+    "richardson": Method("richardson", (1, -1, 0.5, -0.5), 1 / 5, "h = ε^(1/5)·max(1, |θ|), then h/2"),
+    "complex": Method("complex", (1j,), None, f"h = {COMPLEX_STEP:g}, imaginary"),
+}
 
 
 def cost_from(model: Model, params: dict[str, Array], Y: Array, l: int, *,
@@ -43,46 +78,121 @@ def cost_from(model: Model, params: dict[str, Array], Y: Array, l: int, *,
     Any argument may carry a leading batch-of-networks axis (K, ...); J then has shape (K,).
     ``cost_from(model, params, Y, 0, a=X)`` is the ordinary forward pass. If ``sides`` is a
     list, it receives, for every layer whose activation has kinks, which side of each kink
-    every z lies on (to tell whether a perturbation crossed one).
+    every z lies on (to tell whether a perturbation crossed one). Complex inputs take the
+    complex-analytic forms (complex step).
     """
+    complex_mode = any(np.iscomplexobj(v) for v in (z, a, *params.values()) if v is not None)
+    act = _g_complex if complex_mode else g
+
     def through(k: int, z: Array) -> Array:
         name = model.activations[k - 1]
         if sides is not None and name in ACTIVATIONS and ACTIVATIONS[name].kinks:
-            sides.append(np.stack([np.sign(z - kink) for kink in ACTIVATIONS[name].kinks], axis=-1))
-        return g(name, z)
+            sides.append(np.stack([np.sign(np.real(z) - kink) for kink in ACTIVATIONS[name].kinks], axis=-1))
+        return act(name, z)
 
     if z is not None:
         a = through(l, z)
     for k in range(l + 1, model.L + 1):
         z = a @ params[f"W{k}"] + params[f"b{k}"]
         a = through(k, z)
-    return cost(model.loss, z, a, Y)
+    return _cost_complex(model.loss, z, a, Y) if complex_mode else cost(model.loss, z, a, Y)
+
+
+def _g_complex(name: str, z: Array) -> Array:
+    """Complex-analytic forms of the activations; branches follow the real part."""
+    right = np.real(z) > 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "identity":
+            return z
+        if name == "sigmoid":
+            return np.where(right, 1 / (1 + np.exp(-z)), np.exp(z) / (1 + np.exp(z)))
+        if name == "tanh":
+            return np.tanh(z)
+        if name == "relu":
+            return np.where(right, z, 0)
+        if name == "leaky_relu":
+            return np.where(right, z, 0.01 * z)
+        if name == "elu":
+            return np.where(right, z, np.expm1(z))
+        if name == "softplus":
+            return np.where(right, z + np.log1p(np.exp(-z)), np.log1p(np.exp(z)))
+        if name == "gelu_tanh":
+            return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+        if name == SOFTMAX:
+            e = np.exp(z - np.real(z).max(axis=-1, keepdims=True))
+            return e / e.sum(axis=-1, keepdims=True)
+    raise ValueError(f"complex step is not available for {name}: {NOT_COMPLEX_ANALYTIC.get(name, 'not analytic')}")
+
+
+def _cost_complex(loss: str, z: Array, a: Array, Y: Array) -> Array:
+    if loss == "cross_entropy":
+        shifted = z - np.real(z).max(axis=-1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        per = -(Y * logp).sum(axis=-1)
+    elif loss == "binary_cross_entropy":
+        right = np.real(z) > 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            per = np.where(right, z - z * Y + np.log1p(np.exp(-z)), -z * Y + np.log1p(np.exp(z))).sum(axis=-1)
+    else:
+        per = 0.5 * ((a - Y) ** 2).sum(axis=-1)  # (a − y)², not |a − y|²: analytic
+    return per.mean(axis=-1)
 
 
 class FiniteDifferenceBackend:
+    """Finite differences of J. ``method``: forward, central, richardson, complex; ``step``:
+    a fixed h instead of the method's rule; ``strategy``: auto, coordinates, directional;
+    ``precision``: "float64" or "case"."""
+
     name = "fd"
     kind = "finite_difference"
 
-    def __init__(self, max_coords: int = 2000, seed: int = 0, chunk_elems: int = 2_000_000) -> None:
+    def __init__(self, method: str = "central", step: float | None = None, strategy: str = "auto",
+                 precision: str = "float64", max_coords: int = 2000, seed: int = 0,
+                 chunk_elems: int = 2_000_000, name: str | None = None, kind: str | None = None) -> None:
+        self.method = METHODS[method]
+        self.step, self.strategy, self.precision = step, strategy, precision
         self.max_coords, self.seed, self.chunk_elems = max_coords, seed, chunk_elems
+        self.name = name or self.name
+        self.kind = kind or self.kind
+
+    def describe(self) -> str:
+        rule = f"h = {self.step:g} fixed" if self.step is not None else self.method.rule
+        return f"{self.method.name} differences, {rule}, J in {self.precision}"
 
     def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
-        f64 = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if k != "y"}
-        X, Y = f64["X"], f64["Y"]
-        params = {k: f64[k] for k in model.param_shapes()}
+        work = np.float64 if self.precision == "float64" else model.np_dtype
+        if self.method.name == "complex":
+            for name in model.activations:
+                if name in NOT_COMPLEX_ANALYTIC:
+                    raise NotApplicable(f"complex step is not available for {name}: {NOT_COMPLEX_ANALYTIC[name]}")
+        fl = {k: np.asarray(v, dtype=work) for k, v in arrays.items() if k != "y"}
+        X, Y = fl["X"], fl["Y"]
+        params = {k: fl[k] for k in model.param_shapes()}
         dt = model.np_dtype
+        self._eps = float(np.finfo(work).eps)
         self._act_elems = X.shape[0] * max(model.layers)  # one network's activations, for chunking
-        out: dict[str, Array] = {"J": np.asarray(cost_from(model, params, Y, 0, a=X), dtype=dt)}
-
         self.kink_crossings: dict[str, int] = {}
+        out: dict[str, Array] = {"J": np.asarray(cost_from(model, params, Y, 0, a=X), dtype=dt)}
+        notes = [self.describe()]
 
-        # ∂J/∂W^[l], ∂J/∂b^[l]: nudge one parameter, run the whole forward pass.
-        def by_param(name: str, stacked: Array, sides: list) -> Array:
-            return cost_from(model, {**params, name: stacked}, Y, 0, a=X, sides=sides)
+        strategy = self.strategy
+        if strategy == "auto":
+            strategy = "coordinates" if model.n_params <= self.max_coords else "directional"
+        if strategy == "directional":
+            # Two forward passes per direction; dW, db are not measured element by element.
+            out["Jv"] = self._directional(model, params, X, Y).astype(dt)
+            for name, theta in params.items():
+                out[f"d{name}"] = np.ma.MaskedArray(np.zeros(theta.shape, dtype=dt), mask=True)
+            notes.append(f"directional strategy: vᵀ∇J for {len(out['Jv'])} seeded directions "
+                         f"({model.n_params} parameters > {self.max_coords}); dW, db not measured one by one")
+        else:
+            # ∂J/∂W^[l], ∂J/∂b^[l]: nudge one parameter, run the whole forward pass.
+            def by_param(name: str, stacked: Array, sides: list) -> Array:
+                return cost_from(model, {**params, name: stacked}, Y, 0, a=X, sides=sides)
 
-        for name, idx in self._coordinates({k: v.size for k, v in params.items()}).items():
-            out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx,
-                                          lambda st, sd, n=name: by_param(n, st, sd), dt)
+            for name, idx in self._coordinates({k: v.size for k, v in params.items()}).items():
+                out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx,
+                                              lambda st, sd, n=name: by_param(n, st, sd), dt)
 
         # The forward values, and ∂J/∂z^[l], ∂J/∂a^[l]: nudge the intermediate, run the layers above.
         zs, as_ = {}, {0: X}
@@ -98,9 +208,92 @@ class FiniteDifferenceBackend:
             out[f"d{key}"] = self._nudge(f"d{key}", values[key], idx, f, dt)
         crossed = {q: n for q, n in self.kink_crossings.items() if n}
         if crossed:
-            out["_notes"] = ("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
-                             "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
+            notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
+                         "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
+        out["_notes"] = "; ".join(notes)
         return out
+
+    def _steps(self, theta: Array) -> Array:
+        if self.step is not None:
+            return np.full(theta.shape, float(self.step))
+        if self.method.exponent is None:
+            return np.full(theta.shape, COMPLEX_STEP)
+        return self._eps ** self.method.exponent * np.maximum(1.0, np.abs(theta))
+
+    def _quotient(self, theta: Array, h: Array, J: Array, J0: Array | float) -> Array:
+        """Combine J at θ + offset·h (one row block per offset) into the derivative estimate."""
+        offs = self.method.offsets
+        k = len(theta)
+        Js = [J[i * k:(i + 1) * k] for i in range(len(offs))]
+        if self.method.name == "complex":
+            return np.imag(Js[0]) / h
+        pts = [(theta + o * h) for o in offs]
+        if self.method.name == "forward":
+            return (Js[0] - J0) / (pts[0] - theta)
+        central = (Js[0] - Js[1]) / (pts[0] - pts[1])
+        if self.method.name == "central":
+            return central
+        half = (Js[2] - Js[3]) / (pts[2] - pts[3])
+        return (4 * half - central) / 3
+
+    def _stack(self, flat: Array, sel: Array, h: Array) -> Array:
+        offs = self.method.offsets
+        k = len(sel)
+        dtype = np.result_type(flat.dtype, np.complex128 if self.method.name == "complex" else flat.dtype)
+        if self.method.name == "complex" and flat.dtype == np.float32:
+            dtype = np.complex64
+        stacked = np.broadcast_to(flat.astype(dtype), (len(offs) * k, flat.size)).copy()
+        rows = np.arange(k)
+        for i, o in enumerate(offs):
+            stacked[i * k + rows, sel] = flat[sel] + o * h
+        return stacked
+
+    def _nudge(self, quantity: str, theta: Array, idx: Array, J_of, dtype: np.dtype) -> Array:
+        """Difference quotients of J_of at coordinates ``idx`` of ``theta``, in batched chunks.
+
+        Returns an array of theta's shape in ``dtype``; masked where not computed, which
+        includes coordinates whose nudge moved some z^[l] across a kink: there J is not
+        differentiable along the nudge and the quotient means nothing.
+        """
+        flat = theta.ravel()
+        grad = np.zeros(flat.size)
+        crossed = np.zeros(flat.size, dtype=bool)
+        n_off = len(self.method.offsets)
+        base_sides: list[Array] = []
+        J0 = J_of(theta[None], base_sides) if self.method.name == "forward" else 0.0
+        # Bound the memory of one batched pass: n_off·chunk copies of θ and of the activations.
+        chunk = max(1, self.chunk_elems // (n_off * max(flat.size, self._act_elems)))
+        for start in range(0, len(idx), chunk):
+            sel = idx[start:start + chunk]
+            k = len(sel)
+            h = self._steps(flat[sel])
+            sides: list[Array] = []
+            J = J_of(self._stack(flat, sel, h).reshape((n_off * k,) + theta.shape), sides)
+            grad[sel] = np.real(self._quotient(flat[sel], h, J, J0))
+            for i, side in enumerate(sides):
+                side = np.broadcast_to(side, (n_off * k,) + side.shape[-3:])
+                blocks = [side[j * k:(j + 1) * k] for j in range(n_off)]
+                if base_sides:
+                    blocks.append(np.broadcast_to(base_sides[i], blocks[0].shape))
+                for other in blocks[1:]:
+                    crossed[sel] |= (blocks[0] != other).reshape(k, -1).any(axis=1)
+        value = grad.reshape(theta.shape).astype(dtype)
+        checked = np.zeros(flat.size, dtype=bool)
+        checked[idx] = True
+        checked &= ~crossed
+        self.kink_crossings[quantity] = int(crossed.sum())
+        mask = ~checked.reshape(theta.shape)
+        return np.ma.MaskedArray(value, mask=mask) if mask.any() else value
+
+    def _directional(self, model: Model, params: dict[str, Array], X: Array, Y: Array) -> Array:
+        """(J(θ + hv) − J(θ − hv)) / 2h for each seeded unit direction v (central)."""
+        h = self._eps ** (1 / 3) * max(1.0, max(float(np.abs(p).max()) for p in params.values()))
+        out = []
+        for v in directions(model):
+            plus = {k: p + h * v[k].astype(p.dtype) for k, p in params.items()}
+            minus = {k: p - h * v[k].astype(p.dtype) for k, p in params.items()}
+            out.append((cost_from(model, plus, Y, 0, a=X) - cost_from(model, minus, Y, 0, a=X)) / (2 * h))
+        return np.array(out, dtype=np.float64)
 
     def _coordinates(self, sizes: dict[str, int]) -> dict[str, Array]:
         """Flat indices to check per array: all, or a seeded sample of about max_coords.
@@ -121,45 +314,9 @@ class FiniteDifferenceBackend:
             out[k] = np.sort(rng.choice(n, size=share, replace=False))
         return out
 
-    def _nudge(self, quantity: str, theta: Array, idx: Array, J_of, dtype: np.dtype) -> Array:
-        """Central differences of J_of at coordinates ``idx`` of ``theta``, in batched chunks.
-
-        Returns an array of theta's shape in ``dtype``; masked where not computed, which
-        includes coordinates whose ±h nudge moved some z^[l] across a kink: there J is not
-        differentiable along the nudge and the difference quotient means nothing.
-        """
-        flat = theta.ravel()
-        grad = np.zeros(flat.size)
-        crossed = np.zeros(flat.size, dtype=bool)
-        # Bound the memory of one batched pass: 2·chunk copies of θ and of the activations.
-        chunk = max(1, self.chunk_elems // (2 * max(flat.size, self._act_elems)))
-        for start in range(0, len(idx), chunk):
-            sel = idx[start:start + chunk]
-            k = len(sel)
-            h = H0 * np.maximum(1.0, np.abs(flat[sel]))
-            plus, minus = flat[sel] + h, flat[sel] - h
-            stacked = np.broadcast_to(flat, (2 * k, flat.size)).copy()
-            rows = np.arange(k)
-            stacked[rows, sel] = plus
-            stacked[k + rows, sel] = minus
-            sides: list[Array] = []
-            J = J_of(stacked.reshape((2 * k,) + theta.shape), sides)
-            # The step actually represented in floating point, not the nominal 2h.
-            grad[sel] = (J[:k] - J[k:]) / (plus - minus)
-            for side in sides:
-                side = np.broadcast_to(side, (2 * k,) + side.shape[-3:])
-                crossed[sel] |= (side[:k] != side[k:]).reshape(k, -1).any(axis=1)
-        value = grad.reshape(theta.shape).astype(dtype)
-        checked = np.zeros(flat.size, dtype=bool)
-        checked[idx] = True
-        checked &= ~crossed
-        self.kink_crossings[quantity] = int(crossed.sum())
-        mask = ~checked.reshape(theta.shape)
-        return np.ma.MaskedArray(value, mask=mask) if mask.any() else value
-
     def jacobian(self, op: str, x: Array, W=None, b=None, loss=None, Y=None) -> Array:
         """The full Jacobian J[i, j] = ∂f_i/∂x_j of a map of one row x, column j by a central
-        difference in float64 (same step rule). ``op`` as in the torch backend."""
+        difference in float64 (the central step rule). ``op`` as in the torch backend."""
         if op == "exp":
             f = np.exp
         elif op == "linear":
@@ -169,9 +326,10 @@ class FiniteDifferenceBackend:
         else:
             f = lambda z: g(op, z)  # noqa: E731
         x64 = np.asarray(x, dtype=np.float64)
+        h0 = float(np.finfo(np.float64).eps) ** (1 / 3)
         cols = []
         for j in range(x64.size):
-            h = H0 * max(1.0, abs(x64.flat[j]))
+            h = h0 * max(1.0, abs(x64.flat[j]))
             xp, xm = x64.copy(), x64.copy()
             xp.flat[j] += h
             xm.flat[j] -= h
@@ -187,3 +345,17 @@ def per_example_loss_of_output(loss: str, a: Array, Y: Array) -> Array:
         return -(Y * np.log(a) + (1 - Y) * np.log(1 - a)).sum()
     return 0.5 * ((a - Y) ** 2).sum()
 
+
+# Backend names for the variants (harness.backends.get accepts each).
+VARIANTS: dict[str, dict] = {
+    "fd": {},
+    "fd-forward": dict(method="forward", kind="forward_difference"),
+    "nudge": dict(method="forward", step=NUDGE_STEP, kind="nudge"),
+    "fd-richardson": dict(method="richardson"),
+    "fd-complex": dict(method="complex", kind="complex_step"),
+    "fd-directional": dict(strategy="directional"),
+}
+
+
+def variant(name: str) -> FiniteDifferenceBackend:
+    return FiniteDifferenceBackend(name=name, **VARIANTS[name])
