@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("claims", help="check each statement of the derivation against torch, JAX and fd")
     c.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="writes DIR/claims.md and DIR/claims.csv (default: %(default)s)")
+    st = sub.add_parser("study", help="the nudge studied: error against ε, cost against size")
+    st.add_argument("which", choices=["epsilon", "cost"])
+    st.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                    help="writes DIR/study-<which>.{csv,png,md} and DIR/nudge.md (default: %(default)s)")
     e = sub.add_parser("explain", help="walk through one case's forward and backward pass, step by step")
     e.add_argument("casefile", metavar="CASEFILE")
     e.add_argument("--case", required=True, metavar="NAME", help="the case to walk through")
@@ -76,6 +80,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
         except Exception as err:  # shown in place of its differences; the walkthrough goes on
             others[name] = f"unavailable ({type(err).__name__}: {err})"
     print(explain(case, manual, others))
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from . import studies
+
+    out = Path(args.out)
+    _prepare_out(out)
+    if args.which == "epsilon":
+        slopes = studies.study_epsilon(out)
+        print(slopes.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    else:
+        frame = studies.study_cost(out)
+        print(frame.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    studies.write_nudge_answer(out)
+    print(f"written to {out}/study-{args.which}.csv, .png, .md and {out}/nudge.md")
     return 0
 
 
@@ -156,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_claims(args)
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "study":
+            return cmd_study(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -70,7 +70,11 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
             _atomic_write(folder / "inputs.npz", _npz_bytes(r.inputs))
             for backend, arrays in r.outputs.items():
                 _atomic_write(folder / f"{safe_name(backend)}.npz", _npz_bytes(arrays))
-    _atomic_write(out / "report.md", markdown(result, command).encode())
+    text = markdown(result, command)
+    nudge = out / "nudge.md"  # written by `python -m harness study ...` into the same DIR
+    if nudge.exists():
+        text += "\n" + nudge.read_text()
+    _atomic_write(out / "report.md", text.encode())
 
 
 # --------------------------------------------------------------------------- markdown

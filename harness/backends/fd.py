@@ -148,8 +148,10 @@ class FiniteDifferenceBackend:
 
     def __init__(self, method: str = "central", step: float | None = None, strategy: str = "auto",
                  precision: str = "float64", max_coords: int = 2000, seed: int = 0,
-                 chunk_elems: int = 2_000_000, name: str | None = None, kind: str | None = None) -> None:
+                 chunk_elems: int = 2_000_000, name: str | None = None, kind: str | None = None,
+                 intermediates: bool = True) -> None:
         self.method = METHODS[method]
+        self.intermediates = intermediates  # also nudge z^[l], a^[l] for dz, da
         self.step, self.strategy, self.precision = step, strategy, precision
         self.max_coords, self.seed, self.chunk_elems = max_coords, seed, chunk_elems
         self.name = name or self.name
@@ -194,6 +196,9 @@ class FiniteDifferenceBackend:
                 out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx,
                                               lambda st, sd, n=name: by_param(n, st, sd), dt)
 
+        if not self.intermediates:
+            out["_notes"] = "; ".join(notes)
+            return out
         # The forward values, and ∂J/∂z^[l], ∂J/∂a^[l]: nudge the intermediate, run the layers above.
         zs, as_ = {}, {0: X}
         for l in range(1, model.L + 1):
