@@ -6,7 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: report test bench clean
 
+# The studies and claims first, so the run's report.md includes the nudge section.
 report: $(STAMP)
+	$(BIN)/python -m harness study epsilon
+	$(BIN)/python -m harness study cost
+	$(BIN)/python -m harness claims
 	$(BIN)/python -m harness run
 
 test: $(STAMP)
