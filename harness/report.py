@@ -129,6 +129,13 @@ def markdown(result: RunResult, command: str = "") -> str:
         "- Cells show the norm-relative difference ‖a−b‖/(‖a‖+‖b‖); ✗ marks a quantity with "
         "elements out of tolerance; n/c: nothing compared (every element masked). An element passes when |a−b| ≤ atol·s + rtol·max(|a|,|b|), "
         "s the largest |element| of the quantity (and |J| for finite-difference pairs).",
+    ]
+    kinks = [(r.case.name, b, n) for r in result.cases for b, n in r.inconclusive.items()]
+    if kinks:
+        total = sum(n for _, _, n in kinks)
+        lines.append(f"- Inconclusive, not compared: {total} finite-difference coordinates whose nudge "
+                     "crossed a kink (" + ", ".join(f"{c}: {b} {n}" for c, b, n in kinks) + ").")
+    lines += [
         "",
         "## Tolerances",
         "",
@@ -244,6 +251,10 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
         lines.append(f"  ... and {len(problems) - 20} more (see report.md)")
     for e in result.errors:
         lines.append(f"  ! {e.case}: backend {e.backend} raised {e.message}")
+    n_kink = sum(n for r in result.cases for n in r.inconclusive.values())
+    if n_kink:
+        lines.append(f"  ~ {n_kink} finite-difference coordinates inconclusive (a nudge crossed a kink), "
+                     "not compared")
     lines.append("")
     lines.append(f"{verdict(result).upper()}: {len(result.cases)} cases, backends "
                  f"{', '.join(result.backends)}, {len(result.comparisons)} comparisons"

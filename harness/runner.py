@@ -40,6 +40,7 @@ class CaseResult:
     comparisons: list[Comparison] = field(default_factory=list)
     errors: list[BackendError] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # per backend, from its "_notes" key
+    inconclusive: dict[str, int] = field(default_factory=dict)  # per backend, "_inconclusive"
 
     @property
     def passed(self) -> bool:
@@ -110,8 +111,10 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
         try:
             raw = backend.gradients(model, arrays)
             result.outputs[backend.name] = check_output(model, raw, case.batch)
-            if isinstance(raw.get("_notes"), str):  # e.g. fd: coordinates left inconclusive
+            if isinstance(raw.get("_notes"), str):  # e.g. fd: which method and strategy ran
                 result.notes[backend.name] = raw["_notes"]
+            if raw.get("_inconclusive"):  # fd: nudges that crossed a kink, not compared
+                result.inconclusive[backend.name] = int(raw["_inconclusive"])
         except KeyboardInterrupt:
             raise
         except NotApplicable as e:

@@ -212,6 +212,7 @@ class FiniteDifferenceBackend:
                  else (lambda st, sd, l=l: cost_from(model, params, Y, l, a=st, sides=sd)))
             out[f"d{key}"] = self._nudge(f"d{key}", values[key], idx, f, dt)
         crossed = {q: n for q, n in self.kink_crossings.items() if n}
+        out["_inconclusive"] = sum(crossed.values())
         if crossed:
             notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
                          "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
