@@ -26,6 +26,7 @@ def worst_used(builtin):
     cases = [c for f in sorted((ROOT / "cases").glob("*.toml")) for c in load_file(f)]
     result = run(cases, list(builtin.values()) + [get(v) for v in VARIANTS])
     assert not result.errors, [e.message for e in result.errors]
+    assert result.passed, [c.message() for c in result.comparisons if not c.passed][:5]
     worst = defaultdict(float)
     for c in result.comparisons:
         worst[(c.dtype, c.kind)] = max(worst[(c.dtype, c.kind)], c.tol_used)

@@ -294,12 +294,18 @@ class FiniteDifferenceBackend:
     def _directional(self, model: Model, params: dict[str, Array], X: Array, Y: Array) -> Array:
         """(J(θ + hv) − J(θ − hv)) / 2h for each seeded unit direction v (central)."""
         h = self._eps ** (1 / 3) * max(1.0, max(float(np.abs(p).max()) for p in params.values()))
-        out = []
+        out, crossed = [], []
         for v in directions(model):
             plus = {k: p + h * v[k].astype(p.dtype) for k, p in params.items()}
             minus = {k: p - h * v[k].astype(p.dtype) for k, p in params.items()}
-            out.append((cost_from(model, plus, Y, 0, a=X) - cost_from(model, minus, Y, 0, a=X)) / (2 * h))
-        return np.array(out, dtype=np.float64)
+            sides_p: list[Array] = []
+            sides_m: list[Array] = []
+            Jp, Jm = cost_from(model, plus, Y, 0, a=X, sides=sides_p), cost_from(model, minus, Y, 0, a=X, sides=sides_m)
+            out.append((Jp - Jm) / (2 * h))
+            crossed.append(any((sp != sm).any() for sp, sm in zip(sides_p, sides_m)))
+        self.kink_crossings["Jv"] = int(sum(crossed))
+        values = np.array(out, dtype=np.float64)
+        return np.ma.MaskedArray(values, mask=crossed) if any(crossed) else values
 
     def _coordinates(self, sizes: dict[str, int]) -> dict[str, Array]:
         """Flat indices to check per array: all, or a seeded sample of about max_coords.
