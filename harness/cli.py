@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory (default: %(default)s)")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write DIR/arrays/<case>/{inputs,<backend>}.npz")
+    quiet = p.add_mutually_exclusive_group()
+    quiet.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    quiet.add_argument("--json", action="store_true",
+                       help="print DIR/results.json to stdout instead of the table (for scripts)")
     c = sub.add_parser("claims", help="check each statement of the derivation against torch, JAX and fd")
     c.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="writes DIR/claims.md and DIR/claims.csv (default: %(default)s)")
@@ -160,10 +164,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     backends = _build_backends(args.backends, args.backend)
     out = Path(args.out)
     _prepare_out(out)
-    result = run(cases, backends, progress=Progress())
+    quiet = args.quiet or args.json
+    result = run(cases, backends, progress=None if quiet else Progress())
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, out, save_arrays=args.save_arrays, command=command)
-    print(summary_table(result, out))
+    if args.json:
+        sys.stdout.write((out / "results.json").read_text())
+    elif args.quiet:
+        print(summary_table(result, out).splitlines()[-1])
+    else:
+        print(summary_table(result, out))
     return 0 if result.passed else 1
 
 

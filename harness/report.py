@@ -28,12 +28,17 @@ from .tolerances import TOLERANCES
 # --------------------------------------------------------------------------- files
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,8 +60,11 @@ def safe_name(name: str) -> str:
 
 
 def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, command: str = "") -> None:
-    """Write report.md, agreement.csv and errors.csv (and arrays/) into ``out``."""
+    """Write report.md, report.html, results.json, agreement.csv and errors.csv (and arrays/)."""
+    from . import environment, html_report, results
+
     out = Path(out)
+    env = environment.collect(command, sorted({r.case.source for r in result.cases}))
     rows = [c.as_row() for c in result.comparisons]
     columns = list(Comparison.__dataclass_fields__) + ["pair"]
     frame = pd.DataFrame(rows, columns=columns)
@@ -75,6 +83,8 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
     if nudge.exists():
         text += "\n" + nudge.read_text()
     _atomic_write(out / "report.md", text.encode())
+    _atomic_write(out / "results.json", results.to_json(result, env).encode())
+    _atomic_write(out / "report.html", html_report.render(result, env, out).encode())
 
 
 # --------------------------------------------------------------------------- markdown

@@ -1,0 +1,216 @@
+"""report.html: one self-contained page (plots embedded as data URIs, no network fetches).
+
+Built with pandas (to_html / Styler) and matplotlib. Sections: verdict, agreement heatmap,
+summary, problems, per-case tables, claims and studies when their results are in DIR, and
+the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .model import Model
+from .runner import CaseResult, RunResult
+from .tolerances import TOLERANCES
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #1d1d1f; line-height: 1.45; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.verdict { font-size: 1.4em; font-weight: 600; padding: 0.6em 1em; border-radius: 6px; }
+.ok { background: #e6f4ea; color: #135c2c; } .bad { background: #fce8e6; color: #8a1c12; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
+th { background: #f5f5f7; } td:first-child, th:first-child { text-align: left; }
+.fail { background: #f8c9c4 !important; font-weight: 600; } .nc { color: #999; }
+img { max-width: 100%; } .meta { color: #555; font-size: 0.9em; } code { font-size: 0.95em; }
+details { margin: 0.8em 0; } summary { cursor: pointer; font-weight: 600; }
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _fmt(x: float) -> str:
+    if x is None or not np.isfinite(x):
+        return "inf"
+    return "0" if x == 0 else f"{x:.1e}"
+
+
+def heatmap_png(result: RunResult) -> bytes:
+    """Cases × backend pairs, coloured by the worst norm-relative difference (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    pairs = list(dict.fromkeys(c.pair for c in result.comparisons))
+    names = [r.case.name for r in result.cases]
+    worst = np.full((len(names), len(pairs)), np.nan)
+    failed = np.zeros_like(worst, dtype=bool)
+    for i, r in enumerate(result.cases):
+        for c in r.comparisons:
+            j = pairs.index(c.pair)
+            v = c.norm_rel if np.isfinite(c.norm_rel) else 1.0
+            if c.n_checked:
+                worst[i, j] = max(np.nan_to_num(worst[i, j], nan=0.0), v)
+            failed[i, j] |= not c.passed
+    shown = np.clip(worst, 1e-18, 1.0)
+    fig, ax = plt.subplots(figsize=(max(7.0, 3.0 + 0.75 * len(pairs)), 1.6 + 0.24 * max(len(names), 1)), dpi=100)
+    im = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap="viridis",
+                   norm=LogNorm(vmin=1e-18, vmax=1.0), interpolation="nearest")
+    for i, j in zip(*np.nonzero(failed)):
+        ax.text(j, i, "✗", ha="center", va="center", color="red", fontsize=10, fontweight="bold")
+    ax.set_xticks(range(len(pairs)), [p.replace("-vs-", "\nvs ") for p in pairs], fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.xaxis.tick_top()
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("worst ‖a−b‖/(‖a‖+‖b‖) over quantities", fontsize=8)
+    # The tolerance lines: the rtol of each row in use, where agreement turns into disagreement.
+    for (dtype, kind), tol in TOLERANCES.items():
+        if kind in ("analytic", "finite_difference"):
+            bar.ax.axhline(tol.rtol, color="red", lw=1)
+            bar.ax.text(1.05, tol.rtol, f" rtol {dtype} {kind.replace('_', ' ')}", fontsize=6,
+                        transform=bar.ax.get_yaxis_transform(), va="center", color="red")
+    ax.set_title("Agreement: worst norm-relative difference per case and backend pair (✗ = out of tolerance)",
+                 fontsize=9, pad=30)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _case_table(r: CaseResult) -> str:
+    cells = {(c.quantity, c.pair): c for c in r.comparisons}
+    pairs = list(dict.fromkeys(c.pair for c in r.comparisons))
+    quantities = [q for q in r.case.model.algorithm_order() + ["Jv"] if any((q, p) in cells for p in pairs)]
+    values = pd.DataFrame(index=quantities, columns=[p.replace("-vs-", " vs ") for p in pairs], dtype=object)
+    css = pd.DataFrame("", index=values.index, columns=values.columns)
+    for q in quantities:
+        for p, col in zip(pairs, values.columns):
+            c = cells.get((q, p))
+            if c is None:
+                values.loc[q, col] = "—"
+            elif not c.n_checked and c.n_total:
+                values.loc[q, col], css.loc[q, col] = "n/c", "nc"
+            else:
+                values.loc[q, col] = _fmt(c.norm_rel) + ("" if c.passed else f" ✗ {c.n_off}/{c.n_checked}")
+                if not c.passed:
+                    css.loc[q, col] = "fail"
+    styler = values.style.set_td_classes(css)
+    tips = pd.DataFrame("", index=values.index, columns=values.columns)
+    for q in quantities:
+        for p, col in zip(pairs, values.columns):
+            c = cells.get((q, p))
+            if c is not None and not c.passed:
+                tips.loc[q, col] = c.message()
+    styler = styler.set_tooltips(tips, props="visibility: hidden; position: absolute; z-index: 1; "
+                                 "background: #333; color: #fff; padding: 4px; font-size: 0.8em;")
+    return styler.to_html()
+
+
+def _md_inline(text: str) -> str:
+    """The little markdown the nudge section uses: **bold**, `code`, [text](link)."""
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return re.sub(r"\[(.+?)\]\((.+?)\)", r"\1", t)  # links to sibling .md files: keep the text
+
+
+def _claims_section(out: Path) -> str:
+    path = out / "claims.csv"
+    if not path.exists():
+        return ""
+    frame = pd.read_csv(path)
+    frame["cell"] = [("✓ " if p else "✗ ") + _fmt(m) for p, m in zip(frame.passed, frame.max_abs)]
+    worst = (frame.sort_values(["passed", "max_abs"], ascending=[True, False])
+             .groupby(["claim", "dtype", "framework"], sort=False).first()["cell"].unstack("framework"))
+    formulas = frame.groupby("claim", sort=False)["formula"].first()
+    worst.insert(0, "formula", [formulas[c] for c, _ in worst.index])
+    n_bad = int((~frame.passed).sum())
+    head = "every claim holds" if not n_bad else f"{n_bad} failing instances"
+    return (f"<h2>Claims of the derivation</h2><p>{head}: {len(frame)} instances. Each cell: the largest "
+            "|hand − framework| over the instances.</p>" + worst.reset_index().to_html(index=False, escape=True))
+
+
+def _studies_section(out: Path) -> str:
+    parts = []
+    for name, title in (("study-epsilon.png", "Error against ε"), ("study-cost.png", "Cost against size")):
+        if (out / name).exists():
+            parts.append(f"<h3>{title}</h3>" + _img((out / name).read_bytes(), title))
+    nudge = out / "nudge.md"
+    if nudge.exists():
+        paras = [p for p in nudge.read_text().split("\n\n") if p.strip() and not p.startswith("## ")]
+        parts.append("".join(f"<p>{_md_inline(p)}</p>" for p in paras))
+    return ("<h2>Is the nudge used in practice?</h2>" + "".join(parts)) if parts else ""
+
+
+def _environment_section(env: dict) -> str:
+    rows = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            rows.append((prefix, str(value)))
+
+    walk("", env)
+    return "<h2>Environment</h2>" + pd.DataFrame(rows, columns=["setting", "value"]).to_html(index=False)
+
+
+def render(result: RunResult, environment: dict, out: Path) -> str:
+    from .report import verdict
+
+    comps = result.comparisons
+    v = verdict(result)
+    body = [
+        "<h1>Backprop cross-validation report</h1>",
+        f'<div class="verdict {"ok" if result.passed else "bad"}" id="verdict">Verdict: {html.escape(v)}</div>',
+        f'<p class="meta">{len(result.cases)} cases · {len(result.backends)} backends '
+        f'({html.escape(", ".join(result.backends))}) · {len(comps)} comparisons, '
+        f'{sum(c.passed for c in comps)} agree · command <code>{html.escape(environment.get("command", ""))}</code></p>',
+        "<h2>Agreement heatmap</h2>", _img(heatmap_png(result), "agreement heatmap"),
+    ]
+    summary = []
+    for r in result.cases:
+        firsts = "; ".join(f"{p}: {c.quantity}" for p, c in r.first_disagreements().items())
+        summary.append({"case": r.case.name, "network": r.case.model.describe(), "m": r.case.batch,
+                        "verdict": "agree" if r.passed else ("error" if r.errors else "DISAGREE"),
+                        "first disagreement": firsts})
+    body += ["<h2>Summary</h2>", pd.DataFrame(summary).to_html(index=False, escape=True)]
+    problems = [c.message() for c in comps if not c.passed] + \
+        [f"{e.case}: backend {e.backend} raised {e.message}" for e in result.errors]
+    if problems:
+        body += ["<h2>Problems</h2><ul>"] + [f"<li>{html.escape(p)}</li>" for p in problems[:200]] + ["</ul>"]
+    body += [_claims_section(out), _studies_section(out), "<h2>Cases</h2>"]
+    for r in result.cases:
+        c, m = r.case, r.case.model
+        info = (f"layers {'-'.join(map(str, m.layers))} · activations {', '.join(m.activations)} · loss {m.loss} · "
+                f"{m.dtype} · batch {c.batch} · seed {c.seed} · input scale {c.input_scale:g} · {m.n_params} parameters")
+        extra = [f"<p>{html.escape(c.description)}</p>"] if c.description else []
+        extra += [f"<p class='meta'>{html.escape(b)}: {html.escape(n)}</p>" for b, n in r.notes.items()]
+        extra += [f"<p><b>Error in {html.escape(e.backend)}:</b> {html.escape(e.message)}</p>" for e in r.errors]
+        for pair, x in r.first_disagreements().items():
+            layer = Model.layer_of(x.quantity)
+            extra.append(f"<p class='fail'>{html.escape(pair)}: first disagreement at <code>{x.quantity}</code>"
+                         + (f" (layer {layer})" if layer is not None else "") + "</p>")
+        table = _case_table(r) if r.comparisons else "<p>No comparisons: fewer than two backends succeeded.</p>"
+        body.append(f"<details {'open' if not r.passed else ''} id='case-{html.escape(c.name)}'>"
+                    f"<summary>{html.escape(c.name)} — {'agree' if r.passed else 'DISAGREE'}</summary>"
+                    f"<p class='meta'>{html.escape(info)}</p>{''.join(extra)}{table}</details>")
+    body.append(_environment_section(environment))
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>Backprop cross-validation: {html.escape(v)}</title><style>{CSS}</style></head>"
+            f"<body>{''.join(body)}</body></html>\n")
