@@ -79,8 +79,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             backend = registry.get(name)
             others[name] = registry.check_output(case.model, backend.gradients(case.model, arrays),
                                                  case.batch)
-        except InputError:
-            raise
+        except InputError as err:
+            raise InputError(err.message, field="--against") from None
         except Exception as err:  # shown in place of its differences; the walkthrough goes on
             others[name] = f"unavailable ({type(err).__name__}: {err})"
     print(explain(case, manual, others))

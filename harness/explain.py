@@ -29,13 +29,18 @@ def _shape(x: Array) -> str:
     return "×".join(map(str, np.shape(x))) or "scalar"
 
 
+def _max_diff(a: Array, b: Array) -> float | None:
+    """max |a − b| over the elements both computed (fd masks what it did not measure)."""
+    d = np.abs(np.ma.asarray(a, dtype=float) - np.ma.asarray(b, dtype=float))
+    return None if np.ma.count(d) == 0 and d.size else float(np.ma.max(d)) if d.size else 0.0
+
+
 def _diff(key: str, ref: dict[str, Array], others: dict[str, dict[str, Array] | str]) -> str:
     parts = []
     for name, out in others.items():
-        if isinstance(out, str) or key not in out:
-            parts.append(f"{name} n/a")
-        else:
-            parts.append(f"{name} {np.max(np.abs(np.asarray(ref[key], float) - np.asarray(out[key], float))):.1e}")
+        d = None if isinstance(out, str) or key not in out else _max_diff(ref[key], out[key])
+        parts.append(f"{name} n/a" if isinstance(out, str) or key not in out
+                     else f"{name} n/c" if d is None else f"{name} {d:.1e}")
     return "max|Δ| " + ", ".join(parts)
 
 
@@ -112,6 +117,6 @@ def _worst(manual: dict[str, Array], others: dict[str, dict[str, Array] | str]) 
             parts.append(f"{name}: {out}")
             continue
         keys = [k for k in manual if k in out]
-        d = max(float(np.max(np.abs(np.asarray(manual[k], float) - np.asarray(out[k], float)))) for k in keys)
-        parts.append(f"{name} {d:.1e} over {len(keys)} quantities")
+        diffs = [d for d in (_max_diff(manual[k], out[k]) for k in keys) if d is not None]
+        parts.append(f"{name} {max(diffs, default=0.0):.1e} over {len(keys)} quantities")
     return "; ".join(parts)

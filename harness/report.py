@@ -7,11 +7,9 @@ interrupted run never leaves a half-written report behind.
 from __future__ import annotations
 
 import io
-import os
 import platform
 import re
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,29 +18,13 @@ import numpy as np
 import pandas as pd
 
 from .compare import Comparison
+from .files import atomic_write
 from .model import Model
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
 
 
 # --------------------------------------------------------------------------- files
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -68,23 +50,23 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
     rows = [c.as_row() for c in result.comparisons]
     columns = list(Comparison.__dataclass_fields__) + ["pair"]
     frame = pd.DataFrame(rows, columns=columns)
-    _atomic_write(out / "agreement.csv", frame.to_csv(index=False).encode())
+    atomic_write(out / "agreement.csv", frame.to_csv(index=False).encode())
     errors = pd.DataFrame([{"case": e.case, "backend": e.backend, "message": e.message}
                            for e in result.errors], columns=["case", "backend", "message"])
-    _atomic_write(out / "errors.csv", errors.to_csv(index=False).encode())
+    atomic_write(out / "errors.csv", errors.to_csv(index=False).encode())
     if save_arrays:
         for r in result.cases:
             folder = out / "arrays" / safe_name(r.case.name)
-            _atomic_write(folder / "inputs.npz", _npz_bytes(r.inputs))
+            atomic_write(folder / "inputs.npz", _npz_bytes(r.inputs))
             for backend, arrays in r.outputs.items():
-                _atomic_write(folder / f"{safe_name(backend)}.npz", _npz_bytes(arrays))
+                atomic_write(folder / f"{safe_name(backend)}.npz", _npz_bytes(arrays))
     text = markdown(result, command)
     nudge = out / "nudge.md"  # written by `python -m harness study ...` into the same DIR
     if nudge.exists():
         text += "\n" + nudge.read_text()
-    _atomic_write(out / "report.md", text.encode())
-    _atomic_write(out / "results.json", results.to_json(result, env).encode())
-    _atomic_write(out / "report.html", html_report.render(result, env, out).encode())
+    atomic_write(out / "report.md", text.encode())
+    atomic_write(out / "results.json", results.to_json(result, env).encode())
+    atomic_write(out / "report.html", html_report.render(result, env, out).encode())
 
 
 # --------------------------------------------------------------------------- markdown
@@ -334,8 +316,8 @@ def claims_markdown(outcomes: list, frameworks: list[str]) -> str:
 def write_claims(outcomes: list, out: Path, frameworks: list[str]) -> None:
     out = Path(out)
     frame = pd.DataFrame([o.as_row() for o in outcomes])
-    _atomic_write(out / "claims.csv", frame.to_csv(index=False).encode())
-    _atomic_write(out / "claims.md", claims_markdown(outcomes, frameworks).encode())
+    atomic_write(out / "claims.csv", frame.to_csv(index=False).encode())
+    atomic_write(out / "claims.md", claims_markdown(outcomes, frameworks).encode())
 
 
 def claims_terminal(outcomes: list, frameworks: list[str]) -> str:

@@ -18,6 +18,7 @@ import pandas as pd
 from .backends.fd import FiniteDifferenceBackend, cost_from
 from .backends.manual import ManualBackend
 from .cases import Case
+from .files import atomic_write
 from .model import Model
 
 EPSILONS = np.logspace(0, -12, 49)  # four per decade
@@ -34,8 +35,8 @@ ROUND_OFF = (
     "by ε magnifies it as ε_mach·|J|/ε. Truncation error falls as ε (forward) or ε² (central) "
     "while round-off grows as 1/ε: the best ε balances the two, and below it the estimate is "
     "mostly noise. The complex step subtracts nothing, so it has no such floor. In float32 the "
-    "smallest steps vanish altogether: θ + ε rounds back to θ, the difference is 0, and the "
-    "error is 100%.")
+    "smallest steps vanish altogether: θ + ε rounds back to θ and the quotient is 0/0 (not "
+    "plotted).")
 
 
 def _param_gradient(out: dict, model: Model) -> np.ndarray:
@@ -291,12 +292,8 @@ def _save(fig, path: Path) -> None:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    from .report import _atomic_write
-
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _write(path: Path, text: str) -> None:
-    from .report import _atomic_write
-
-    _atomic_write(path, text.encode())
+    atomic_write(path, text.encode())

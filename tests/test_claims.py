@@ -54,3 +54,33 @@ def test_recurrence_without_g_prime_is_refuted(ctx):
                 for name, r in results.items():
                     yield Instance("x", r[f"dz{l + 1}"] @ arrays[f"W{l + 1}"].T, {name: r[f"dz{l}"]})
     _refuted_everywhere(Claim("wrong", "", wrong), ctx)
+
+
+def _networks_claim(hand_of):
+    """A claim over the claims' networks whose hand side is ``hand_of(case, arrays, r, l)``."""
+    from harness.claims import Instance
+
+    def instances(c):
+        for case, arrays, results in c.networks:
+            for l in range(1, case.model.L + 1):
+                for name, r in results.items():
+                    hand, theirs = hand_of(case, arrays, r, l)
+                    if hand is not None:
+                        yield Instance("x", hand, {name: theirs})
+    return instances
+
+
+def test_bias_gradient_as_a_mean_is_refuted(ctx):
+    """db = mean of the rows of dz (the 1/m counted twice)."""
+    _refuted_everywhere(Claim("wrong", "", _networks_claim(
+        lambda case, arrays, r, l: (r[f"dz{l}"].mean(axis=0, keepdims=True), r[f"db{l}"]))), ctx)
+
+
+def test_output_delta_through_an_elementwise_softmax_is_refuted(ctx):
+    """∂𝓛/∂z^[L] = (ŷ − ȳ) ∘ ŷ(1 − ŷ): softmax + CE treated like a sigmoid with squared error."""
+    def hand(case, arrays, r, l):
+        if l != case.model.L or case.model.loss != "cross_entropy":
+            return None, None
+        a = r[f"a{l}"]
+        return (a - arrays["Y"]) * a * (1 - a), case.batch * r[f"dz{l}"]
+    _refuted_everywhere(Claim("wrong", "", _networks_claim(hand)), ctx)

@@ -75,3 +75,21 @@ def test_directional_is_the_default_on_large_cases(builtin):
     assert all(c.n_checked == 8 for c in jv)
     dW = [c for c in result.comparisons if c.quantity == "dW1" and "fd" in c.pair]
     assert all(c.n_checked == 0 for c in dW)  # shown as n/c, not as a pass on nothing
+
+
+@pytest.mark.parametrize("variant", ["nudge", "fd-forward", "fd-richardson", "fd-complex"])
+def test_variants_keep_their_method_on_large_cases(variant, builtin):
+    """Above 2,000 parameters only the central fd goes directional; the others sample coordinates
+    with their own quotient, so a variant is always what its name says."""
+    case = Case("wide", Model((40, 60, 10), ("tanh", "softmax"), "cross_entropy", "float64"), 8, 7)
+    result = run_case(case, [builtin["manual"], get(variant)])
+    assert result.passed, [c.message() for c in result.failures()][:3]
+    assert "directional" not in result.notes[variant]
+    assert not any(c.quantity == "Jv" for c in result.comparisons)
+
+
+def test_directional_is_central_only():
+    from harness.backends.fd import FiniteDifferenceBackend
+
+    with pytest.raises(ValueError, match="central"):
+        FiniteDifferenceBackend(method="complex", strategy="directional")

@@ -21,14 +21,17 @@ def _probe(body):
 
 
 def test_import_harness_imports_no_framework():
-    _probe("import harness, harness.backends, harness.cli, harness.report, harness.runner")
+    _probe("import harness, harness.backends, harness.cli, harness.report, harness.runner, harness.claims, "
+           "harness.studies, harness.directional, harness.explain, harness.html_report, harness.results, "
+           "harness.environment, harness.pytest_plugin")
 
 
 def test_numpy_backends_run_without_torch_or_jax():
     _probe("""
 from harness import get_backend, load_file, run
 cases = load_file('cases/default.toml')[:5]
-result = run(cases, [get_backend('manual'), get_backend('manual_columns'), get_backend('fd')])
+result = run(cases, [get_backend(n) for n in ('manual', 'manual_columns', 'fd', 'fd-forward', 'nudge',
+                                                 'fd-richardson', 'fd-complex', 'fd-directional')])
 assert result.passed
 """)
 

@@ -81,7 +81,7 @@ def test_a_disagreement_exits_1_and_is_in_the_report(tmp_path):
 def test_an_interrupted_write_leaves_the_previous_report(tmp_path, monkeypatch):
     import pytest
 
-    from harness import report
+    from harness import files
 
     target = tmp_path / "report.md"
     target.write_text("previous")
@@ -92,8 +92,8 @@ def test_an_interrupted_write_leaves_the_previous_report(tmp_path, monkeypatch):
     def explode(*a, **k):
         raise Boom
 
-    monkeypatch.setattr(report.os, "replace", explode)
+    monkeypatch.setattr(files.os, "replace", explode)
     with pytest.raises(Boom):
-        report._atomic_write(target, b"new half-written")
+        files.atomic_write(target, b"new half-written")
     assert target.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary left behind

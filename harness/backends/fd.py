@@ -152,6 +152,10 @@ class FiniteDifferenceBackend:
                  intermediates: bool = True) -> None:
         self.method = METHODS[method]
         self.intermediates = intermediates  # also nudge z^[l], a^[l] for dz, da
+        if precision not in ("float64", "case"):
+            raise ValueError(f"precision must be 'float64' or 'case', got {precision!r}")
+        if strategy == "directional" and (method != "central" or step is not None):
+            raise ValueError("the directional strategy is a central difference with the central step rule")
         self.step, self.strategy, self.precision = step, strategy, precision
         self.max_coords, self.seed, self.chunk_elems = max_coords, seed, chunk_elems
         self.name = name or self.name
@@ -179,7 +183,10 @@ class FiniteDifferenceBackend:
 
         strategy = self.strategy
         if strategy == "auto":
-            strategy = "coordinates" if model.n_params <= self.max_coords else "directional"
+            # Directional is a central difference; the other methods keep their own quotient
+            # on a coordinate sample, so that a variant is always what its name says.
+            central = self.method.name == "central" and self.step is None
+            strategy = "directional" if central and model.n_params > self.max_coords else "coordinates"
         if strategy == "directional":
             # Two forward passes per direction; dW, db are not measured element by element.
             out["Jv"] = self._directional(model, params, X, Y).astype(dt)
@@ -196,9 +203,19 @@ class FiniteDifferenceBackend:
                 out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx,
                                               lambda st, sd, n=name: by_param(n, st, sd), dt)
 
-        if not self.intermediates:
-            out["_notes"] = "; ".join(notes)
-            return out
+        if self.intermediates:
+            self._intermediates(model, params, X, Y, out)
+        crossed = {q: n for q, n in self.kink_crossings.items() if n}
+        out["_inconclusive"] = sum(crossed.values())
+        if crossed:
+            notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
+                         "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
+        out["_notes"] = "; ".join(notes)
+        return out
+
+    def _intermediates(self, model: Model, params: dict[str, Array], X: Array, Y: Array,
+                       out: dict[str, Array]) -> None:
+        dt = model.np_dtype
         # The forward values, and ∂J/∂z^[l], ∂J/∂a^[l]: nudge the intermediate, run the layers above.
         zs, as_ = {}, {0: X}
         for l in range(1, model.L + 1):
@@ -211,13 +228,6 @@ class FiniteDifferenceBackend:
             f = ((lambda st, sd, l=l: cost_from(model, params, Y, l, z=st, sides=sd)) if key[0] == "z"
                  else (lambda st, sd, l=l: cost_from(model, params, Y, l, a=st, sides=sd)))
             out[f"d{key}"] = self._nudge(f"d{key}", values[key], idx, f, dt)
-        crossed = {q: n for q, n in self.kink_crossings.items() if n}
-        out["_inconclusive"] = sum(crossed.values())
-        if crossed:
-            notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
-                         "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
-        out["_notes"] = "; ".join(notes)
-        return out
 
     def _steps(self, theta: Array) -> Array:
         if self.step is not None:
@@ -233,7 +243,7 @@ class FiniteDifferenceBackend:
         Js = [J[i * k:(i + 1) * k] for i in range(len(offs))]
         if self.method.name == "complex":
             return np.imag(Js[0]) / h
-        pts = [(theta + o * h) for o in offs]
+        pts = [(theta + o * h).astype(theta.dtype) for o in offs]  # the steps actually represented
         if self.method.name == "forward":
             return (Js[0] - J0) / (pts[0] - theta)
         central = (Js[0] - Js[1]) / (pts[0] - pts[1])
@@ -275,7 +285,8 @@ class FiniteDifferenceBackend:
             h = self._steps(flat[sel])
             sides: list[Array] = []
             J = J_of(self._stack(flat, sel, h).reshape((n_off * k,) + theta.shape), sides)
-            grad[sel] = np.real(self._quotient(flat[sel], h, J, J0))
+            with np.errstate(divide="ignore", invalid="ignore"):  # a step that rounds away: 0/0
+                grad[sel] = np.real(self._quotient(flat[sel], h, J, J0))
             for i, side in enumerate(sides):
                 side = np.broadcast_to(side, (n_off * k,) + side.shape[-3:])
                 blocks = [side[j * k:(j + 1) * k] for j in range(n_off)]
