@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("claims", help="check each statement of the derivation against torch, JAX and fd")
     c.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="writes DIR/claims.md and DIR/claims.csv (default: %(default)s)")
+    sc = sub.add_parser("selfcheck", help="prove the harness catches wrong gradients: run every mutant")
+    sc.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                    help="writes DIR/selfcheck.md and DIR/selfcheck.csv (default: %(default)s)")
     st = sub.add_parser("study", help="the nudge studied: error against ε, cost against size")
     st.add_argument("which", choices=["epsilon", "cost"])
     st.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
@@ -85,6 +88,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
             others[name] = f"unavailable ({type(err).__name__}: {err})"
     print(explain(case, manual, others))
     return 0
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .files import atomic_write
+    from .selfcheck import run_selfcheck, table
+
+    out = Path(args.out)
+    _prepare_out(out)
+    outcomes = run_selfcheck([registry.get(n) for n in ("manual", "torch", "jax", "fd")])
+    text, rate = table(outcomes)
+    summary = f"Kill rate: {100 * rate:.0f}% of the eligible (mutant, case) runs detected."
+    atomic_write(out / "selfcheck.csv", pd.DataFrame([o.__dict__ for o in outcomes]).to_csv(index=False).encode())
+    atomic_write(out / "selfcheck.md", f"# Self-check: wrong gradients caught\n\n{text}\n\n{summary}\n".encode())
+    print(text)
+    print(summary)
+    return 0 if rate == 1.0 else 1
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -188,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_explain(args)
         if args.command == "study":
             return cmd_study(args)
+        if args.command == "selfcheck":
+            return cmd_selfcheck(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
