@@ -27,8 +27,8 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom:
 .verdict { font-size: 1.4em; font-weight: 600; padding: 0.6em 1em; border-radius: 6px; }
 .ok { background: #e6f4ea; color: #135c2c; } .bad { background: #fce8e6; color: #8a1c12; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
-th { background: #f5f5f7; } td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; }
+th { background: #f5f5f7; }
 .fail { background: #f8c9c4 !important; font-weight: 600; } .nc { color: #999; }
 img { max-width: 100%; } .meta { color: #555; font-size: 0.9em; } code { font-size: 0.95em; }
 details { margin: 0.8em 0; } summary { cursor: pointer; font-weight: 600; }
@@ -131,15 +131,19 @@ def _claims_section(out: Path) -> str:
     if not path.exists():
         return ""
     frame = pd.read_csv(path)
-    frame["cell"] = [("✓ " if p else "✗ ") + _fmt(m) for p, m in zip(frame.passed, frame.max_abs)]
-    worst = (frame.sort_values(["passed", "max_abs"], ascending=[True, False])
-             .groupby(["claim", "dtype", "framework"], sort=False).first()["cell"].unstack("framework"))
-    formulas = frame.groupby("claim", sort=False)["formula"].first()
-    worst.insert(0, "formula", [formulas[c] for c, _ in worst.index])
+    rows = []
+    for (claim, dtype), g in frame.groupby(["claim", "dtype"], sort=False):  # in the claims' order
+        row = {"claim": claim, "formula": g["formula"].iloc[0], "dtype": dtype}
+        for fw in dict.fromkeys(frame["framework"]):
+            cell = g[g["framework"] == fw]
+            row[fw] = ("—" if cell.empty else
+                       ("✓ " if cell["passed"].all() else "✗ ") + _fmt(float(cell["max_abs"].max())))
+        rows.append(row)
     n_bad = int((~frame.passed).sum())
     head = "every claim holds" if not n_bad else f"{n_bad} failing instances"
     return (f"<h2>Claims of the derivation</h2><p>{head}: {len(frame)} instances. Each cell: the largest "
-            "|hand − framework| over the instances.</p>" + worst.reset_index().to_html(index=False, escape=True))
+            "|hand − framework| over the instances; —: no independent evidence from that framework.</p>"
+            + pd.DataFrame(rows).to_html(index=False, escape=True))
 
 
 def _studies_section(out: Path) -> str:
