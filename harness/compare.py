@@ -38,6 +38,7 @@ class Comparison:
     rtol: float
     atol: float
     scale: float  # s in atol·s
+    floor: float  # the rounding allowance at the worst element (rounding.py)
     tol_used: float  # max |a − b| / allowed: below 1 passes; the margin is 1 / tol_used
     passed: bool
     note: str = ""  # e.g. non-finite values, or shape mismatch
@@ -56,7 +57,7 @@ class Comparison:
         return (f"{head}: {self.n_off} / {self.n_checked} elements off ({pct:.1f}%); worst element"
                 f"{at}: |{self.a_at:.6g} − {self.b_at:.6g}| = {abs(self.a_at - self.b_at):.3g} "
                 f"(allowed {self.allowed_at:.3g}: rtol {self.rtol:g}, atol {self.atol:g} × scale "
-                f"{self.scale:.3g}; {self._used()}); max abs diff {self.max_abs:.3g}, norm-rel {self.norm_rel:.3g}"
+                f"{self.scale:.3g}{f' + rounding floor {self.floor:.2g}' if self.floor else ''}; {self._used()}); max abs diff {self.max_abs:.3g}, norm-rel {self.norm_rel:.3g}"
                 + (f"; {self.note}" if self.note else ""))
 
     def _used(self) -> str:
@@ -72,18 +73,21 @@ class Comparison:
 
 
 def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Array,
-            kind: str, dtype: str, tol: Tolerance, J_scale: float = 0.0) -> Comparison:
+            kind: str, dtype: str, tol: Tolerance, J_scale: float = 0.0,
+            floor: float | Array = 0.0) -> Comparison:
     """Compare two arrays of one quantity. Masked elements (not computed) are skipped.
 
     ``J_scale`` (|J|) joins the scale s for finite-difference pairs: their round-off
-    is about ε|J|/h per element whatever the size of the gradient itself.
+    is about ε|J|/h per element whatever the size of the gradient itself. ``floor`` is an
+    absolute allowance per element (scalar or the array's shape): the rounding a correct
+    implementation may make on this case (see rounding.py).
     """
     base = dict(case=case, quantity=quantity, a=a_name, b=b_name, kind=kind, dtype=dtype,
                 rtol=tol.rtol, atol=tol.atol, n_total=int(np.size(a)))
     if np.shape(a) != np.shape(b):
         return Comparison(**base, max_abs=np.inf, max_rel=np.inf, norm_rel=np.inf, index=(),
                           a_at=np.nan, b_at=np.nan, allowed_at=0.0, n_off=int(np.size(a)),
-                          n_checked=0, scale=0.0, tol_used=np.inf, passed=False,
+                          n_checked=0, scale=0.0, floor=0.0, tol_used=np.inf, passed=False,
                           note=f"shape {np.shape(a)} vs {np.shape(b)}")
     mask = np.ma.getmaskarray(a) | np.ma.getmaskarray(b)
     x = np.ma.getdata(a).astype(np.float64)
@@ -99,7 +103,7 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         return Comparison(**base, max_abs=np.inf, max_rel=np.inf, norm_rel=np.inf, index=idx,
                           a_at=float(x[idx]), b_at=float(y[idx]), allowed_at=0.0,
-                          n_off=int(bad.sum()), n_checked=n_checked, scale=0.0, tol_used=np.inf,
+                          n_off=int(bad.sum()), n_checked=n_checked, scale=0.0, floor=0.0, tol_used=np.inf,
                           passed=False,
                           note=f"{where} (NaN/Inf, not a disagreement of values)")
 
@@ -109,7 +113,8 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
     scale = float(mag.max()) if mag.size else 0.0
     if is_finite_difference(kind):
         scale = max(scale, abs(J_scale))
-    allowed = tol.atol * scale + tol.rtol * mag
+    floor = np.broadcast_to(np.nan_to_num(np.asarray(floor, dtype=np.float64), posinf=np.inf), np.shape(x))
+    allowed = tol.atol * scale + tol.rtol * mag + floor
     off = (diff > allowed) & use
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(mag > 0, diff / mag, 0.0)
@@ -126,7 +131,7 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
     return Comparison(**base, max_abs=float(diff.max(initial=0.0)), max_rel=float(rel.max(initial=0.0)),
                       norm_rel=norm_rel, index=idx, a_at=pick(x), b_at=pick(y),
                       allowed_at=pick(allowed), n_off=int(off.sum()), n_checked=n_checked,
-                      scale=scale, tol_used=float(used.max(initial=0.0)),
+                      scale=scale, floor=pick(floor), tol_used=float(used.max(initial=0.0)),
                       passed=not off.any(),
                       note="" if n_checked or not x.size else
                       "nothing compared: every element masked (not computed, or inconclusive)")

@@ -7,8 +7,8 @@ Methods (each a backend name, see ``VARIANTS``), for one coordinate θ_i and ste
     richardson  (4 D(h/2) − D(h)) / 3, D the central quotient  error O(h⁴) + O(ε/h)
     complex     Im J(θ + i h eᵢ) / h                           error O(h²), no cancellation
 
-Step rules (ε = machine epsilon of the precision J is evaluated in; every rule is scaled by
-max(1, |θ_i|) so a large parameter gets a proportionally large step):
+Step rules (ε = machine epsilon of the precision J is evaluated in; absolute steps, see
+``_steps`` for why not relative to |θ_i|):
     forward h = ε^(1/2), central h = ε^(1/3), richardson h = ε^(1/5): each balances that
     method's truncation error against the round-off ε|J|/h of the subtraction;
     complex h = 1e-20: nothing is subtracted, so h can be as small as we like;
@@ -58,14 +58,15 @@ NOT_COMPLEX_ANALYTIC = {"gelu": "numpy has no complex erf"}
 class Method:
     name: str
     offsets: tuple[complex, ...]  # perturbations, in units of h
-    exponent: float | None  # h = ε^exponent · max(1, |θ|); None: a fixed step
+    exponent: float | None  # h = ε^exponent (see _steps); None: a fixed step
     rule: str
 
 
 METHODS = {
-    "forward": Method("forward", (1,), 1 / 2, "h = ε^(1/2)·max(1, |θ|)"),
-    "central": Method("central", (1, -1), 1 / 3, "h = ε^(1/3)·max(1, |θ|)"),
-    "richardson": Method("richardson", (1, -1, 0.5, -0.5), 1 / 5, "h = ε^(1/5)·max(1, |θ|), then h/2"),
+    "forward": Method("forward", (1,), 1 / 2, "h = (ε·max(1,|J|))^(1/2) / max(1,|input|)"),
+    "central": Method("central", (1, -1), 1 / 3, "h = (ε·max(1,|J|))^(1/3) / max(1,|input|)"),
+    "richardson": Method("richardson", (1, -1, 0.5, -0.5), 1 / 5,
+                         "h = (ε·max(1,|J|))^(1/5) / max(1,|input|), then h/2"),
     "complex": Method("complex", (1j,), None, f"h = {COMPLEX_STEP:g}, imaginary"),
 }
 
@@ -158,6 +159,7 @@ class FiniteDifferenceBackend:
             raise ValueError("the directional strategy is a central difference with the central step rule")
         self.step, self.strategy, self.precision = step, strategy, precision
         self.max_coords, self.seed, self.chunk_elems = max_coords, seed, chunk_elems
+        self._J_size = 1.0  # set from J by gradients()
         self.name = name or self.name
         self.kind = kind or self.kind
 
@@ -178,7 +180,9 @@ class FiniteDifferenceBackend:
         self._eps = float(np.finfo(work).eps)
         self._act_elems = X.shape[0] * max(model.layers)  # one network's activations, for chunking
         self.kink_crossings: dict[str, int] = {}
-        out: dict[str, Array] = {"J": np.asarray(cost_from(model, params, Y, 0, a=X), dtype=dt)}
+        J = cost_from(model, params, Y, 0, a=X)
+        self._J_size = max(1.0, abs(float(J)))  # round-off of J(θ ± h) is about ε·|J|
+        out: dict[str, Array] = {"J": np.asarray(J, dtype=dt)}
         notes = [self.describe()]
 
         strategy = self.strategy
@@ -199,9 +203,17 @@ class FiniteDifferenceBackend:
             def by_param(name: str, stacked: Array, sides: list) -> Array:
                 return cost_from(model, {**params, name: stacked}, Y, 0, a=X, sides=sides)
 
+            # W^[l]_ij enters z as a^[l-1]_i W_ij: J bends along it on a scale of 1/|a^[l-1]_i|.
+            a = X
+            reach = {}
+            for l in range(1, model.L + 1):
+                row = np.maximum(1.0, np.abs(np.real(a)).max(axis=0, initial=0.0))[:, None]
+                reach[f"W{l}"] = np.broadcast_to(1.0 / row, params[f"W{l}"].shape)
+                a = g(model.activations[l - 1], a @ params[f"W{l}"] + params[f"b{l}"])
             for name, idx in self._coordinates({k: v.size for k, v in params.items()}).items():
                 out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx,
-                                              lambda st, sd, n=name: by_param(n, st, sd), dt)
+                                              lambda st, sd, n=name: by_param(n, st, sd), dt,
+                                              reach.get(name))
 
         if self.intermediates:
             self._intermediates(model, params, X, Y, out)
@@ -229,12 +241,22 @@ class FiniteDifferenceBackend:
                  else (lambda st, sd, l=l: cost_from(model, params, Y, l, a=st, sides=sd)))
             out[f"d{key}"] = self._nudge(f"d{key}", values[key], idx, f, dt)
 
-    def _steps(self, theta: Array) -> Array:
+    def _steps(self, theta: Array, reach: Array | None = None) -> Array:
+        """The step per coordinate: (ε·max(1, |J|))^exponent × ``reach`` (1 / max(1, |input|)
+        for a weight).
+
+        Not scaled by |θ|: how fast J bends along θ_i follows the layer's input and the
+        activation, not the size of θ_i (a weight of 1000 on a saturating softmax is as curved
+        as one of 1); the quotient divides by the step actually represented, so a large θ
+        costs no accuracy. A weight fed inputs of size 50 gets a 50× smaller step.
+        """
         if self.step is not None:
             return np.full(theta.shape, float(self.step))
         if self.method.exponent is None:
             return np.full(theta.shape, COMPLEX_STEP)
-        return self._eps ** self.method.exponent * np.maximum(1.0, np.abs(theta))
+        # The textbook optimum h ≈ (ε|J| / |J⁽ⁿ⁾|)^(1/n), with |J⁽ⁿ⁾| ~ |input|ⁿ for a weight.
+        h = np.full(theta.shape, (self._eps * self._J_size) ** self.method.exponent)
+        return h if reach is None else h * reach
 
     def _quotient(self, theta: Array, h: Array, J: Array, J0: Array | float) -> Array:
         """Combine J at θ + offset·h (one row block per offset) into the derivative estimate."""
@@ -264,7 +286,8 @@ class FiniteDifferenceBackend:
             stacked[i * k + rows, sel] = flat[sel] + o * h
         return stacked
 
-    def _nudge(self, quantity: str, theta: Array, idx: Array, J_of, dtype: np.dtype) -> Array:
+    def _nudge(self, quantity: str, theta: Array, idx: Array, J_of, dtype: np.dtype,
+               reach: Array | None = None) -> Array:
         """Difference quotients of J_of at coordinates ``idx`` of ``theta``, in batched chunks.
 
         Returns an array of theta's shape in ``dtype``; masked where not computed, which
@@ -282,7 +305,7 @@ class FiniteDifferenceBackend:
         for start in range(0, len(idx), chunk):
             sel = idx[start:start + chunk]
             k = len(sel)
-            h = self._steps(flat[sel])
+            h = self._steps(flat[sel], None if reach is None else np.ravel(reach)[sel])
             sides: list[Array] = []
             J = J_of(self._stack(flat, sel, h).reshape((n_off * k,) + theta.shape), sides)
             with np.errstate(divide="ignore", invalid="ignore"):  # a step that rounds away: 0/0
@@ -304,7 +327,7 @@ class FiniteDifferenceBackend:
 
     def _directional(self, model: Model, params: dict[str, Array], X: Array, Y: Array) -> Array:
         """(J(θ + hv) − J(θ − hv)) / 2h for each seeded unit direction v (central)."""
-        h = self._eps ** (1 / 3) * max(1.0, max(float(np.abs(p).max()) for p in params.values()))
+        h = self._eps ** (1 / 3)
         out, crossed = [], []
         for v in directions(model):
             plus = {k: p + h * v[k].astype(p.dtype) for k, p in params.items()}
