@@ -1,65 +1,222 @@
-"""Gradient cost of each backend, measured side by side in one run: ``python -m benchmarks``.
+"""Performance, measured side by side in one run: ``python -m benchmarks`` (``make bench``).
 
-Never part of ``make test``. Timings interleave the backends round by round (the machine is
-shared and noisy) and report the median, plus each backend's ratio to torch in the same run.
-Writes benchmarks/results/gradient.csv.
+Never part of ``make test``. Every ratio comes from timings taken in the same process run,
+backends interleaved round by round (the machine is shared and noisy), medians reported.
+Each target is printed with a pass/miss mark; results go to benchmarks/results/*.csv.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.backends import get
-from harness.cases import Case
+from harness.backends.fd import FiniteDifferenceBackend, cost_from
+from harness.backends.manual import forward_pass
+from harness.cases import Case, load_file
 from harness.model import Model
+from harness.runner import run
 
-SIZES = {
-    "small": ((20, 32, 32, 10), 32),
-    "mid": ((256, 512, 512, 10), 256),
-    "large": ((1024, 2048, 2048, 1024, 10), 512),
-}
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = {"mid": ((256, 512, 512, 10), 256), "large": ((1024, 2048, 2048, 1024, 10), 512)}
+ROWS: list[dict] = []
 
 
-def measure(case: Case, backends: list, rounds: int) -> dict[str, float]:
-    arrays = case.arrays()
-    for b in backends:  # warm up: JAX compiles here, torch allocates
-        b.gradients(case.model, arrays)
-    times: dict[str, list[float]] = {b.name: [] for b in backends}
+def report(name: str, value: float, target: str, ok: bool | None, unit: str = "") -> None:
+    mark = "—" if ok is None else ("PASS" if ok else "MISS")
+    print(f"  {mark:<4}  {name:<58} {value:>10.3g} {unit:<10} target {target}")
+    ROWS.append(dict(measure=name, value=value, unit=unit, target=target, result=mark))
+
+
+def median_time(fn, rounds: int) -> float:
+    times = []
     for _ in range(rounds):
-        for b in backends:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict, rounds: int) -> dict[str, float]:
+    for fn in fns.values():
+        fn()  # warm up: JAX compiles, torch allocates
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
             t0 = time.perf_counter()
-            b.gradients(case.model, arrays)
-            times[b.name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def matmul_rate(dtype: str, n: int = 2048) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
+    b = a.copy()
+    a @ b
+    return 2 * n**3 / median_time(lambda: a @ b, 5) / 1e9
+
+
+def gradients(sizes: list[str], rounds: int) -> None:
+    print("\nOne gradient of an MLP (relu, softmax + CE), manual vs torch vs jax")
+    backends = {n: get(n) for n in ("manual", "torch", "jax")}
+    for dtype in ("float32", "float64"):
+        rate = matmul_rate(dtype)
+        report(f"matmul rate {dtype} (2048² GEMM)", rate, "measured", None, "GFLOP/s")
+        for size in sizes:
+            layers, m = SIZES[size]
+            model = Model(layers, ("relu",) * (len(layers) - 2) + ("softmax",), "cross_entropy", dtype)
+            arrays = Case(size, model, m, 0).arrays()
+            fns = {n: (lambda b=b: b.gradients(model, arrays)) for n, b in backends.items()}
+            fns["manual forward"] = lambda: forward_pass(model, arrays)
+            t = interleaved(fns, rounds)
+            flops = 3 * 2 * m * sum(a * b for a, b in zip(layers, layers[1:]))  # forward + 2 backward matmuls
+            tag = f"{size} {'-'.join(map(str, layers))} m={m} {dtype}"
+            for n in ("manual", "torch", "jax"):
+                report(f"{tag}: {n} seconds", t[n], "measured", None, "s")
+            report(f"{tag}: manual / torch", t["manual"] / t["torch"], "≤ 1.0", t["manual"] <= t["torch"])
+            report(f"{tag}: jax / torch", t["jax"] / t["torch"], "measured", None)
+            frac = flops / t["manual"] / 1e9 / rate
+            report(f"{tag}: manual GFLOP/s ÷ matmul rate", frac, "≥ 0.8", frac >= 0.8)
+            report(f"{tag}: manual gradient ÷ its forward", t["manual"] / t["manual forward"], "≤ 3",
+                   t["manual"] / t["manual forward"] <= 3)
+
+
+def overhead() -> None:
+    print("\nHarness overhead on a run of mid-size cases (manual, torch, jax)")
+    cases = [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
+             for i, dt in enumerate(["float32", "float64"] * 3)]
+    backends = [get(n) for n in ("manual", "torch", "jax")]
+    run(cases[:2], backends)  # compile
+    t0 = time.perf_counter()
+    result = run(cases, backends)
+    total = time.perf_counter() - t0
+    compute = sum(sum(r.seconds.values()) for r in result.cases)
+    report("overhead: (run − backend compute) ÷ run", (total - compute) / total, "≤ 0.10",
+           (total - compute) / total <= 0.10)
+
+
+def jax_compile() -> None:
+    print("\nJAX compile time")
+    os.environ["XVAL_JAX_CACHE"] = "off"
+    from harness.backends.jax_backend import JaxBackend
+
+    jb = JaxBackend()
+    cases = load_file(ROOT / "cases" / "default.toml")
+    first = second = 0.0
+    for c in cases:
+        arrays = c.arrays()
+        t0 = time.perf_counter()
+        jb.gradients(c.model, arrays)
+        t1 = time.perf_counter()
+        jb.gradients(c.model, arrays)
+        t2 = time.perf_counter()
+        first, second = first + (t1 - t0), second + (t2 - t1)
+    per_shape = (first - second) / len(cases)
+    report("jax compile time per distinct shape (default cases)", per_shape, "measured", None, "s")
+    report("jax compile share of jax's time on the default cases", (first - second) / first, "measured", None)
+    del os.environ["XVAL_JAX_CACHE"]
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, XVAL_JAX_CACHE=cache)
+        cmd = [sys.executable, "-m", "harness", "run", str(ROOT / "cases" / "default.toml"), "--backends",
+               "manual,jax", "--quiet", "--out", str(Path(cache) / "out")]
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, capture_output=True, check=True, cwd=ROOT)
+            times.append(time.perf_counter() - t0)
+        report("default run (manual,jax), cold compilation cache", times[0], "measured", None, "s")
+        report("default run (manual,jax), warm cache: second ÷ first", times[1] / times[0], "< 1 (compiles nothing)",
+               times[1] < times[0])
+
+
+def fd_vectorised() -> None:
+    print("\nFull central finite differences: batched vs a Python loop over coordinates")
+    model = Model((100, 90, 10), ("tanh", "softmax"), "cross_entropy", "float64")
+    case = Case("fd", model, 32, 0)
+    arrays = case.arrays()
+    fd = FiniteDifferenceBackend(strategy="coordinates", max_coords=10**9, intermediates=False)
+    batched = median_time(lambda: fd.gradients(model, arrays), 3)
+    params = {k: arrays[k].copy() for k in model.param_shapes()}
+    X, Y = arrays["X"], arrays["Y"]
+    h, n_loop = 6e-6, 2000
+
+    def loop():
+        done = 0
+        for name, theta in params.items():
+            flat = theta.ravel()
+            for i in range(flat.size):
+                if done == n_loop:
+                    return
+                old = flat[i]
+                flat[i] = old + h
+                jp = cost_from(model, params, Y, 0, a=X)
+                flat[i] = old - h
+                jm = cost_from(model, params, Y, 0, a=X)
+                flat[i] = old
+                _ = (jp - jm) / (2 * h)
+                done += 1
+
+    looped = median_time(loop, 1) * model.n_params / n_loop
+    report(f"fd on {model.n_params} parameters, batched", batched, "measured", None, "s")
+    report(f"fd on {model.n_params} parameters, loop (from {n_loop} coordinates)", looped, "measured", None, "s")
+    report("fd speed-up, batched ÷ loop", looped / batched, "≥ 10", looped / batched >= 10)
+
+
+def sweep() -> None:
+    print("\n1,000 small random cases (manual, manual_columns, torch, fd)")
+    with tempfile.TemporaryDirectory() as tmp:
+        toml = Path(tmp) / "sweep.toml"
+        toml.write_text('[[sweep]]\nname = "s"\ncount = 1000\nseed = 5\ndepth = [1, 3]\nwidth = [1, 16]\n'
+                        'batch = [1, 16]\ndtypes = ["float32", "float64"]\n')
+        rates = {}
+        for jobs in (1, 2):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "harness", "run", str(toml), "--backends",
+                            "manual,manual_columns,torch,fd", "--jobs", str(jobs), "--quiet", "--out",
+                            str(Path(tmp) / f"out{jobs}")], capture_output=True, check=True, cwd=ROOT)
+            rates[jobs] = 1000 / (time.perf_counter() - t0)
+            report(f"sweep --jobs {jobs}: cases per second", rates[jobs], "measured", None, "cases/s")
+        report("sweep speed-up, --jobs 2 ÷ --jobs 1", rates[2] / rates[1], "≥ 1.7 (near-linear)",
+               rates[2] / rates[1] >= 1.7)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--sizes", default="small,mid", help=f"any of {','.join(SIZES)}")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sizes", default="mid,large", help=f"of {','.join(SIZES)}")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default="gradients,overhead,compile,fd,sweep")
     args = parser.parse_args()
-    backends = [get(n) for n in ("manual", "torch", "jax")]
-    rows = []
-    for size in args.sizes.split(","):
-        layers, m = SIZES[size]
-        for dtype in ("float32", "float64"):
-            model = Model(layers, ("relu",) * (len(layers) - 2) + ("softmax",), "cross_entropy", dtype)
-            med = measure(Case(f"{size}-{dtype}", model, m, 0), backends, args.rounds)
-            for name, t in med.items():
-                rows.append(dict(size=size, layers="-".join(map(str, layers)), batch=m, dtype=dtype,
-                                 params=model.n_params, backend=name, seconds=t,
-                                 ratio_to_torch=t / med["torch"]))
-    frame = pd.DataFrame(rows)
-    out = Path(__file__).parent / "results" / "gradient.csv"
-    out.parent.mkdir(exist_ok=True)
+    only = args.only.split(",")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"benchmarks {stamp} on {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}")
+    if "gradients" in only:
+        gradients(args.sizes.split(","), args.rounds)
+    if "overhead" in only:
+        overhead()
+    if "compile" in only:
+        jax_compile()
+    if "fd" in only:
+        fd_vectorised()
+    if "sweep" in only:
+        sweep()
+    RESULTS.mkdir(exist_ok=True)
+    frame = pd.DataFrame(ROWS)
+    frame.insert(0, "when", stamp)
+    out = RESULTS / "benchmarks.csv"
     frame.to_csv(out, index=False)
-    print(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"\nmedian of {args.rounds} interleaved rounds; written to {out}")
+    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from . import backends as registry
 from .cases import load_files
 from .errors import InputError
 from .report import Progress, summary_table, write_report
-from .runner import UnavailableBackend, run
+from .runner import UnavailableBackend, run, run_parallel
 
 DEFAULT_CASES = "cases/default.toml"
 DEFAULT_OUT = "reports/latest"
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory (default: %(default)s)")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write DIR/arrays/<case>/{inputs,<backend>}.npz")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run cases in N processes (default: %(default)s)")
     quiet = p.add_mutually_exclusive_group()
     quiet.add_argument("--quiet", action="store_true", help="print only the verdict line")
     quiet.add_argument("--json", action="store_true",
@@ -182,11 +184,27 @@ def _default_cases(paths: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cases = load_files(_default_cases(args.casefiles))
-    backends = _build_backends(args.backends, args.backend)
-    out = Path(args.out)
-    _prepare_out(out)
+    if args.jobs < 1:
+        raise InputError(f"must be at least 1, got {args.jobs}", field="--jobs")
     quiet = args.quiet or args.json
-    result = run(cases, backends, progress=None if quiet else Progress())
+    progress = None if quiet else Progress()
+    if args.jobs > 1:
+        # Validate here (bad input exits 2 before any work); each worker builds its own backends.
+        names = [n.strip() for n in args.backends.split(",") if n.strip()]
+        for name in names:
+            if name not in registry.available():
+                registry.get(name)  # raises InputError with a suggestion
+        plugins = [registry.load_plugin(spec) for spec in args.backend]
+        if len(set(names) | {b.name for b in plugins}) < len(names) + len(plugins) or len(names) + len(plugins) < 2:
+            raise InputError("need at least two backends, with unique names", field="--backends")
+        out = Path(args.out)
+        _prepare_out(out)
+        result = run_parallel(cases, names + list(args.backend), args.jobs, progress)
+    else:
+        backends = _build_backends(args.backends, args.backend)
+        out = Path(args.out)
+        _prepare_out(out)
+        result = run(cases, backends, progress=progress)
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, out, save_arrays=args.save_arrays, command=command)
     if args.json:

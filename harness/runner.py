@@ -165,3 +165,49 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
     if progress:
         progress(len(cases), len(cases), "")
     return RunResult([b.name for b in backends], results)
+
+
+# --------------------------------------------------------------------------- parallel runs
+
+_WORKER_BACKENDS: list = []
+
+
+def _build(specs: Sequence[str]) -> list:
+    """Backends from specs: a registry name, or FILE.py:ClassName for a plugin."""
+    from .backends import get, load_plugin
+
+    return [load_plugin(s) if ":" in s else get(s) for s in specs]
+
+
+def _init_worker(specs: Sequence[str]) -> None:
+    global _WORKER_BACKENDS
+    _WORKER_BACKENDS = _build(specs)
+
+
+def _run_in_worker(case: Case) -> CaseResult:
+    return run_case(case, _WORKER_BACKENDS)
+
+
+def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
+                 progress: Callable[[int, int, str], None] | None = None) -> RunResult:
+    """``run`` over a pool of ``jobs`` processes, each building its own backends from ``specs``.
+
+    Processes are spawned, not forked: torch and JAX hold threads that a fork would copy
+    half-way. Results come back in case order; the same numbers as a serial run.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    results: list[CaseResult] = []
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(list(specs),)) as pool:
+        for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=max(1, len(cases) // (8 * jobs)))):
+            if progress:
+                progress(i, len(cases), r.case.name)
+            results.append(r)
+    if progress:
+        progress(len(cases), len(cases), "")
+    names = [r for r in (results[0].seconds if results else {})] or list(specs)
+    return RunResult(list(names), results)
+

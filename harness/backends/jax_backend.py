@@ -7,11 +7,31 @@ runner for every backend).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from ..model import Model
 
 Array = np.ndarray
+
+
+def enable_compilation_cache(jax) -> str | None:
+    """JAX's persistent compilation cache in the project's .cache/jax (XVAL_JAX_CACHE overrides
+    the folder; "off" disables it), so a second run compiles nothing it compiled before.
+    Every compile is cached: the default threshold of 1 s would skip all of ours."""
+    folder = os.environ.get("XVAL_JAX_CACHE", str(Path.cwd() / ".cache" / "jax"))
+    if folder == "off":
+        return None
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only checkout: run without the cache
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
 
 
 class JaxBackend:
@@ -27,6 +47,7 @@ class JaxBackend:
         import jax.numpy as jnp
 
         self.jax, self.jnp = jax, jnp
+        self.cache_dir = enable_compilation_cache(jax)
         # The definitions of harness.activations, in jax ops (see activations.DEFINITIONS).
         self.act = {
             "identity": lambda z: z,
