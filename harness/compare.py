@@ -89,17 +89,23 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
                           a_at=np.nan, b_at=np.nan, allowed_at=0.0, n_off=int(np.size(a)),
                           n_checked=0, scale=0.0, floor=0.0, tol_used=np.inf, passed=False,
                           note=f"shape {np.shape(a)} vs {np.shape(b)}")
-    mask = np.ma.getmaskarray(a) | np.ma.getmaskarray(b)
-    x = np.ma.getdata(a).astype(np.float64)
-    y = np.ma.getdata(b).astype(np.float64)
-    use = ~mask
-    n_checked = int(use.sum())
+    x = np.asarray(np.ma.getdata(a), dtype=np.float64)
+    y = np.asarray(np.ma.getdata(b), dtype=np.float64)
+    masked = np.ma.is_masked(a) or np.ma.is_masked(b)
+    use = ~(np.ma.getmaskarray(a) | np.ma.getmaskarray(b)) if masked else None
+    n_checked = int(use.sum()) if masked else x.size
+    if masked:  # masked elements (not computed) take no part: zero in both
+        x, y = np.where(use, x, 0.0), np.where(use, y, 0.0)
 
-    nonfinite = [(name, int((~np.isfinite(v) & use).sum())) for name, v in ((a_name, x), (b_name, y))]
-    nonfinite = [(n, c) for n, c in nonfinite if c]
-    if nonfinite:
+    with np.errstate(invalid="ignore", over="ignore"):  # inf − inf, overflow: looked at below
+        d = x - y
+        dd = float(np.vdot(d, d))  # ‖a − b‖², and one cheap test that every element is finite
+    if not np.isfinite(dd) and not np.isfinite(d).all():
+        both = use if masked else np.ones(x.shape, dtype=bool)
+        nonfinite = [(name, int((~np.isfinite(v) & both).sum())) for name, v in ((a_name, x), (b_name, y))]
+        nonfinite = [(n, c) for n, c in nonfinite if c]
         where = ", ".join(f"{c} non-finite in {n}" for n, c in nonfinite)
-        bad = ~(np.isfinite(x) & np.isfinite(y)) & use
+        bad = ~(np.isfinite(x) & np.isfinite(y)) & both
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         return Comparison(**base, max_abs=np.inf, max_rel=np.inf, norm_rel=np.inf, index=idx,
                           a_at=float(x[idx]), b_at=float(y[idx]), allowed_at=0.0,
@@ -107,31 +113,34 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
                           passed=False,
                           note=f"{where} (NaN/Inf, not a disagreement of values)")
 
-    x, y = np.where(use, x, 0.0), np.where(use, y, 0.0)
-    diff = np.abs(x - y)
+    diff = np.abs(d)
     mag = np.maximum(np.abs(x), np.abs(y))
     scale = float(mag.max()) if mag.size else 0.0
     if is_finite_difference(kind):
         scale = max(scale, abs(J_scale))
-    floor = np.broadcast_to(np.nan_to_num(np.asarray(floor, dtype=np.float64), posinf=np.inf), np.shape(x))
-    allowed = tol.atol * scale + tol.rtol * mag + floor
-    off = (diff > allowed) & use
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(mag > 0, diff / mag, 0.0)
-        # 0/0 (both exactly zero with zero scale) uses none of the tolerance.
-        used = np.where(use & (diff > 0), diff / allowed, 0.0)
-    norm_a, norm_b = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    norm_rel = float(np.linalg.norm(x - y)) / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0
+    allowed = tol.rtol * mag + tol.atol * scale
+    if np.ndim(floor) or floor:
+        allowed = allowed + np.nan_to_num(np.asarray(floor, dtype=np.float64), posinf=np.inf)
+    off = diff > allowed
+    if masked:
+        off &= use
+    tiny = np.finfo(np.float64).tiny  # x/max(0, tiny): 0 where both are exactly zero
+    with np.errstate(over="ignore"):
+        rel = diff / np.maximum(mag, tiny)
+        used = diff / np.maximum(allowed, tiny)
+    norm_a, norm_b = float(np.sqrt(np.vdot(x, x))), float(np.sqrt(np.vdot(y, y)))
+    norm_rel = float(np.sqrt(dd)) / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0
     if n_checked:
-        flat = int(np.argmax(np.where(use, used, -1.0)))
+        flat = int(np.argmax(np.where(use, used, -1.0) if masked else used))
         idx = tuple(int(i) for i in np.unravel_index(flat, np.shape(x)))
     else:
         idx = ()
-    pick = (lambda v: float(v[idx])) if n_checked else (lambda v: np.nan)
+    pick = (lambda v: float(np.broadcast_to(v, np.shape(x))[idx])) if n_checked else (lambda v: np.nan)
     return Comparison(**base, max_abs=float(diff.max(initial=0.0)), max_rel=float(rel.max(initial=0.0)),
                       norm_rel=norm_rel, index=idx, a_at=pick(x), b_at=pick(y),
-                      allowed_at=pick(allowed), n_off=int(off.sum()), n_checked=n_checked,
-                      scale=scale, floor=pick(floor), tol_used=float(used.max(initial=0.0)),
-                      passed=not off.any(),
+                      allowed_at=pick(allowed), n_off=int(np.count_nonzero(off)), n_checked=n_checked,
+                      scale=scale, floor=pick(np.asarray(floor, dtype=np.float64)),
+                      tol_used=float(used.max(initial=0.0)),
+                      passed=not np.count_nonzero(off),
                       note="" if n_checked or not x.size else
                       "nothing compared: every element masked (not computed, or inconclusive)")

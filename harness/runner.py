@@ -135,22 +135,30 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
                 if implied is not None:
                     out["Jv"] = implied
 
-    # What rounding alone does to a correct implementation on this case: an allowance on top of
-    # the tolerance table, so ill-conditioned but correct cases do not read as disagreements.
-    floors = rounding_floor(case, inputs) if len(result.outputs) > 1 else {}
-
     kinds = {b.name: kind_of(b) for b in backends}
+    pairs = []
     for a, b in itertools.combinations([b.name for b in backends if b.name in result.outputs], 2):
         kind = pair_kind(kinds[a], kinds[b])
-        tol = lookup(model.dtype, kind)
         out_a, out_b = result.outputs[a], result.outputs[b]
         J_scale = max(abs(float(out_a["J"])), abs(float(out_b["J"])))
-        for q in model.algorithm_order() + ["Jv"]:
-            if q not in out_a or q not in out_b:
-                continue  # an optional intermediate one of the two does not provide
-            result.comparisons.append(
-                compare(case.name, q, a, out_a[q], b, out_b[q], kind, model.dtype, tol, J_scale,
-                        floors.get(q, 0.0)))
+        pairs.append((a, b, kind, lookup(model.dtype, kind), J_scale))
+
+    def compare_all(floors: dict[str, Array]) -> list[Comparison]:
+        out = []
+        for a, b, kind, tol, J_scale in pairs:
+            out_a, out_b = result.outputs[a], result.outputs[b]
+            for q in model.algorithm_order() + ["Jv"]:
+                if q in out_a and q in out_b:  # an optional intermediate may be missing from one
+                    out.append(compare(case.name, q, a, out_a[q], b, out_b[q], kind, model.dtype, tol,
+                                       J_scale, floors.get(q, 0.0)))
+        return out
+
+    result.comparisons = compare_all({})
+    if any(not c.passed and np.isfinite(c.max_abs) for c in result.comparisons):
+        # What rounding alone does to a correct implementation on this case (rounding.py) is
+        # allowed on top of the table. It only ever adds allowance, so it is computed only when
+        # the table alone flags something: a well-conditioned run never pays for it.
+        result.comparisons = compare_all(rounding_floor(case, inputs))
     return result
 
 

@@ -91,11 +91,17 @@ def cost_from(model: Model, params: dict[str, Array], Y: Array, l: int, *,
             sides.append(np.stack([np.sign(np.real(z) - kink) for kink in ACTIVATIONS[name].kinks], axis=-1))
         return act(name, z)
 
+    # cross_entropy and BCE are computed from the logits z^[L]: ŷ = a^[L] itself is not needed.
+    logits_only = model.loss in ("cross_entropy", "binary_cross_entropy")
+
+    def out_of(k: int, z: Array) -> Array | None:
+        return None if k == model.L and logits_only else through(k, z)
+
     if z is not None:
-        a = through(l, z)
+        a = out_of(l, z)
     for k in range(l + 1, model.L + 1):
         z = a @ params[f"W{k}"] + params[f"b{k}"]
-        a = through(k, z)
+        a = out_of(k, z)
     return _cost_complex(model.loss, z, a, Y) if complex_mode else cost(model.loss, z, a, Y)
 
 
@@ -199,21 +205,39 @@ class FiniteDifferenceBackend:
             notes.append(f"directional strategy: vᵀ∇J for {len(out['Jv'])} seeded directions "
                          f"({model.n_params} parameters > {self.max_coords}); dW, db not measured one by one")
         else:
-            # ∂J/∂W^[l], ∂J/∂b^[l]: nudge one parameter, run the whole forward pass.
-            def by_param(name: str, stacked: Array, sides: list) -> Array:
-                return cost_from(model, {**params, name: stacked}, Y, 0, a=X, sides=sides)
-
+            # ∂J/∂W^[l], ∂J/∂b^[l]: nudge one parameter, run the forward pass from its layer.
             # W^[l]_ij enters z as a^[l-1]_i W_ij: J bends along it on a scale of 1/|a^[l-1]_i|.
-            a = X
-            reach = {}
+            a_in, z_base, reach = {0: X}, {}, {}
             for l in range(1, model.L + 1):
-                row = np.maximum(1.0, np.abs(np.real(a)).max(axis=0, initial=0.0))[:, None]
+                row = np.maximum(1.0, np.abs(a_in[l - 1]).max(axis=0, initial=0.0))[:, None]
                 reach[f"W{l}"] = np.broadcast_to(1.0 / row, params[f"W{l}"].shape)
-                a = g(model.activations[l - 1], a @ params[f"W{l}"] + params[f"b{l}"])
+                z_base[l] = a_in[l - 1] @ params[f"W{l}"] + params[f"b{l}"]
+                a_in[l] = g(model.activations[l - 1], z_base[l])
+
+            def by_delta(name: str, coords: Array, deltas: Array, sides: list) -> Array:
+                """J with W^[l]_ij (or b^[l]_j) moved by delta. Only column j of z^[l] moves, by
+                delta·a^[l-1]_i (or delta), so only column j of a^[l] does, and z^[l+1] moves by
+                that column times row j of W^[l+1]: the pass starts at layer l + 1."""
+                l, n = int(name[1:]), params[name].shape[1]
+                i, j = np.divmod(coords, n)
+                shift = deltas[:, None] * (a_in[l - 1][:, i].T if name[0] == "W" else 1.0)  # (R, m)
+                if l == model.L:  # the output layer: perturb z^[L] itself
+                    Z = np.broadcast_to(z_base[l], (len(coords),) + z_base[l].shape).astype(shift.dtype)
+                    Z[np.arange(len(coords)), :, j] += shift
+                    return cost_from(model, params, Y, l, z=Z, sides=sides)
+                zj = z_base[l][:, j].T + shift  # (R, m): the moved column of z^[l]
+                act = model.activations[l - 1]
+                if ACTIVATIONS[act].kinks:
+                    sides.append(np.stack([np.sign(np.real(zj) - k) for k in ACTIVATIONS[act].kinks],
+                                          axis=-1)[:, :, None, :])
+                a_j = (_g_complex if np.iscomplexobj(zj) else g)(act, zj)
+                da_j = a_j - a_in[l][:, j].T  # (R, m)
+                Z = z_base[l + 1] + da_j[:, :, None] * params[f"W{l + 1}"][j][:, None, :]
+                return cost_from(model, params, Y, l + 1, z=Z, sides=sides)
+
             for name, idx in self._coordinates({k: v.size for k, v in params.items()}).items():
-                out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx,
-                                              lambda st, sd, n=name: by_param(n, st, sd), dt,
-                                              reach.get(name))
+                out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx, None, dt, reach.get(name),
+                                              J_delta=lambda c, d, sd, n=name: by_delta(n, c, d, sd))
 
         if self.intermediates:
             self._intermediates(model, params, X, Y, out)
@@ -287,8 +311,11 @@ class FiniteDifferenceBackend:
         return stacked
 
     def _nudge(self, quantity: str, theta: Array, idx: Array, J_of, dtype: np.dtype,
-               reach: Array | None = None) -> Array:
-        """Difference quotients of J_of at coordinates ``idx`` of ``theta``, in batched chunks.
+               reach: Array | None = None, J_delta=None) -> Array:
+        """Difference quotients of J at coordinates ``idx`` of ``theta``, in batched chunks.
+
+        ``J_of(stacked θ copies, sides)`` or, cheaper, ``J_delta(coordinates, steps, sides)``
+        gives J for each perturbed copy.
 
         Returns an array of theta's shape in ``dtype``; masked where not computed, which
         includes coordinates whose nudge moved some z^[l] across a kink: there J is not
@@ -299,15 +326,28 @@ class FiniteDifferenceBackend:
         crossed = np.zeros(flat.size, dtype=bool)
         n_off = len(self.method.offsets)
         base_sides: list[Array] = []
-        J0 = J_of(theta[None], base_sides) if self.method.name == "forward" else 0.0
-        # Bound the memory of one batched pass: n_off·chunk copies of θ and of the activations.
-        chunk = max(1, self.chunk_elems // (n_off * max(flat.size, self._act_elems)))
+        if self.method.name != "forward":
+            J0 = 0.0
+        elif J_delta is not None:
+            J0 = J_delta(idx[:1], np.zeros(1), base_sides)
+        else:
+            J0 = J_of(theta[None], base_sides)
+        # Bound the memory of one batched pass: n_off·chunk copies of θ (or, with J_delta, of
+        # the perturbed layer) and of the activations.
+        per_row = self._act_elems if J_delta is not None else max(flat.size, self._act_elems)
+        chunk = max(1, self.chunk_elems // (n_off * per_row))
         for start in range(0, len(idx), chunk):
             sel = idx[start:start + chunk]
             k = len(sel)
             h = self._steps(flat[sel], None if reach is None else np.ravel(reach)[sel])
             sides: list[Array] = []
-            J = J_of(self._stack(flat, sel, h).reshape((n_off * k,) + theta.shape), sides)
+            if J_delta is not None:
+                # Only the perturbed coordinate moves: J_delta starts from it (no copies of θ).
+                steps = [(flat[sel] + o * h) if self.method.name == "complex"
+                         else (flat[sel] + o * h).astype(flat.dtype) for o in self.method.offsets]
+                J = J_delta(np.tile(sel, n_off), np.concatenate([p - flat[sel] for p in steps]), sides)
+            else:
+                J = J_of(self._stack(flat, sel, h).reshape((n_off * k,) + theta.shape), sides)
             with np.errstate(divide="ignore", invalid="ignore"):  # a step that rounds away: 0/0
                 grad[sel] = np.real(self._quotient(flat[sel], h, J, J0))
             for i, side in enumerate(sides):
