@@ -45,6 +45,8 @@ def _fmt(x: float) -> str:
     return "0" if x == 0 else f"{x:.1e}"
 
 
+MAX_HEATMAP_ROWS = 80  # cases in the heatmap: the worst ones when there are more
+MAX_CASE_SECTIONS = 100  # per-case tables: every failing case, then passing ones up to this
 HEATMAP_ROWS = ("analytic", "finite_difference")  # their rtol values are the red lines on the colour bar
 
 
@@ -57,10 +59,15 @@ def heatmap_png(result: RunResult) -> bytes:
     from matplotlib.colors import LogNorm
 
     pairs = list(dict.fromkeys(c.pair for c in result.comparisons))
-    names = [r.case.name for r in result.cases]
+    cases = result.cases
+    if len(cases) > MAX_HEATMAP_ROWS:  # the worst cases, in run order, so the page stays readable
+        worst = sorted(cases, key=lambda r: (r.passed, -max((c.tol_used for c in r.comparisons), default=0)))
+        keep = {id(r) for r in worst[:MAX_HEATMAP_ROWS]}
+        cases = [r for r in cases if id(r) in keep]
+    names = [r.case.name for r in cases]
     worst = np.full((len(names), len(pairs)), np.nan)
     failed = np.zeros_like(worst, dtype=bool)
-    for i, r in enumerate(result.cases):
+    for i, r in enumerate(cases):
         for c in r.comparisons:
             j = pairs.index(c.pair)
             v = c.norm_rel if np.isfinite(c.norm_rel) else 1.0
@@ -184,6 +191,8 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
         f'({html.escape(", ".join(result.backends))}) · {len(comps)} comparisons, '
         f'{sum(c.passed for c in comps)} agree · command <code>{html.escape(environment.get("command", ""))}</code></p>',
         "<h2>Agreement heatmap</h2>", _img(heatmap_png(result), "agreement heatmap"),
+        (f"<p class='meta'>The {MAX_HEATMAP_ROWS} worst of {len(result.cases)} cases.</p>"
+         if len(result.cases) > MAX_HEATMAP_ROWS else ""),
         "<p class='meta'>Red lines on the colour bar: the rtol of the tolerance rows "
         + ", ".join(f"{d} {k.replace('_', ' ')} {t.rtol:g}" for (d, k), t in TOLERANCES.items()
                     if k in HEATMAP_ROWS)
@@ -201,7 +210,14 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
     if problems:
         body += ["<h2>Problems</h2><ul>"] + [f"<li>{html.escape(p)}</li>" for p in problems[:200]] + ["</ul>"]
     body += [_claims_section(out), _studies_section(out), "<h2>Cases</h2>"]
-    for r in result.cases:
+    # Every failing case in full; passing ones up to a cap, so a 1,000-case sweep stays a page.
+    detailed = [r for r in result.cases if not r.passed]
+    detailed += [r for r in result.cases if r.passed][:max(0, MAX_CASE_SECTIONS - len(detailed))]
+    if len(detailed) < len(result.cases):
+        body.append(f"<p class='meta'>{len(result.cases) - len(detailed)} more passing cases are not shown "
+                    "here; report.md, agreement.csv and results.json hold them all.</p>")
+    shown = {id(r) for r in detailed}
+    for r in (r for r in result.cases if id(r) in shown):
         c, m = r.case, r.case.model
         info = (f"layers {'-'.join(map(str, m.layers))} · activations {', '.join(m.activations)} · loss {m.loss} · "
                 f"{m.dtype} · batch {c.batch} · seed {c.seed} · input scale {c.input_scale:g} · {m.n_params} parameters")

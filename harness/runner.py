@@ -7,6 +7,8 @@ A backend that raises, or returns something that breaks the contract, becomes a
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -187,9 +189,16 @@ def _build(specs: Sequence[str]) -> list:
     return [load_plugin(s) if ":" in s else get(s) for s in specs]
 
 
+# One thread per worker process: N workers on N cores, not N × (BLAS + torch + XLA threads).
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+
 def _init_worker(specs: Sequence[str]) -> None:
     global _WORKER_BACKENDS
     _WORKER_BACKENDS = _build(specs)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _run_in_worker(case: Case) -> CaseResult:
@@ -208,8 +217,19 @@ def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
 
     results: list[CaseResult] = []
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(list(specs),)) as pool:
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)  # inherited by the spawned workers, restored below
+    try:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(list(specs),))
+        pool.submit(int).result()  # start the workers while the environment is set
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with pool:
         for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=max(1, len(cases) // (8 * jobs)))):
             if progress:
                 progress(i, len(cases), r.case.name)
