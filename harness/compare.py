@@ -100,7 +100,7 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
     with np.errstate(invalid="ignore", over="ignore"):  # inf − inf, overflow: looked at below
         d = x - y
         dd = float(np.vdot(d, d))  # ‖a − b‖², and one cheap test that every element is finite
-    if not np.isfinite(dd) and not np.isfinite(d).all():
+    if not np.isfinite(dd) and not (np.isfinite(x).all() and np.isfinite(y).all()):
         both = use if masked else np.ones(x.shape, dtype=bool)
         nonfinite = [(name, int((~np.isfinite(v) & both).sum())) for name, v in ((a_name, x), (b_name, y))]
         nonfinite = [(n, c) for n, c in nonfinite if c]
@@ -121,15 +121,20 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
     allowed = tol.rtol * mag + tol.atol * scale
     if np.ndim(floor) or floor:
         allowed = allowed + np.nan_to_num(np.asarray(floor, dtype=np.float64), posinf=np.inf)
-    off = diff > allowed
+    tiny = np.finfo(np.float64).tiny  # x/max(0, tiny): 0 where both are exactly zero
+    off = diff > np.maximum(allowed, tiny)  # an underflowed allowance still admits denormal noise
     if masked:
         off &= use
-    tiny = np.finfo(np.float64).tiny  # x/max(0, tiny): 0 where both are exactly zero
     with np.errstate(over="ignore"):
         rel = diff / np.maximum(mag, tiny)
         used = diff / np.maximum(allowed, tiny)
-    norm_a, norm_b = float(np.sqrt(np.vdot(x, x))), float(np.sqrt(np.vdot(y, y)))
-    norm_rel = float(np.sqrt(dd)) / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0
+    if np.isfinite(dd) and dd < 1e300:
+        norm_a, norm_b = float(np.sqrt(np.vdot(x, x))), float(np.sqrt(np.vdot(y, y)))
+        norm_d = float(np.sqrt(dd))
+    else:  # squares overflow: the norms of the arrays scaled down first
+        k = max(scale, 1.0)
+        norm_a, norm_b, norm_d = (k * float(np.linalg.norm(v / k)) for v in (x, y, diff))
+    norm_rel = norm_d / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0
     if n_checked:
         flat = int(np.argmax(np.where(use, used, -1.0) if masked else used))
         idx = tuple(int(i) for i in np.unravel_index(flat, np.shape(x)))

@@ -183,10 +183,17 @@ _WORKER_BACKENDS: list = []
 
 
 def _build(specs: Sequence[str]) -> list:
-    """Backends from specs: a registry name, or FILE.py:ClassName for a plugin."""
+    """Backends from specs: a registry name, or FILE.py:ClassName for a plugin. One that fails
+    to build reports why on every case, as in a serial run."""
     from .backends import get, load_plugin
 
-    return [load_plugin(s) if ":" in s else get(s) for s in specs]
+    built = []
+    for spec in specs:
+        try:
+            built.append(load_plugin(spec) if ":" in spec else get(spec))
+        except Exception as e:  # noqa: BLE001
+            built.append(UnavailableBackend(spec.rpartition(":")[2], e))
+    return built
 
 
 # One thread per worker process: N workers on N cores, not N × (BLAS + torch + XLA threads).
@@ -218,24 +225,25 @@ def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
     results: list[CaseResult] = []
     ctx = mp.get_context("spawn")
     saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)  # inherited by the spawned workers, restored below
+    # Inherited by the workers, which start on demand: kept until the pool is done.
+    os.environ.update({k: (f"{saved[k]} {v}" if k == "XLA_FLAGS" and saved[k] else v)
+                       for k, v in _ONE_THREAD.items()})
     try:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(list(specs),))
-        pool.submit(int).result()  # start the workers while the environment is set
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(list(specs),)) as pool:
+            chunks = max(1, len(cases) // (8 * jobs))
+            for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=chunks)):
+                if progress:
+                    progress(i, len(cases), r.case.name)
+                results.append(r)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with pool:
-        for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=max(1, len(cases) // (8 * jobs)))):
-            if progress:
-                progress(i, len(cases), r.case.name)
-            results.append(r)
     if progress:
         progress(len(cases), len(cases), "")
-    names = [r for r in (results[0].seconds if results else {})] or list(specs)
-    return RunResult(list(names), results)
+    names = list(results[0].seconds) if results else [s.rpartition(":")[2] for s in specs]
+    return RunResult(names, results)
 

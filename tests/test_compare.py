@@ -78,3 +78,14 @@ def test_shape_mismatch_fails_with_a_note():
 def test_scalar_J():
     r = compare("c", "J", "a", np.asarray(1.0), "b", np.asarray(1.0 + 1e-3), ANALYTIC, "float64", TOL)
     assert not r.passed and r.index == () and r.n_off == 1
+
+
+def test_finite_values_whose_difference_overflows_are_a_value_difference():
+    r = cmp([1e308], [-1e308])
+    assert not r.passed and not r.note and r.n_off == 1 and r.index == (0,)
+
+
+def test_huge_values_keep_a_finite_norm_and_denormal_noise_passes():
+    assert cmp([1e200, 1e200], [1e200, 1e200]).norm_rel == 0.0
+    assert cmp([1e200, 1e200], [1e200, 2e200]).norm_rel > 0.1
+    assert cmp([0.0], [5e-324]).passed  # an allowance that underflowed to 0 still admits it

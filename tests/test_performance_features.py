@@ -35,3 +35,17 @@ def test_jax_compilation_cache_is_written_to_the_configured_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(str(cache))
     assert any(cache.iterdir())  # an entry was written: a second process would compile nothing
+
+
+def test_a_backend_that_fails_to_build_in_a_worker_is_an_error_per_case(tmp_path):
+    plugin = tmp_path / "flaky.py"
+    plugin.write_text("import multiprocessing\n"
+                      "class Flaky:\n    name = 'flaky'\n"
+                      "    def __init__(self):\n"
+                      "        if multiprocessing.parent_process() is not None:\n"
+                      "            raise RuntimeError('cannot build in a worker')\n"
+                      "    def gradients(self, model, arrays):\n        raise AssertionError\n")
+    proc = run_cli("run", "cases/hard.toml", "--backends", "manual,fd", "--backend", f"{plugin}:Flaky",
+                   "--jobs", "2", "--out", tmp_path / "out")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "backend unavailable" in proc.stdout and "cannot build in a worker" in proc.stdout

@@ -1,6 +1,10 @@
 """The sensitivity self-check: 100% of eligible mutants caught, and a correct backend is not."""
 
+import numpy as np
+
 from conftest import run_cli
+from harness.cases import Case
+from harness.model import Model
 from harness.mutants import MUTANTS, Mutant
 from harness.selfcheck import CASES, run_selfcheck, table
 
@@ -30,3 +34,24 @@ def test_cli(tmp_path):
     proc = run_cli("selfcheck", "--out", tmp_path)
     assert proc.returncode == 0, proc.stdout[-1500:]
     assert "Kill rate: 100%" in proc.stdout and (tmp_path / "selfcheck.md").exists()
+
+
+DEEP = [Case("tanh-L5-f32", Model((5,) * 6, ("tanh",) * 4 + ("softmax",), "half_sse", "float32"), 4, 0),
+        Case("tanh-L10-f64", Model((5,) * 11, ("tanh",) * 9 + ("softmax",), "half_sse", "float64"), 4, 0)]
+
+
+def test_the_rounding_floor_never_hides_a_mutant_on_deep_networks(builtin):
+    """The floor is an allowance for rounding only: on deep networks, where a bound of bounds
+    would grow geometrically, a layer scaled by 2, one element off by 1e-5 (float64) and a
+    missing g' in layer 1 are still caught, and the floor stays far below the errors."""
+    from harness.mutants import ForgetsGPrimeInLayer1, PerturbedElement, ScaledLayer
+    from harness.rounding import rounding_floor
+    from harness.runner import run_case
+
+    for case in DEEP:
+        for mutant in (ScaledLayer, ForgetsGPrimeInLayer1) + ((PerturbedElement,) if case.model.dtype == "float64" else ()):
+            r = run_case(case, [builtin["manual"], builtin["torch"], mutant()])
+            assert any(mutant.name in pair for pair in r.first_disagreements()), (case.name, mutant.name)
+        floor = rounding_floor(case, case.arrays())["dW1"]
+        dW1 = builtin["manual"].gradients(case.model, case.arrays())["dW1"]
+        assert np.max(floor) < 1e-3 * np.max(np.abs(dW1))

@@ -326,12 +326,8 @@ class FiniteDifferenceBackend:
         crossed = np.zeros(flat.size, dtype=bool)
         n_off = len(self.method.offsets)
         base_sides: list[Array] = []
-        if self.method.name != "forward":
-            J0 = 0.0
-        elif J_delta is not None:
-            J0 = J_delta(idx[:1], np.zeros(1), base_sides)
-        else:
-            J0 = J_of(theta[None], base_sides)
+        forward = self.method.name == "forward"
+        J0 = J_of(theta[None], base_sides) if forward and J_delta is None else 0.0
         # Bound the memory of one batched pass: n_off·chunk copies of θ (or, with J_delta, of
         # the perturbed layer) and of the activations.
         per_row = self._act_elems if J_delta is not None else max(flat.size, self._act_elems)
@@ -346,6 +342,9 @@ class FiniteDifferenceBackend:
                 steps = [(flat[sel] + o * h) if self.method.name == "complex"
                          else (flat[sel] + o * h).astype(flat.dtype) for o in self.method.offsets]
                 J = J_delta(np.tile(sel, n_off), np.concatenate([p - flat[sel] for p in steps]), sides)
+                if forward:  # the base point, coordinate by coordinate: J_delta's sides cover
+                    base_sides = []  # only the column each coordinate moves
+                    J0 = J_delta(sel, np.zeros(k), base_sides)
             else:
                 J = J_of(self._stack(flat, sel, h).reshape((n_off * k,) + theta.shape), sides)
             with np.errstate(divide="ignore", invalid="ignore"):  # a step that rounds away: 0/0
