@@ -2,7 +2,6 @@
 
 import re
 
-import numpy as np
 
 from conftest import run_cli
 from harness.backends import check_output

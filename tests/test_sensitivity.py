@@ -3,7 +3,6 @@
 import pytest
 
 from conftest import ROOT, run_cli
-from harness.backends import get
 from harness.cases import load_file
 from harness.runner import run
 

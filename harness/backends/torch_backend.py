@@ -39,7 +39,7 @@ class TorchBackend:
         }
 
     def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
-        torch, F = self.torch, self.F
+        torch = self.torch
         X = torch.from_numpy(np.ascontiguousarray(arrays["X"]))
         names = list(model.param_shapes())
         params = [torch.from_numpy(np.array(arrays[k])).requires_grad_() for k in names]
