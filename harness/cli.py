@@ -15,7 +15,7 @@ from . import backends as registry
 from .cases import load_files
 from .errors import InputError
 from .report import Progress, summary_table, write_report
-from .runner import UnavailableBackend, run, run_parallel
+from .runner import build_backends, run, run_parallel
 
 DEFAULT_CASES = "cases/default.toml"
 DEFAULT_OUT = "reports/latest"
@@ -150,26 +150,27 @@ def _prepare_out(out: Path) -> None:
                          file=str(out), field="--out") from None
 
 
-def _build_backends(names: str, plugins: list[str]) -> list:
-    built = []
-    for name in [n.strip() for n in names.split(",") if n.strip()]:
+def _backend_names(spec: str) -> list[str]:
+    """The --backends names, each known (an unknown one is bad input, with a suggestion)."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for name in names:
         if name not in registry.available():
             registry.get(name)  # raises InputError with a suggestion
-        try:
-            built.append(registry.get(name))
-        except InputError:
-            raise
-        except Exception as e:  # e.g. a framework that fails to import: report it per case
-            built.append(UnavailableBackend(name, e))
-    built += [registry.load_plugin(spec) for spec in plugins]
-    seen: set[str] = set()
-    for b in built:
-        if b.name in seen:
-            raise InputError(f"two backends are named {b.name!r}; names must be unique",
-                             field="--backend")
-        seen.add(b.name)
-    if len(built) < 2:
+    return names
+
+
+def _check_names(names: list[str]) -> None:
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise InputError(f"two backends are named {dup!r}; names must be unique", field="--backend")
+    if len(names) < 2:
         raise InputError("at least two backends are needed to compare", field="--backends")
+
+
+def _build_backends(names: str, plugins: list[str]) -> list:
+    # A built-in that fails to build (a framework that will not import) is reported per case.
+    built = build_backends(_backend_names(names)) + [registry.load_plugin(spec) for spec in plugins]
+    _check_names([b.name for b in built])
     return built
 
 
@@ -190,13 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = None if quiet else Progress()
     if args.jobs > 1:
         # Validate here (bad input exits 2 before any work); each worker builds its own backends.
-        names = [n.strip() for n in args.backends.split(",") if n.strip()]
-        for name in names:
-            if name not in registry.available():
-                registry.get(name)  # raises InputError with a suggestion
-        plugins = [registry.load_plugin(spec) for spec in args.backend]
-        if len(set(names) | {b.name for b in plugins}) < len(names) + len(plugins) or len(names) + len(plugins) < 2:
-            raise InputError("need at least two backends, with unique names", field="--backends")
+        names = _backend_names(args.backends)
+        _check_names(names + [registry.load_plugin(spec).name for spec in args.backend])
         out = Path(args.out)
         _prepare_out(out)
         result = run_parallel(cases, names + list(args.backend), args.jobs, progress)

@@ -182,7 +182,7 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
 _WORKER_BACKENDS: list = []
 
 
-def _build(specs: Sequence[str]) -> list:
+def build_backends(specs: Sequence[str]) -> list:
     """Backends from specs: a registry name, or FILE.py:ClassName for a plugin. One that fails
     to build reports why on every case, as in a serial run."""
     from .backends import get, load_plugin
@@ -203,7 +203,7 @@ _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
 
 def _init_worker(specs: Sequence[str]) -> None:
     global _WORKER_BACKENDS
-    _WORKER_BACKENDS = _build(specs)
+    _WORKER_BACKENDS = build_backends(specs)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
