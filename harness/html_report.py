@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .model import Model
+from .report import _fmt
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
 
@@ -37,12 +38,6 @@ details { margin: 0.8em 0; } summary { cursor: pointer; font-weight: 600; }
 
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def _fmt(x: float) -> str:
-    if x is None or not np.isfinite(x):
-        return "inf"
-    return "0" if x == 0 else f"{x:.1e}"
 
 
 MAX_HEATMAP_ROWS = 80  # cases in the heatmap: the worst ones when there are more
