@@ -191,6 +191,13 @@ class FiniteDifferenceBackend:
         out: dict[str, Array] = {"J": np.asarray(J, dtype=dt)}
         notes = [self.describe()]
 
+        # The unperturbed forward pass, once: the parameter nudges start from it, and it gives
+        # the forward values z^[l], a^[l] and the points the intermediates are nudged around.
+        a_in, z_base = {0: X}, {}
+        for l in range(1, model.L + 1):
+            z_base[l] = a_in[l - 1] @ params[f"W{l}"] + params[f"b{l}"]
+            a_in[l] = g(model.activations[l - 1], z_base[l])
+
         strategy = self.strategy
         if strategy == "auto":
             # Directional is a central difference; the other methods keep their own quotient
@@ -207,12 +214,10 @@ class FiniteDifferenceBackend:
         else:
             # ∂J/∂W^[l], ∂J/∂b^[l]: nudge one parameter, run the forward pass from its layer.
             # W^[l]_ij enters z as a^[l-1]_i W_ij: J bends along it on a scale of 1/|a^[l-1]_i|.
-            a_in, z_base, reach = {0: X}, {}, {}
+            reach = {}
             for l in range(1, model.L + 1):
                 row = np.maximum(1.0, np.abs(a_in[l - 1]).max(axis=0, initial=0.0))[:, None]
                 reach[f"W{l}"] = np.broadcast_to(1.0 / row, params[f"W{l}"].shape)
-                z_base[l] = a_in[l - 1] @ params[f"W{l}"] + params[f"b{l}"]
-                a_in[l] = g(model.activations[l - 1], z_base[l])
 
             def by_delta(name: str, coords: Array, deltas: Array, sides: list) -> Array:
                 """J with W^[l]_ij (or b^[l]_j) moved by delta. Only column j of z^[l] moves, by
@@ -240,7 +245,7 @@ class FiniteDifferenceBackend:
                                               J_delta=lambda c, d, sd, n=name: by_delta(n, c, d, sd))
 
         if self.intermediates:
-            self._intermediates(model, params, X, Y, out)
+            self._intermediates(model, params, Y, z_base, a_in, out)
         crossed = {q: n for q, n in self.kink_crossings.items() if n}
         out["_inconclusive"] = sum(crossed.values())
         if crossed:
@@ -249,14 +254,11 @@ class FiniteDifferenceBackend:
         out["_notes"] = "; ".join(notes)
         return out
 
-    def _intermediates(self, model: Model, params: dict[str, Array], X: Array, Y: Array,
-                       out: dict[str, Array]) -> None:
+    def _intermediates(self, model: Model, params: dict[str, Array], Y: Array, zs: dict[int, Array],
+                       as_: dict[int, Array], out: dict[str, Array]) -> None:
         dt = model.np_dtype
         # The forward values, and ∂J/∂z^[l], ∂J/∂a^[l]: nudge the intermediate, run the layers above.
-        zs, as_ = {}, {0: X}
         for l in range(1, model.L + 1):
-            zs[l] = as_[l - 1] @ params[f"W{l}"] + params[f"b{l}"]
-            as_[l] = g(model.activations[l - 1], zs[l])
             out[f"z{l}"], out[f"a{l}"] = zs[l].astype(dt), as_[l].astype(dt)
         values = {f"z{l}": zs[l] for l in zs} | {f"a{l}": as_[l] for l in range(1, model.L)}
         for key, idx in self._coordinates({k: v.size for k, v in values.items()}).items():
