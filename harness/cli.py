@@ -7,15 +7,19 @@ error, 2 bad input (one line on stderr naming file, case and field).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import backends as registry
 from .cases import load_files
 from .errors import InputError
+from .files import CLAIMS_FILES, RESERVED, SELFCHECK_FILES, STUDY_FILES, OutputError, check_output_dir, output_set
 from .report import Progress, summary_table, write_report
-from .runner import build_backends, run, run_parallel
+from .runner import build_backends, pin_threads, run, run_parallel
 
 DEFAULT_CASES = "cases/default.toml"
 DEFAULT_OUT = "reports/latest"
@@ -23,7 +27,7 @@ DEFAULT_OUT = "reports/latest"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, like every other bad input
-        self.exit(2, f"error: {message} (see `python -m harness {self.prog.split()[-1]} --help`)\n")
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-arrays", action="store_true",
                    help="also write DIR/arrays/<case>/{inputs,<backend>}.npz")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="run cases in N processes (default: %(default)s)")
+                   help="run cases in N processes, at most the number of cores (default: %(default)s)")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="allow --jobs above the number of cores")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="a plugin backend that takes longer on one case is stopped and reported "
+                        "as an error for that case (default: %(default)g)")
+    p.add_argument("--trust-kind", action="append", default=[], metavar="NAME",
+                   help="honour plugin NAME's declared finite-difference `kind` (a looser "
+                        "tolerance row); without it a plugin is checked with the analytic row")
+    p.add_argument("--allow-uncompared", action="store_true",
+                   help="exit 0 even when a pair of backends or a case compared nothing "
+                        "(the verdict still says so)")
     quiet = p.add_mutually_exclusive_group()
     quiet.add_argument("--quiet", action="store_true", help="print only the verdict line")
     quiet.add_argument("--json", action="store_true",
@@ -103,8 +118,11 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     outcomes = run_selfcheck([registry.get(n) for n in ("manual", "torch", "jax", "fd")])
     text, rate = table(outcomes)
     summary = f"Kill rate: {100 * rate:.0f}% of the eligible (mutant, case) runs detected."
-    atomic_write(out / "selfcheck.csv", pd.DataFrame([o.__dict__ for o in outcomes]).to_csv(index=False).encode())
-    atomic_write(out / "selfcheck.md", f"# Self-check: wrong gradients caught\n\n{text}\n\n{summary}\n".encode())
+    with output_set(out, SELFCHECK_FILES) as stage:
+        atomic_write(stage / "selfcheck.csv",
+                     pd.DataFrame([o.__dict__ for o in outcomes]).to_csv(index=False).encode())
+        atomic_write(stage / "selfcheck.md",
+                     f"# Self-check: wrong gradients caught\n\n{text}\n\n{summary}\n".encode())
     print(text)
     print(summary)
     return 0 if rate == 1.0 else 1
@@ -115,13 +133,13 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _prepare_out(out)
-    if args.which == "epsilon":
-        slopes = studies.study_epsilon(out)
-        print(slopes.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-    else:
-        frame = studies.study_cost(out)
-        print(frame.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-    studies.write_nudge_answer(out)
+    with output_set(out, STUDY_FILES[args.which]) as stage:
+        if args.which == "epsilon":
+            frame = studies.study_epsilon(stage)
+        else:
+            frame = studies.study_cost(stage)
+        studies.write_nudge_answer(stage)
+    print(frame.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     print(f"written to {out}/study-{args.which}.csv, .png, .md and {out}/nudge.md")
     return 0
 
@@ -133,21 +151,16 @@ def cmd_claims(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _prepare_out(out)
     outcomes = run_claims({name: registry.get(name) for name in FRAMEWORKS})
-    write_claims(outcomes, out, list(FRAMEWORKS))
+    with output_set(out, CLAIMS_FILES) as stage:
+        write_claims(outcomes, stage, list(FRAMEWORKS))
     print(claims_terminal(outcomes, list(FRAMEWORKS)))
     print(f"written to {out}/claims.md and {out}/claims.csv")
     return 0 if all(o.passed for o in outcomes) else 1
 
 
-def _prepare_out(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"cannot write to output directory: {e.strerror or e}",
-                         file=str(out), field="--out") from None
+def _prepare_out(out: Path) -> Path:
+    """Up-front check, before any work, that the report set can be written at ``out``."""
+    return check_output_dir(out)
 
 
 def _backend_names(spec: str) -> list[str]:
@@ -163,13 +176,26 @@ def _check_names(names: list[str]) -> None:
     if len(set(names)) < len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise InputError(f"two backends are named {dup!r}; names must be unique", field="--backend")
+    for name in names:
+        if name in RESERVED:
+            raise InputError(f"a backend may not be named {name!r}: the harness writes "
+                             f"{name}.npz itself (--save-arrays)", field="--backend")
     if len(names) < 2:
         raise InputError("at least two backends are needed to compare", field="--backends")
 
 
-def _build_backends(names: str, plugins: list[str]) -> list:
+def _plugins(specs: list[str], timeout: float) -> list:
+    """Plugins from --backend, each in a process of its own (backends/isolated.py)."""
+    from .backends.isolated import IsolatedBackend
+
+    for spec in specs:
+        registry.check_plugin_spec(spec)  # a missing file or bad spec is bad input, at once
+    return [IsolatedBackend(spec, timeout) for spec in specs]
+
+
+def _build_backends(names: str, plugins: list[str], timeout: float) -> list:
     # A built-in that fails to build (a framework that will not import) is reported per case.
-    built = build_backends(_backend_names(names)) + [registry.load_plugin(spec) for spec in plugins]
+    built = build_backends(_backend_names(names)) + _plugins(plugins, timeout)
     _check_names([b.name for b in built])
     return built
 
@@ -183,24 +209,45 @@ def _default_cases(paths: list[str]) -> list[str]:
     return paths
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    cases = load_files(_default_cases(args.casefiles))
+def _jobs(args: argparse.Namespace) -> int:
+    """--jobs, capped at the core count: more heavy workers than cores only fight over them."""
     if args.jobs < 1:
         raise InputError(f"must be at least 1, got {args.jobs}", field="--jobs")
+    cores = os.cpu_count() or 1
+    if args.jobs > cores and not args.oversubscribe:
+        print(f"note: --jobs {args.jobs} capped at {cores}, the number of cores "
+              "(--oversubscribe to force)", file=sys.stderr)
+        return cores
+    return args.jobs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cases = load_files(_default_cases(args.casefiles))
+    jobs = _jobs(args)
+    if not args.timeout > 0:
+        raise InputError(f"must be a positive number of seconds, got {args.timeout}", field="--timeout")
     quiet = args.quiet or args.json
     progress = None if quiet else Progress()
-    if args.jobs > 1:
+    out = _prepare_out(Path(args.out))
+    trust = frozenset(args.trust_kind)
+    if jobs > 1:
         # Validate here (bad input exits 2 before any work); each worker builds its own backends.
         names = _backend_names(args.backends)
-        _check_names(names + [registry.load_plugin(spec).name for spec in args.backend])
-        out = Path(args.out)
-        _prepare_out(out)
-        result = run_parallel(cases, names + list(args.backend), args.jobs, progress)
+        plugins = _plugins(args.backend, args.timeout)
+        _check_names(names + [p.name for p in plugins])
+        for p in plugins:
+            p.close()
+        result = run_parallel(cases, names + list(args.backend), jobs, progress,
+                              trust_kinds=trust, timeout=args.timeout)
     else:
-        backends = _build_backends(args.backends, args.backend)
-        out = Path(args.out)
-        _prepare_out(out)
-        result = run(cases, backends, progress=progress)
+        pin_threads()  # the workers' settings: the same bits whichever way a case runs
+        backends = _build_backends(args.backends, args.backend, args.timeout)
+        try:
+            result = run(cases, backends, progress=progress, trust_kinds=trust)
+        finally:
+            for b in backends:
+                getattr(b, "close", lambda: None)()
+    result.allow_uncompared = args.allow_uncompared
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, out, save_arrays=args.save_arrays, command=command)
     if args.json:
@@ -212,8 +259,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` (staging directories,
+    plugin processes, worker pools) runs and the previous report stays as it was."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -225,10 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_study(args)
         if args.command == "selfcheck":
             return cmd_selfcheck(args)
-    except InputError as e:
+    except (InputError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted; the previous report, if any, is left as it was", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, _Terminated) else 130
     return 2

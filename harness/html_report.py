@@ -108,13 +108,15 @@ def _case_table(r: CaseResult) -> str:
                 values.loc[q, col] = _fmt(c.norm_rel) + ("" if c.passed else f" ✗ {c.n_off}/{c.n_checked}")
                 if not c.passed:
                     css.loc[q, col] = "fail"
-    styler = values.style.set_td_classes(css)
+    # Backend names are the user's (a plugin's `name`): every cell, header and tooltip escaped.
+    styler = values.style.set_td_classes(css).format(escape="html")
+    styler = styler.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
     tips = pd.DataFrame("", index=values.index, columns=values.columns)
     for q in quantities:
         for p, col in zip(pairs, values.columns):
             c = cells.get((q, p))
             if c is not None and not c.passed:
-                tips.loc[q, col] = c.message()
+                tips.loc[q, col] = html.escape(c.message())
     styler = styler.set_tooltips(tips, props="visibility: hidden; position: absolute; z-index: 1; "
                                  "background: #333; color: #fff; padding: 4px; font-size: 0.8em;")
     return styler.to_html()
@@ -132,15 +134,20 @@ def _claims_section(out: Path) -> str:
     path = out / "claims.csv"
     if not path.exists():
         return ""
-    frame = pd.read_csv(path)
-    rows = []
-    for (claim, dtype), g in frame.groupby(["claim", "dtype"], sort=False):  # in the claims' order
-        row = {"claim": claim, "formula": g["formula"].iloc[0], "dtype": dtype}
-        for fw in dict.fromkeys(frame["framework"]):
-            cell = g[g["framework"] == fw]
-            row[fw] = ("—" if cell.empty else
-                       ("✓ " if cell["passed"].all() else "✗ ") + _fmt(float(cell["max_abs"].max())))
-        rows.append(row)
+    from .report import _claim_cell, claims_table
+
+    try:
+        frame = pd.read_csv(path)
+        frameworks = list(dict.fromkeys(frame["framework"]))
+        table = claims_table(list(frame.itertuples(index=False)))
+    except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError) as e:
+        # claims.csv is another command's file: a stale or edited one must not break this report
+        return (f"<h2>Claims of the derivation</h2><p class='bad'>claims.csv in this folder could not "
+                f"be read ({html.escape(type(e).__name__)}); run python -m harness claims again.</p>")
+    # The cells of claims.md, from the same function: the two never show different numbers.
+    rows = [{"claim": r["claim"], "formula": r["formula"], "dtype": r["dtype"],
+             **{fw: _claim_cell(r["fw"].get(fw)) for fw in frameworks}}
+            for r in table]
     n_bad = int((~frame.passed).sum())
     head = "every claim holds" if not n_bad else f"{n_bad} failing instances"
     return (f"<h2>Claims of the derivation</h2><p>{head}: {len(frame)} instances. Each cell: the largest "
@@ -174,6 +181,16 @@ def _environment_section(env: dict) -> str:
     return "<h2>Environment</h2>" + pd.DataFrame(rows, columns=["setting", "value"]).to_html(index=False)
 
 
+def _pairs_table(result: RunResult) -> str:
+    rows = [{"pair": p.pair, "tolerance rows": ", ".join(p.rows) or "—", "comparisons": p.comparisons,
+             "elements compared": p.elements if p.elements else "0 (nothing compared)",
+             "failing": p.failing} for p in result.verdict.pairs]
+    notes = "".join(f"<p class='bad'>{html.escape(name)} {html.escape(note)}.</p>"
+                    for name, note in result.kind_notes.items())
+    return pd.DataFrame(rows, columns=["pair", "tolerance rows", "comparisons", "elements compared",
+                                       "failing"]).to_html(index=False, escape=True) + notes
+
+
 def render(result: RunResult, environment: dict, out: Path) -> str:
     from .report import verdict
 
@@ -197,9 +214,12 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
     for r in result.cases:
         firsts = "; ".join(f"{p}: {c.quantity}" for p, c in r.first_disagreements().items())
         summary.append({"case": r.case.name, "network": r.case.model.describe(), "m": r.case.batch,
-                        "verdict": "agree" if r.passed else ("error" if r.errors else "DISAGREE"),
+                        "verdict": r.state if r.passed else r.state.upper(),
                         "first disagreement": firsts})
     body += ["<h2>Summary</h2>", pd.DataFrame(summary).to_html(index=False, escape=True)]
+    body += ["<h2>Pairs</h2><p class='meta'>The tolerance row each pair of backends was checked "
+             "with, and how much it compared over the run. A pair that compared nothing fails the "
+             "run unless --allow-uncompared was given.</p>", _pairs_table(result)]
     problems = [c.message() for c in comps if not c.passed] + \
         [f"{e.case}: backend {e.backend} raised {e.message}" for e in result.errors]
     if problems:
@@ -225,7 +245,7 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
                          + (f" (layer {layer})" if layer is not None else "") + "</p>")
         table = _case_table(r) if r.comparisons else "<p>No comparisons: fewer than two backends succeeded.</p>"
         body.append(f"<details {'open' if not r.passed else ''} id='case-{html.escape(c.name)}'>"
-                    f"<summary>{html.escape(c.name)} — {'agree' if r.passed else 'DISAGREE'}</summary>"
+                    f"<summary>{html.escape(c.name)} — {html.escape(r.state if r.passed else r.state.upper())}</summary>"
                     f"<p class='meta'>{html.escape(info)}</p>{''.join(extra)}{table}</details>")
     body.append(_environment_section(environment))
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

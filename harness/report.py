@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .compare import Comparison
-from .files import atomic_write
+from .files import RUN_FILES, atomic_write, file_name, output_set
 from .model import Model
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
@@ -36,53 +36,61 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def safe_name(name: str) -> str:
-    """A case name as a directory name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
-
-
 def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, command: str = "") -> None:
-    """Write report.md, report.html, results.json, agreement.csv and errors.csv (and arrays/)."""
+    """Write report.md, report.html, results.json, agreement.csv and errors.csv (and arrays/).
+
+    The set is written into a staging directory and switched in at ``out`` in one step
+    (``files.output_set``): a reader sees the previous set or this one, never a mix.
+    Raises ``files.OutputError`` (one line) when it cannot be written; ``out`` is then unchanged.
+    """
     from . import environment, html_report, results
 
-    out = Path(out)
     env = environment.collect(command, sorted({r.case.source for r in result.cases}))
     rows = [c.as_row() for c in result.comparisons]
     columns = list(Comparison.__dataclass_fields__) + ["pair"]
     frame = pd.DataFrame(rows, columns=columns)
-    atomic_write(out / "agreement.csv", frame.to_csv(index=False).encode())
     errors = pd.DataFrame([{"case": e.case, "backend": e.backend, "message": e.message}
                            for e in result.errors], columns=["case", "backend", "message"])
-    atomic_write(out / "errors.csv", errors.to_csv(index=False).encode())
-    if save_arrays:
-        for r in result.cases:
-            folder = out / "arrays" / safe_name(r.case.name)
-            atomic_write(folder / "inputs.npz", _npz_bytes(r.inputs))
-            for backend, arrays in r.outputs.items():
-                atomic_write(folder / f"{safe_name(backend)}.npz", _npz_bytes(arrays))
     text = markdown(result, command)
-    nudge = out / "nudge.md"  # written by `python -m harness study ...` into the same DIR
-    if nudge.exists():
-        text += "\n" + nudge.read_text()
-    atomic_write(out / "report.md", text.encode())
-    atomic_write(out / "results.json", results.to_json(result, env).encode())
-    atomic_write(out / "report.html", html_report.render(result, env, out).encode())
+    with output_set(Path(out), RUN_FILES) as stage:
+        atomic_write(stage / "agreement.csv", frame.to_csv(index=False).encode())
+        atomic_write(stage / "errors.csv", errors.to_csv(index=False).encode())
+        if save_arrays:
+            _write_arrays(result, stage / "arrays")
+        nudge = stage / "nudge.md"  # written by `python -m harness study ...` into the same DIR
+        if nudge.exists():
+            text += "\n" + nudge.read_text()
+        atomic_write(stage / "report.md", text.encode())
+        atomic_write(stage / "results.json", results.to_json(result, env).encode())
+        atomic_write(stage / "report.html", html_report.render(result, env, stage).encode())
+
+
+def _write_arrays(result: RunResult, folder: Path) -> None:
+    """arrays/<case>/inputs.npz and arrays/<case>/<backend>.npz; names mapped by ``file_name``
+    (injective), so no two cases or backends share a file."""
+    for r in result.cases:
+        case_dir = folder / file_name(r.case.name)
+        atomic_write(case_dir / "inputs.npz", _npz_bytes(r.inputs))
+        for backend, arrays in r.outputs.items():
+            atomic_write(case_dir / f"{file_name(backend)}.npz", _npz_bytes(arrays))
 
 
 # --------------------------------------------------------------------------- markdown
 
 
 def verdict(result: RunResult) -> str:
-    n_fail = sum(not c.passed for c in result.comparisons)
-    n_err = len(result.errors)
-    if not n_fail and not n_err:
-        return "all agree"
-    parts = []
-    if n_fail:
-        parts.append(f"{n_fail} disagreement{'s' * (n_fail != 1)}")
-    if n_err:
-        parts.append(f"{n_err} error{'s' * (n_err != 1)}")
-    return ", ".join(parts)
+    """The verdict's words (``verdict.run_verdict`` decides them for every writer)."""
+    return result.verdict.text
+
+
+def pairs_markdown(result: RunResult) -> list[str]:
+    """Which tolerance row each pair used and how much it compared; notes on declared kinds."""
+    lines = ["| pair | tolerance rows | comparisons | elements compared | failing |", "|---|---|---|---|---|"]
+    for p in result.verdict.pairs:
+        lines.append(f"| {p.pair} | {', '.join(p.rows) or '—'} | {p.comparisons} | "
+                     f"{p.elements}{' **(nothing compared)**' if not p.elements else ''} | {p.failing} |")
+    lines += [f"- `{name}` {note}." for name, note in result.kind_notes.items()]
+    return lines
 
 
 def _versions() -> str:
@@ -137,13 +145,14 @@ def markdown(result: RunResult, command: str = "") -> str:
     for (dtype, kind), tol in TOLERANCES.items():
         lines.append(f"| {dtype} | {kind} | {tol.rtol:g} | {tol.atol:g} | {tol.reason} |")
 
+    lines += ["", "## Pairs", "", *pairs_markdown(result)]
     lines += ["", "## Summary", "",
               "| case | network | m | worst quantity · pair | norm-rel | tolerance used | verdict |",
               "|---|---|---|---|---|---|---|"]
     for r in result.cases:
         w = _worst(r)
         where = f"{w.quantity} · {w.pair}" if w else "—"
-        state = "agree" if r.passed else ("error" if r.errors else "DISAGREE")
+        state = r.state if r.passed else r.state.upper()
         lines.append(f"| [{r.case.name}](#{_anchor(r.case.name)}) | {r.case.model.describe()} | "
                      f"{r.case.batch} | {where} | {_fmt(w.norm_rel) if w else '—'} | "
                      f"{f'{100 * w.tol_used:.2g}%' if w else '—'} | {state} |")
@@ -227,7 +236,7 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     for r in result.cases:
         w = _worst(r)
         worst = f"{w.quantity} {w.pair} {_fmt(w.norm_rel)}" if w else "-"
-        state = "ok" if r.passed else ("ERROR" if r.errors else "DISAGREE")
+        state = "ok" if r.passed else r.state.upper()
         rows.append((r.case.name, r.case.model.describe(), str(r.case.batch), worst, state))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4] for row in rows]
@@ -277,22 +286,23 @@ class Progress:
 
 
 def claims_table(outcomes: list) -> list[dict]:
-    """One row per (claim, dtype): the formula, and per framework the worst instance."""
+    """One row per (claim, dtype): the formula, and per framework its instances' summary:
+    whether all passed and the largest |hand − framework| (the same numbers report.html shows)."""
     rows: dict[tuple[str, str], dict] = {}
     for o in outcomes:
         row = rows.setdefault((o.claim, o.dtype), {"claim": o.claim, "formula": o.formula,
                                                    "dtype": o.dtype, "shapes": set(), "fw": {}})
         row["shapes"].add(o.shape)
-        worst = row["fw"].get(o.framework)
-        if worst is None or (o.passed, -o.tol_used) < (worst.passed, -worst.tol_used):
-            row["fw"][o.framework] = o
+        passed, largest = row["fw"].get(o.framework, (True, 0.0))
+        row["fw"][o.framework] = (passed and o.passed, max(largest, o.max_abs))
     return list(rows.values())
 
 
-def _claim_cell(o) -> str:
-    if o is None:
+def _claim_cell(cell) -> str:
+    if cell is None:
         return "—"
-    return f"{'✓' if o.passed else '✗'} {_fmt(o.max_abs)}"
+    passed, largest = cell
+    return f"{'✓' if passed else '✗'} {_fmt(largest)}"
 
 
 def claims_markdown(outcomes: list, frameworks: list[str]) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .runner import RunResult
 from .tolerances import TOLERANCES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
 
@@ -32,8 +32,7 @@ def _clean(x):
 
 
 def to_dict(result: RunResult, environment: dict) -> dict:
-    from .report import verdict
-
+    v = result.verdict
     cases = []
     for r in result.cases:
         c, m = r.case, r.case.model
@@ -41,7 +40,7 @@ def to_dict(result: RunResult, environment: dict) -> dict:
             "name": c.name, "source": c.source, "description": c.description,
             "layers": list(m.layers), "activations": list(m.activations), "loss": m.loss,
             "dtype": m.dtype, "batch": c.batch, "seed": c.seed, "input_scale": c.input_scale,
-            "n_params": m.n_params, "passed": r.passed,
+            "n_params": m.n_params, "passed": r.passed, "state": r.state,
             "first_disagreements": {pair: x.quantity for pair, x in r.first_disagreements().items()},
             "notes": dict(r.notes), "inconclusive": dict(r.inconclusive),
             "seconds": dict(r.seconds),
@@ -55,8 +54,12 @@ def to_dict(result: RunResult, environment: dict) -> dict:
         "schema": "backprop-xval/results",
         "schema_version": SCHEMA_VERSION,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "verdict": verdict(result),
-        "passed": result.passed,
+        "verdict": v.text,
+        "passed": v.passed,
+        "states": dict(v.counts),
+        "pairs": [{"a": p.a, "b": p.b, "rows": list(p.rows), "comparisons": p.comparisons,
+                   "elements": p.elements, "failing": p.failing} for p in v.pairs],
+        "kind_notes": dict(result.kind_notes),
         "backends": list(result.backends),
         "environment": environment,
         "tolerances": [{"dtype": d, "kind": k, "rtol": t.rtol, "atol": t.atol, "reason": t.reason}

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,10 +44,20 @@ class CaseResult:
     errors: list[BackendError] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # per backend, from its "_notes" key
     inconclusive: dict[str, int] = field(default_factory=dict)  # per backend, "_inconclusive"
+    kind_notes: dict[str, str] = field(default_factory=dict)  # per backend: declared kind not honoured
+
+    @property
+    def state(self) -> str:
+        """agree, disagree, error or nothing compared (``verdict.case_state``)."""
+        from .verdict import case_state
+
+        return case_state(self)
 
     @property
     def passed(self) -> bool:
-        return not self.errors and all(c.passed for c in self.comparisons)
+        from .verdict import AGREE
+
+        return self.state == AGREE
 
     def failures(self) -> list[Comparison]:
         return [c for c in self.comparisons if not c.passed]
@@ -70,6 +80,12 @@ class CaseResult:
 class RunResult:
     backends: list[str]
     cases: list[CaseResult]
+    allow_uncompared: bool = False  # a pair or case that compared nothing does not fail the run
+
+    @property
+    def kind_notes(self) -> dict[str, str]:
+        """Per backend whose declared tolerance kind was not honoured, why."""
+        return {name: note for r in self.cases for name, note in r.kind_notes.items()}
 
     @property
     def comparisons(self) -> list[Comparison]:
@@ -80,8 +96,15 @@ class RunResult:
         return [e for r in self.cases for e in r.errors]
 
     @property
+    def verdict(self):
+        """``verdict.Verdict``: passed, the words, the pairs and the rows they used."""
+        from .verdict import run_verdict
+
+        return run_verdict(self, self.allow_uncompared)
+
+    @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.cases)
+        return self.verdict.passed
 
 
 class UnavailableBackend:
@@ -96,8 +119,61 @@ class UnavailableBackend:
         raise RuntimeError(f"backend unavailable: {type(self.error).__name__}: {self.error}")
 
 
-def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
-    """Run each backend on one case and compare every pair of those that succeeded."""
+def describe(e: BaseException) -> str:
+    """``Type: message`` on one line, even for an exception whose ``__str__`` raises."""
+    line = getattr(e, "xval_message", None)  # raised in a plugin's own process (isolated.py)
+    if isinstance(line, str):
+        return line
+    try:
+        name = type(e).__name__
+    except Exception:  # noqa: BLE001
+        name = "exception"
+    try:
+        text = str(e)
+    except BaseException as inner:  # noqa: BLE001 - the user's __str__ may do anything
+        try:
+            text = f"<str() of the exception raised {type(inner).__name__}>"
+        except BaseException:  # noqa: BLE001
+            text = "<str() of the exception failed>"
+    return f"{name}: {text}".strip().replace("\n", " ")
+
+
+def _traceback() -> str:
+    try:
+        return traceback.format_exc()
+    except BaseException:  # noqa: BLE001 - formatting calls the exception's __str__ too
+        return ""
+
+
+def effective_kind(backend: object, trust_kinds: Collection[str] = ()) -> tuple[str, str]:
+    """The tolerance row a backend is checked with, and a note when its declared kind is
+    not honoured.
+
+    Only the harness's own finite-difference backends, and backends the user vouches for
+    (``--trust-kind NAME``), may take a looser row than "analytic": otherwise any plugin
+    could pick the nudge row (rtol 3e-2) for itself. A ``kind`` attribute that raises, or
+    names no row, counts as analytic.
+    """
+    try:
+        declared = kind_of(backend)
+    except BaseException:  # noqa: BLE001 - a property on a user's class may raise
+        return "analytic", "its `kind` attribute raised: checked with the analytic row"
+    if declared == "analytic":
+        return declared, ""
+    builtin = type(backend).__module__ == "harness.backends.fd"
+    name = getattr(backend, "name", "")
+    if builtin or name in trust_kinds:
+        return declared, ""
+    return "analytic", (f"declares kind {declared!r}, a finite-difference row; checked with the "
+                        f"analytic row unless you vouch for it with --trust-kind {name}")
+
+
+def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[str] = ()) -> CaseResult:
+    """Run each backend on one case and compare every pair of those that succeeded.
+
+    ``trust_kinds``: names of non-built-in backends whose declared finite-difference
+    ``kind`` is honoured (see ``effective_kind``).
+    """
     model = case.model
     try:
         inputs = case.arrays()
@@ -123,8 +199,9 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
         except NotApplicable as e:
             result.notes[backend.name] = f"not applicable to this case: {e}"
         except BaseException as e:  # noqa: BLE001 - even sys.exit() in a plugin is a record, not the end of the run
-            msg = f"{type(e).__name__}: {e}".strip().replace("\n", " ")
-            result.errors.append(BackendError(case.name, backend.name, msg, traceback.format_exc()))
+            detail = getattr(e, "xval_detail", None)
+            result.errors.append(BackendError(case.name, backend.name, describe(e),
+                                              detail if isinstance(detail, str) else _traceback()))
         result.seconds[backend.name] = time.perf_counter() - t0
 
     # A backend that measured only directional derivatives vᵀ∇J (fd on a large case) is
@@ -137,7 +214,11 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
                 if implied is not None:
                     out["Jv"] = implied
 
-    kinds = {b.name: kind_of(b) for b in backends}
+    kinds = {}
+    for b in backends:
+        kinds[b.name], note = effective_kind(b, trust_kinds)
+        if note:
+            result.kind_notes[b.name] = note
     pairs = []
     for a, b in itertools.combinations([b.name for b in backends if b.name in result.outputs], 2):
         kind = pair_kind(kinds[a], kinds[b])
@@ -165,16 +246,17 @@ def run_case(case: Case, backends: Sequence[Backend]) -> CaseResult:
 
 
 def run(cases: Sequence[Case], backends: Sequence[Backend],
-        progress: Callable[[int, int, str], None] | None = None) -> RunResult:
+        progress: Callable[[int, int, str], None] | None = None, *,
+        trust_kinds: Collection[str] = (), allow_uncompared: bool = False) -> RunResult:
     """Run all cases; ``progress(i, n, case_name)`` is called before each case."""
     results = []
     for i, case in enumerate(cases):
         if progress:
             progress(i, len(cases), case.name)
-        results.append(run_case(case, backends))
+        results.append(run_case(case, backends, trust_kinds))
     if progress:
         progress(len(cases), len(cases), "")
-    return RunResult([b.name for b in backends], results)
+    return RunResult([b.name for b in backends], results, allow_uncompared)
 
 
 # --------------------------------------------------------------------------- parallel runs
@@ -182,68 +264,105 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
 _WORKER_BACKENDS: list = []
 
 
-def build_backends(specs: Sequence[str]) -> list:
+def build_backends(specs: Sequence[str], timeout: float | None = None) -> list:
     """Backends from specs: a registry name, or FILE.py:ClassName for a plugin. One that fails
-    to build reports why on every case, as in a serial run."""
+    to build reports why on every case, as in a serial run. With ``timeout``, plugins run in
+    a process of their own (``backends.isolated``), each case bounded by it."""
     from .backends import get, load_plugin
+    from .backends.isolated import IsolatedBackend
 
     built = []
     for spec in specs:
         try:
-            built.append(load_plugin(spec) if ":" in spec else get(spec))
+            if ":" in spec:
+                built.append(IsolatedBackend(spec, timeout) if timeout else load_plugin(spec))
+            else:
+                built.append(get(spec))
         except Exception as e:  # noqa: BLE001
             built.append(UnavailableBackend(spec.rpartition(":")[2], e))
     return built
 
 
-# One thread per worker process: N workers on N cores, not N × (BLAS + torch + XLA threads).
-_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+# One thread per process for the compute libraries: N workers on N cores, not N × (BLAS +
+# torch + XLA threads). The serial CLI path applies the same settings (``pin_threads``), so a
+# case gives the same bits whichever way it ran.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
 
-def _init_worker(specs: Sequence[str]) -> None:
-    global _WORKER_BACKENDS
-    _WORKER_BACKENDS = build_backends(specs)
+def pin_threads() -> None:
+    """One compute thread in this process: BLAS (threadpoolctl), torch and XLA.
+
+    XLA reads its flags when JAX first starts a backend, torch its thread count at any
+    time, and OpenBLAS is limited at run time through threadpoolctl; so this works after
+    numpy is imported, as long as JAX has not computed anything yet.
+    """
+    from threadpoolctl import threadpool_limits
+
+    for key, value in ONE_THREAD.items():
+        if key == "XLA_FLAGS":
+            current = os.environ.get(key, "")
+            if value not in current:
+                os.environ[key] = f"{current} {value}".strip()
+        else:
+            os.environ[key] = value
+    threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+_WORKER_BACKENDS: list = []
+_WORKER_TRUST: frozenset = frozenset()
+
+
+def _init_worker(specs: Sequence[str], trust_kinds: Collection[str], timeout: float) -> None:
+    global _WORKER_BACKENDS, _WORKER_TRUST
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
+    pin_threads()
+    _WORKER_BACKENDS = build_backends(specs, timeout)
+    _WORKER_TRUST = frozenset(trust_kinds)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
 
 def _run_in_worker(case: Case) -> CaseResult:
-    return run_case(case, _WORKER_BACKENDS)
+    return run_case(case, _WORKER_BACKENDS, _WORKER_TRUST)
 
 
 def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
-                 progress: Callable[[int, int, str], None] | None = None) -> RunResult:
+                 progress: Callable[[int, int, str], None] | None = None, *,
+                 trust_kinds: Collection[str] = (), timeout: float = 600.0,
+                 allow_uncompared: bool = False) -> RunResult:
     """``run`` over a pool of ``jobs`` processes, each building its own backends from ``specs``.
 
     Processes are spawned, not forked: torch and JAX hold threads that a fork would copy
-    half-way. Results come back in case order; the same numbers as a serial run.
+    half-way. Results come back in case order; the same numbers as a serial run with
+    ``pin_threads``. Plugins run in a process of their own inside each worker.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     results: list[CaseResult] = []
     ctx = mp.get_context("spawn")
-    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    # Inherited by the workers, which start on demand: kept until the pool is done.
-    os.environ.update({k: (f"{saved[k]} {v}" if k == "XLA_FLAGS" and saved[k] else v)
-                       for k, v in _ONE_THREAD.items()})
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                               initargs=(list(specs), frozenset(trust_kinds), timeout))
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(list(specs),)) as pool:
-            chunks = max(1, len(cases) // (8 * jobs))
-            for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=chunks)):
-                if progress:
-                    progress(i, len(cases), r.case.name)
-                results.append(r)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        chunks = max(1, len(cases) // (8 * jobs))
+        for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=chunks)):
+            if progress:
+                progress(i, len(cases), r.case.name)
+            results.append(r)
+    except BaseException:
+        # Ctrl-C or SIGTERM: stop the workers now rather than finish the queue.
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        raise
+    else:
+        pool.shutdown()
     if progress:
         progress(len(cases), len(cases), "")
     names = list(results[0].seconds) if results else [s.rpartition(":")[2] for s in specs]
-    return RunResult(names, results)
-
+    return RunResult(names, results, allow_uncompared)

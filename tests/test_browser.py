@@ -1,6 +1,6 @@
 """report.html as a person sees it: headless Chromium loads it offline, with no console errors,
-and shows the verdict, the heatmap and the tables. The screenshot is kept in
-reports/test-browser/report.png for a person to look at."""
+and shows the verdict, the heatmap and the tables. The screenshot is kept beside the report
+in pytest's temporary folder (the path is printed with -s), never in the checkout."""
 
 import re
 import shutil
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -25,7 +25,7 @@ def _chromium(tmp_path, *args):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    out = ROOT / "reports" / "test-browser"
+    out = tmp_path_factory.mktemp("browser") / "report"
     casefile = tmp_path_factory.mktemp("cases") / "cases.toml"
     casefile.write_text('[[case]]\nname = "tanh-3-layer"\nlayers = [5, 7, 6, 4]\nactivations = "tanh"\n'
                         'loss = "cross_entropy"\nbatch = 8\n\n[[case]]\nname = "bce-f32"\nlayers = [4, 3]\n'
@@ -54,3 +54,4 @@ def test_screenshot_for_a_person(report, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:4] == b"\x89PNG" and len(data) > 20_000  # a rendered page, not a blank one
+    print(f"screenshot: {shot}")

@@ -7,14 +7,32 @@ import sys
 from conftest import ROOT, run_cli
 
 
-def test_jobs_2_gives_the_serial_results(tmp_path):
+def _arrays(folder):
+    """{(case, file, key): bytes} of every array saved with --save-arrays."""
+    import numpy as np
+
+    out = {}
+    for f in sorted(folder.glob("*/*.npz")):
+        with np.load(f, allow_pickle=False) as z:
+            out.update({(f.parent.name, f.name, k): z[k].tobytes() for k in z.files})
+    return out
+
+
+def test_jobs_2_gives_the_serial_results_bit_for_bit(tmp_path):
+    """The default cases and every built-in backend: the serial path pins one compute thread,
+    like the workers, so every saved array has the same bytes (before the fix, jax and torch
+    differed in the last bits on half-sse-softmax-output and three float32 sweep cases)."""
     outs = {}
     for jobs in ("1", "2"):
-        proc = run_cli("run", "cases/hard.toml", "--backends", "manual,torch,fd", "--jobs", jobs, "--quiet",
-                       "--out", tmp_path / jobs)
+        proc = run_cli("run", "cases/default.toml", "--backends", "manual,manual_columns,torch,jax,fd",
+                       "--jobs", jobs, "--quiet", "--save-arrays", "--out", tmp_path / jobs)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        outs[jobs] = (tmp_path / jobs / "agreement.csv").read_bytes()
-    assert outs["1"] == outs["2"]
+        outs[jobs] = (tmp_path / jobs / "agreement.csv").read_bytes(), _arrays(tmp_path / jobs / "arrays")
+    assert outs["1"][0] == outs["2"][0]
+    serial, parallel = outs["1"][1], outs["2"][1]
+    assert len(serial) > 1000 and serial.keys() == parallel.keys()
+    differ = [k for k in serial if serial[k] != parallel[k]]
+    assert not differ, f"{len(differ)} arrays differ, e.g. {differ[:5]}"
 
 
 def test_bad_jobs_and_bad_backend_with_jobs_are_input_errors(tmp_path):
@@ -39,11 +57,14 @@ def test_jax_compilation_cache_is_written_to_the_configured_folder(tmp_path):
 
 def test_a_backend_that_fails_to_build_in_a_worker_is_an_error_per_case(tmp_path):
     plugin = tmp_path / "flaky.py"
-    plugin.write_text("import multiprocessing\n"
+    # Builds once (the up-front check in the parent), then fails in every worker.
+    plugin.write_text("import pathlib\n"
+                      f"FLAG = pathlib.Path({str(tmp_path / 'built')!r})\n"
                       "class Flaky:\n    name = 'flaky'\n"
                       "    def __init__(self):\n"
-                      "        if multiprocessing.parent_process() is not None:\n"
+                      "        if FLAG.exists():\n"
                       "            raise RuntimeError('cannot build in a worker')\n"
+                      "        FLAG.touch()\n"
                       "    def gradients(self, model, arrays):\n        raise AssertionError\n")
     proc = run_cli("run", "cases/hard.toml", "--backends", "manual,fd", "--backend", f"{plugin}:Flaky",
                    "--jobs", "2", "--out", tmp_path / "out")

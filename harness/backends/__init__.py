@@ -16,7 +16,7 @@ from ..errors import InputError, did_you_mean
 from .base import Backend, BackendOutputError, NotApplicable, check_output, kind_of
 
 __all__ = ["Backend", "BackendOutputError", "NotApplicable", "BUILTIN", "DEFAULT", "check_output", "get",
-           "kind_of", "load_plugin", "available"]
+           "kind_of", "load_plugin", "check_plugin_spec", "available"]
 
 # name -> (module, factory, arguments): imported only when that backend is asked for.
 BUILTIN: dict[str, tuple[str, str, tuple]] = {
@@ -53,14 +53,31 @@ def get(name: str) -> Backend:
                      f"available: {', '.join(available())}", field="--backends")
 
 
-def load_plugin(spec: str) -> Backend:
-    """Build the backend class named by ``path/to/file.py:ClassName``."""
-    path, sep, cls_name = spec.rpartition(":")
-    if not sep or not path or not cls_name:
+def check_plugin_spec(spec: str) -> None:
+    """``FILE.py:ClassName`` with an existing file, or an installed entry-point name."""
+    if ":" not in spec:
+        if spec not in _plugins():
+            raise InputError(f"expected FILE.py:ClassName or an installed backend name, got {spec!r}",
+                             field="--backend")
+        return
+    path, _, cls_name = spec.rpartition(":")
+    if not path or not cls_name:
         raise InputError(f"expected FILE.py:ClassName, got {spec!r}", field="--backend")
-    file = Path(path)
-    if not file.is_file():
+    if not Path(path).is_file():
         raise InputError(f"backend file {path!r} does not exist", field="--backend")
+
+
+def load_plugin(spec: str) -> Backend:
+    """Build the backend class named by ``path/to/file.py:ClassName``, in this process.
+
+    The CLI and the pytest plugin run plugins in a process of their own instead
+    (``backends.isolated.IsolatedBackend``), so that the user's code cannot end the run.
+    """
+    if ":" not in spec:
+        raise InputError(f"expected FILE.py:ClassName, got {spec!r}", field="--backend")
+    check_plugin_spec(spec)
+    path, _, cls_name = spec.rpartition(":")
+    file = Path(path)
     mod_name = f"harness_plugin_{file.stem}_{abs(hash(str(file.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(mod_name, file)
     if module_spec is None or module_spec.loader is None:

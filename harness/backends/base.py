@@ -43,7 +43,7 @@ def kind_of(backend: object) -> str:
     from ..tolerances import KINDS
 
     kind = getattr(backend, "kind", "analytic")
-    return kind if kind in KINDS else "analytic"
+    return kind if isinstance(kind, str) and kind in KINDS else "analytic"
 
 
 def check_output(model: Model, result: object, m: int) -> dict[str, Array]:

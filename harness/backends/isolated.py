@@ -1,0 +1,195 @@
+"""A plugin backend run in a process of its own, so the user's code cannot end the harness.
+
+The user's code is under test: it may raise, hang, print, call ``os._exit(0)`` or crash
+the interpreter. In-process, ``os._exit(0)`` would end the run with exit 0 and no report;
+a print would corrupt ``--json`` on stdout. Here the plugin is imported and called in a
+spawned child process:
+
+- its stdout goes to stderr (``--json`` output stays clean);
+- a child that dies (any exit code, a signal) or does not answer within ``timeout``
+  seconds becomes an error for that case, naming what happened; a fresh child serves the
+  next case;
+- its exceptions come back as one line (even when their ``__str__`` raises) with the
+  child's traceback;
+- its output is validated in the child (``check_output``), so only numpy arrays cross back.
+
+A child that dies while importing the plugin makes the backend unavailable: every case
+reports why, and the run goes on with the other backends.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import traceback
+from typing import Any
+
+DEFAULT_TIMEOUT = 600.0  # seconds for one case; --timeout sets it
+START_TIMEOUT = 120.0  # seconds to import the plugin (it may import torch)
+
+
+class PluginProcessError(RuntimeError):
+    """The plugin's process ended, hung, or sent something that is not a result."""
+
+
+class PluginRaised(Exception):
+    """The plugin raised in its process: ``xval_message`` is its one line, ``xval_detail``
+    its traceback there (``runner.describe`` reports them as they are)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.xval_message, self.xval_detail = message, detail
+
+
+def _serve(conn, spec: str) -> None:
+    """The child: build the backend, then answer one request per case until the pipe closes."""
+    os.dup2(2, 1)  # the plugin's prints go to stderr, never into --json on stdout
+    sys.stdout = sys.stderr
+    from ..errors import InputError
+    from ..runner import describe
+    from . import check_output, get, kind_of, load_plugin
+
+    try:
+        backend = load_plugin(spec) if ":" in spec else get(spec)
+        try:
+            kind = kind_of(backend)
+        except BaseException as e:  # noqa: BLE001 - a `kind` property that raises
+            kind = None, describe(e)
+        conn.send(("ready", str(backend.name), kind))
+    except InputError as e:
+        conn.send(("input_error", str(e)))
+        return
+    except BaseException as e:  # noqa: BLE001
+        conn.send(("input_error", f"{spec}: building the backend failed: {describe(e)}"))
+        return
+    while True:
+        try:
+            model, arrays, m = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            raw = backend.gradients(model, arrays)
+            out: dict[str, Any] = dict(check_output(model, raw, m))
+            for key in ("_notes", "_inconclusive"):
+                val = raw.get(key) if hasattr(raw, "get") else None
+                if isinstance(val, (str, int)) and not isinstance(val, bool):
+                    out[key] = val
+            reply: tuple = ("ok", out)
+        except BaseException as e:  # noqa: BLE001 - sys.exit() too: a record, not the end
+            try:
+                detail = traceback.format_exc()
+            except BaseException:  # noqa: BLE001
+                detail = ""
+            reply = ("raised", describe(e), detail)
+        try:
+            conn.send(reply)
+        except BaseException as e:  # noqa: BLE001 - an unpicklable note, say
+            conn.send(("raised", f"the result could not be sent back: {describe(e)}", ""))
+
+
+class IsolatedBackend:
+    """A backend from ``spec`` (``FILE.py:ClassName`` or an entry-point name), run in a child.
+
+    ``name`` and ``kind`` are the plugin's own, read in the child. Raises ``InputError``
+    when the plugin cannot be imported or built (as an in-process plugin would).
+    """
+
+    def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.spec, self.timeout = spec, timeout
+        self.name = spec.rpartition(":")[2]
+        self._kind: str | tuple = "analytic"
+        self._ctx = mp.get_context("spawn")  # fork would copy torch's and JAX's threads half-way
+        self._proc = None
+        self._conn = None
+        self.unavailable: str | None = None  # why every case errors, when the child died at import
+        self._start()
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, args=(child, self.spec), daemon=True,
+                                 name=f"xval-plugin-{self.name}")
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        reply = self._receive(START_TIMEOUT, "importing and building the plugin")
+        if reply[0] == "input_error":
+            self.close()
+            from ..errors import InputError
+
+            raise InputError(reply[1], field="--backend")
+        if reply[0] == "ready":
+            self.name, self._kind = reply[1], reply[2]
+            self.unavailable = None
+        else:  # died or hung while importing: every case will say so
+            self.unavailable = reply[1]
+
+    def _receive(self, timeout: float, doing: str) -> tuple:
+        """The child's reply, or ("died", message) when it ended or hung."""
+        answered = False  # the pipe became readable: a reply, or the child's end closing
+        try:
+            if self._conn.poll(timeout):
+                answered = True
+                return self._conn.recv()
+        except (EOFError, OSError):
+            pass
+        except Exception as e:  # noqa: BLE001 - a reply that cannot be unpickled
+            self.close()
+            return ("died", f"the plugin process sent an unreadable reply while {doing}: "
+                            f"{type(e).__name__}")
+        proc = self._proc
+        proc.join(5 if answered else 0)  # a closed pipe: the child is ending, give it a moment
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+            what = (f"did not answer within {timeout:g} s while {doing}; it was stopped" if not answered
+                    else f"closed its pipe while {doing}; it was stopped")
+        else:
+            code = proc.exitcode
+            how = (f"was killed by signal {-code}" if code is not None and code < 0
+                   else f"ended with exit code {code}")
+            what = f"{how} while {doing} (os._exit, sys.exit in a thread, or a crash)"
+        self.close()
+        return ("died", f"the plugin process {what}")
+
+    @property
+    def kind(self) -> str:
+        """The plugin's declared kind; raises as the plugin's own attribute did."""
+        if isinstance(self._kind, tuple):
+            raise PluginProcessError(f"reading `kind` raised {self._kind[1]}")
+        return self._kind
+
+    def gradients(self, model, arrays):
+        if self.unavailable:
+            raise PluginProcessError(f"backend unavailable: {self.unavailable}")
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+            if self.unavailable:
+                raise PluginProcessError(f"backend unavailable: {self.unavailable}")
+        m = int(arrays["X"].shape[0])
+        try:
+            self._conn.send((model, arrays, m))
+        except (OSError, EOFError):
+            pass  # the child is gone: _receive says how
+        reply = self._receive(self.timeout, "computing gradients")
+        if reply[0] == "ok":
+            return reply[1]
+        if reply[0] == "raised":
+            raise PluginRaised(reply[1], reply[2])
+        raise PluginProcessError(reply[1])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(5)
+            self._proc = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
