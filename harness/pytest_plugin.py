@@ -160,7 +160,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if not any(os.path.samefile(path, p) for p in paths):
             paths.append(path)
 
-    from .backends import DEFAULT, available, load_plugin
+    from .backends import DEFAULT, available, check_plugin_spec
+    from .backends.isolated import IsolatedBackend
     from .errors import InputError, did_you_mean
 
     spec = config.getoption("xval_backends")
@@ -171,7 +172,12 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--xval-backends: unknown backend {n!r}{did_you_mean(n, known)}; "
                                     f"available: {', '.join(known)}")
     try:
-        plugins = [load_plugin(p) for p in config.getoption("xval_backend")]
+        # The user's code runs in a process of its own: an os._exit or a hang in it becomes a
+        # failing item, not the end of the pytest session (backends/isolated.py).
+        specs = config.getoption("xval_backend")
+        for p in specs:
+            check_plugin_spec(p)
+        plugins = [IsolatedBackend(p) for p in specs]
     except InputError as e:
         raise pytest.UsageError(f"--xval-backend: {InputError(e.message, file=e.file, case=e.case)}") from None
     all_names = names + [p.name for p in plugins]
@@ -224,6 +230,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
 
     from .cases import load_file
     from .errors import InputError
+    from .files import OutputError
     from .report import write_report
     from .runner import RunResult
 
@@ -249,8 +256,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         results[i] = (path, r)
     try:
         write_report(RunResult(runs.names, [r for _, r in results]), Path(out), command="pytest --xval")
-    except OSError as e:
-        say(f"report not written to {out}: {e.strerror or e}")
+    except (OSError, OutputError) as e:
+        say(f"report not written to {out}: {getattr(e, 'strerror', None) or e}")
         if session.exitstatus == pytest.ExitCode.OK:  # asked for, not written: not a success
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         return

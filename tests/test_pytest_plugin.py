@@ -177,6 +177,17 @@ def test_a_backend_error_fails_the_items_of_its_pairs_only(tmp_path):
     assert "FAILED cases.toml::tanh-3-layer::J::manual-vs-fd" not in proc.stdout
 
 
+def test_a_plugin_calling_os_exit_fails_its_items_and_the_session_goes_on(tmp_path):
+    """In-process, os._exit(0) ended the pytest session with exit 0 and no summary."""
+    (tmp_path / "cases.toml").write_text(CASE)
+    (tmp_path / "quits.py").write_text("import os\nclass Quits:\n    name = 'quits'\n\n"
+                                       "    def gradients(self, model, arrays):\n        os._exit(0)\n")
+    proc = _pytest(tmp_path, "--xval", "cases.toml", "--xval-backends", "manual,fd", "--xval-backend", "quits.py:Quits")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "36 failed, 18 passed" in proc.stdout
+    assert "ended with exit code 0" in proc.stdout
+
+
 def test_an_item_with_nothing_compared_is_skipped_not_passed(tmp_path):
     (tmp_path / "cases.toml").write_text(CASE)
     (tmp_path / "masks.py").write_text(
