@@ -355,10 +355,15 @@ def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
                 progress(i, len(cases), r.case.name)
             results.append(r)
     except BaseException:
-        # Ctrl-C or SIGTERM: stop the workers now rather than finish the queue.
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list(getattr(pool, "_processes", {}).values()):
+        # Ctrl-C or SIGTERM: stop the workers now rather than finish the queue. (The workers
+        # ignore SIGINT, so Ctrl-C prints no traceback from each of them.) shutdown() forgets
+        # the processes, so take them first.
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in procs:
             proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.join(10)
         raise
     else:
         pool.shutdown()
