@@ -237,8 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_names(names + [p.name for p in plugins])
         for p in plugins:
             p.close()
-        result = run_parallel(cases, names + list(args.backend), jobs, progress,
-                              trust_kinds=trust, timeout=args.timeout)
+        result = run_parallel(cases, names + list(args.backend), jobs, progress, trust_kinds=trust,
+                              timeout=args.timeout, names=names + [p.name for p in plugins])
     else:
         pin_threads()  # the workers' settings: the same bits whichever way a case runs
         backends = _build_backends(args.backends, args.backend, args.timeout)

@@ -264,22 +264,24 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
 _WORKER_BACKENDS: list = []
 
 
-def build_backends(specs: Sequence[str], timeout: float | None = None) -> list:
+def build_backends(specs: Sequence[str], timeout: float | None = None,
+                   names: Sequence[str] | None = None) -> list:
     """Backends from specs: a registry name, or FILE.py:ClassName for a plugin. One that fails
     to build reports why on every case, as in a serial run. With ``timeout``, plugins run in
-    a process of their own (``backends.isolated``), each case bounded by it."""
+    a process of their own (``backends.isolated``), each case bounded by it. ``names``: the
+    names the backends had where they were first built (one that now fails keeps it)."""
     from .backends import get, load_plugin
     from .backends.isolated import IsolatedBackend
 
     built = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         try:
             if ":" in spec:
                 built.append(IsolatedBackend(spec, timeout) if timeout else load_plugin(spec))
             else:
                 built.append(get(spec))
         except Exception as e:  # noqa: BLE001
-            built.append(UnavailableBackend(spec.rpartition(":")[2], e))
+            built.append(UnavailableBackend(names[i] if names else spec.rpartition(":")[2], e))
     return built
 
 
@@ -315,13 +317,14 @@ _WORKER_BACKENDS: list = []
 _WORKER_TRUST: frozenset = frozenset()
 
 
-def _init_worker(specs: Sequence[str], trust_kinds: Collection[str], timeout: float) -> None:
+def _init_worker(specs: Sequence[str], trust_kinds: Collection[str], timeout: float,
+                 names: Sequence[str] | None) -> None:
     global _WORKER_BACKENDS, _WORKER_TRUST
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
     pin_threads()
-    _WORKER_BACKENDS = build_backends(specs, timeout)
+    _WORKER_BACKENDS = build_backends(specs, timeout, names)
     _WORKER_TRUST = frozenset(trust_kinds)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
@@ -334,7 +337,7 @@ def _run_in_worker(case: Case) -> CaseResult:
 def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
                  progress: Callable[[int, int, str], None] | None = None, *,
                  trust_kinds: Collection[str] = (), timeout: float = 600.0,
-                 allow_uncompared: bool = False) -> RunResult:
+                 allow_uncompared: bool = False, names: Sequence[str] | None = None) -> RunResult:
     """``run`` over a pool of ``jobs`` processes, each building its own backends from ``specs``.
 
     Processes are spawned, not forked: torch and JAX hold threads that a fork would copy
@@ -347,7 +350,8 @@ def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
     results: list[CaseResult] = []
     ctx = mp.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(list(specs), frozenset(trust_kinds), timeout))
+                               initargs=(list(specs), frozenset(trust_kinds), timeout,
+                                         list(names) if names else None))
     try:
         chunks = max(1, len(cases) // (8 * jobs))
         for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=chunks)):
@@ -369,5 +373,6 @@ def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
         pool.shutdown()
     if progress:
         progress(len(cases), len(cases), "")
-    names = list(results[0].seconds) if results else [s.rpartition(":")[2] for s in specs]
-    return RunResult(names, results, allow_uncompared)
+    if not names:
+        names = list(results[0].seconds) if results else [s.rpartition(":")[2] for s in specs]
+    return RunResult(list(names), results, allow_uncompared)

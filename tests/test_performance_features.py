@@ -70,3 +70,4 @@ def test_a_backend_that_fails_to_build_in_a_worker_is_an_error_per_case(tmp_path
                    "--jobs", "2", "--out", tmp_path / "out")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "backend unavailable" in proc.stdout and "cannot build in a worker" in proc.stdout
+    assert "backends manual, fd, flaky," in proc.stdout  # the name it had where it was first built
