@@ -228,3 +228,11 @@ def test_plugins_whose_names_differ_only_by_a_space_keep_their_own_files(tmp_pat
     assert proc.returncode == 0, proc.stderr
     saved = sorted(p.name for p in (out / "arrays" / "c").iterdir())
     assert len(saved) == 4 and "inputs.npz" in saved and "my_plugin.npz" in saved
+
+
+def test_without_renameat2_the_two_rename_switch_is_used(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_report(_result("first"), out)
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    write_report(_result("second"), out)
+    assert "second" in (out / "report.md").read_text() and not _leftovers(tmp_path)
