@@ -40,8 +40,10 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "a few hundred ε of the scale. A missing g', 1/m or transpose is off by O(1)."),
     ("float64", FINITE_DIFFERENCE): Tolerance(
         1e-7, 1e-8,
-        "Central difference with h = ε^(1/3) (/ max(1,|input|) for a weight): truncation O(h²)·|J'''| plus "
-        "round-off O(ε|J|/h), about 1e-10 of the scale; larger where J''' is large."),
+        "Central difference of each example's loss, the step set by the size N of the values the "
+        "nudge moves (their rounding ε·N, not ε·|J|, is the round-off: 2e-6 at logits of 1e10): "
+        "truncation O(h²)·|J'''| plus round-off ε·N/h, about 1e-10 of the scale, also at inputs of "
+        "1e10 (tests/test_specificity.py)."),
     ("float64", COMPLEX_STEP): Tolerance(
         1e-10, 1e-12,
         "Complex step subtracts nothing: its error is rounding, like an analytic backend's."),

@@ -9,11 +9,19 @@ Methods (each a backend name, see ``VARIANTS``), for one coordinate θ_i and ste
 
 Step rules (ε = machine epsilon of the precision J is evaluated in; absolute steps, see
 ``_steps`` for why not relative to |θ_i|):
-    forward h = ε^(1/2), central h = ε^(1/3), richardson h = ε^(1/5): each balances that
-    method's truncation error against the round-off ε|J|/h of the subtraction;
+    forward h = ε^(1/2), richardson h = ε^(1/5) (times max(1, |J|)^exponent): each balances
+    that method's truncation error against the round-off ε|J|/h of the subtraction;
+    central (the default ``fd``): per example, from N, the size of the values the nudge moves
+    (z^[l] and every layer above, and the terms of the loss). Their rounding ε·N, not ε·|J|,
+    is the round-off of the difference: at logits of 1e10 it is ε·1e10 even where J is 1.
+    h = (ε·N)^(1/3) balances it against an O(1) curvature; where N > LARGE_NOISE the relative
+    step ε^(1/3)·N is tried first and its truncation measured (see ``_central``);
     complex h = 1e-20: nothing is subtracted, so h can be as small as we like;
     "nudge" is the course's forward difference with a fixed h = 1e-3.
 The denominator is the step actually represented in floating point, not the nominal h.
+The central rule differences each example's loss 𝓛⁽ⁱ⁾ on its own (J is their mean): the
+examples are independent networks sharing θ, so each gets the step its own values need, and
+the losses the nudge does not move cancel exactly instead of adding ε·|J| of round-off.
 
 Complex step needs every operation to be complex-analytic. The activations allow it except
 gelu (numpy has no complex erf); relu, leaky_relu and elu are analytic piece by piece, their
@@ -42,8 +50,9 @@ import numpy as np
 
 from ..activations import ACTIVATIONS, SOFTMAX, forward as g
 from ..directional import directions
-from ..losses import cost
+from ..losses import cost, per_example_loss
 from ..model import Model
+from ..tolerances import TOLERANCES
 from .base import NotApplicable
 
 Array = np.ndarray
@@ -51,6 +60,13 @@ Array = np.ndarray
 MIN_PER_ARRAY = 32  # a sampled case still checks this many elements of every array
 NUDGE_STEP = 1e-3  # the classic course's ε
 COMPLEX_STEP = 1e-20
+# The central rule (FiniteDifferenceBackend._central). Above LARGE_NOISE the balanced step's
+# error 2(ε·N)^(2/3) (1.6e-9 of the slope at N = 100) would eat into the fd row's 1e-8, so the
+# relative step ε^(1/3)·N is tried first, and kept where its measured error is below
+# ACCEPT·ε^(2/3) (3.6e-10) of the slope.
+LARGE_NOISE = 100.0
+ACCEPT = 10.0
+BEND_SCALE = 1.0  # steps wider than this (in units of z) must not cross a bend (see bend_side)
 NOT_COMPLEX_ANALYTIC = {"gelu": "numpy has no complex erf"}
 
 
@@ -64,7 +80,9 @@ class Method:
 
 METHODS = {
     "forward": Method("forward", (1,), 1 / 2, "h = (ε·max(1,|J|))^(1/2) / max(1,|input|)"),
-    "central": Method("central", (1, -1), 1 / 3, "h = (ε·max(1,|J|))^(1/3) / max(1,|input|)"),
+    "central": Method("central", (1, -1), 1 / 3,
+                      "per example, h = (ε·N)^(1/3) / max(1,|input|), or ε^(1/3)·N / max(1,|input|) "
+                      "checked at 2h where N > 100 (N: the size of the values the nudge moves)"),
     "richardson": Method("richardson", (1, -1, 0.5, -0.5), 1 / 5,
                          "h = (ε·max(1,|J|))^(1/5) / max(1,|input|), then h/2"),
     "complex": Method("complex", (1j,), None, f"h = {COMPLEX_STEP:g}, imaginary"),
@@ -73,13 +91,16 @@ METHODS = {
 
 def cost_from(model: Model, params: dict[str, Array], Y: Array, l: int, *,
               z: Array | None = None, a: Array | None = None,
-              sides: list[Array] | None = None) -> Array:
+              sides: list[Array] | None = None, rows: bool = False,
+              bends: list[Array] | None = None) -> Array:
     """J as a function of z^[l] (given ``z``) or of a^[l] (given ``a``); layers above l run as usual.
 
     Any argument may carry a leading batch-of-networks axis (K, ...); J then has shape (K,).
+    ``rows=True`` returns the per-example losses 𝓛⁽ⁱ⁾ instead, shape (K, m): J is their mean.
     ``cost_from(model, params, Y, 0, a=X)`` is the ordinary forward pass. If ``sides`` is a
     list, it receives, for every layer whose activation has kinks, which side of each kink
-    every z lies on (to tell whether a perturbation crossed one). Complex inputs take the
+    every z lies on (to tell whether a perturbation crossed one); ``bends`` likewise for the
+    smooth activations' bends (``bend_side``), the output's included. Complex inputs take the
     complex-analytic forms (complex step).
     """
     complex_mode = any(np.iscomplexobj(v) for v in (z, a, *params.values()) if v is not None)
@@ -95,6 +116,10 @@ def cost_from(model: Model, params: dict[str, Array], Y: Array, l: int, *,
     logits_only = model.loss in ("cross_entropy", "binary_cross_entropy")
 
     def out_of(k: int, z: Array) -> Array | None:
+        if bends is not None:
+            bend = bend_side(model.activations[k - 1], np.real(z))
+            if bend is not None:
+                bends.append(bend)
         return None if k == model.L and logits_only else through(k, z)
 
     if z is not None:
@@ -102,7 +127,25 @@ def cost_from(model: Model, params: dict[str, Array], Y: Array, l: int, *,
     for k in range(l + 1, model.L + 1):
         z = a @ params[f"W{k}"] + params[f"b{k}"]
         a = out_of(k, z)
-    return _cost_complex(model.loss, z, a, Y) if complex_mode else cost(model.loss, z, a, Y)
+    if complex_mode:
+        return _cost_complex(model.loss, z, a, Y, rows)
+    return per_example_loss(model.loss, z, a, Y) if rows else cost(model.loss, z, a, Y)
+
+
+def bend_side(name: str, z: Array) -> Array | None:
+    """Which side of its bend every z lies on, shape z.shape + (1,); None for identity, relu,
+    leaky_relu (their kinks are ``sides``). A smooth activation bends around 0 (sigmoid, tanh,
+    softplus, elu, gelu: straight or flat on either side once |z| is a few units); the softmax,
+    and the log-sum-exp of cross-entropy, around a tie of the largest z: the side is which z is
+    the largest. Within a few units of a bend these functions are analytic, their
+    singularities at least π/2 off the real axis, so a step of 1 or less sees an ordinary
+    curvature; a step far wider than that which crosses a bend sees a kink.
+    """
+    if name == SOFTMAX:
+        return (z == z.max(axis=-1, keepdims=True))[..., None]
+    if name in ACTIVATIONS and not ACTIVATIONS[name].kinks and name != "identity":
+        return np.sign(z)[..., None]
+    return None
 
 
 def _g_complex(name: str, z: Array) -> Array:
@@ -131,7 +174,7 @@ def _g_complex(name: str, z: Array) -> Array:
     raise ValueError(f"complex step is not available for {name}: {NOT_COMPLEX_ANALYTIC.get(name, 'not analytic')}")
 
 
-def _cost_complex(loss: str, z: Array, a: Array, Y: Array) -> Array:
+def _cost_complex(loss: str, z: Array, a: Array, Y: Array, rows: bool = False) -> Array:
     if loss == "cross_entropy":
         shifted = z - np.real(z).max(axis=-1, keepdims=True)
         logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -142,7 +185,7 @@ def _cost_complex(loss: str, z: Array, a: Array, Y: Array) -> Array:
             per = np.where(right, z - z * Y + np.log1p(np.exp(-z)), -z * Y + np.log1p(np.exp(z))).sum(axis=-1)
     else:
         per = 0.5 * ((a - Y) ** 2).sum(axis=-1)  # (a − y)², not |a − y|²: analytic
-    return per.mean(axis=-1)
+    return per if rows else per.mean(axis=-1)
 
 
 class FiniteDifferenceBackend:
@@ -186,8 +229,12 @@ class FiniteDifferenceBackend:
         self._eps = float(np.finfo(work).eps)
         self._act_elems = X.shape[0] * max(model.layers)  # one network's activations, for chunking
         self.kink_crossings: dict[str, int] = {}
+        self.unresolved: dict[str, int] = {}
+        self.error_estimates: dict[str, Array] = {}
+        self._tol = TOLERANCES.get((model.dtype, self.kind))  # the row this backend is checked with
         J = cost_from(model, params, Y, 0, a=X)
-        self._J_size = max(1.0, abs(float(J)))  # round-off of J(θ ± h) is about ε·|J|
+        self._J_abs = abs(float(J))
+        self._J_size = max(1.0, abs(float(J)))  # the textbook rules' estimate of J's round-off: ε·|J|
         out: dict[str, Array] = {"J": np.asarray(J, dtype=dt)}
         notes = [self.describe()]
 
@@ -197,6 +244,9 @@ class FiniteDifferenceBackend:
         for l in range(1, model.L + 1):
             z_base[l] = a_in[l - 1] @ params[f"W{l}"] + params[f"b{l}"]
             a_in[l] = g(model.activations[l - 1], z_base[l])
+        # The central rule's noise scale N per example and layer (see _noise_scales).
+        self._per_example = self.method.name == "central" and self.step is None
+        self._noise = self._noise_scales(model, params, Y, z_base, a_in) if self._per_example else {}
 
         strategy = self.strategy
         if strategy == "auto":
@@ -205,52 +255,76 @@ class FiniteDifferenceBackend:
             central = self.method.name == "central" and self.step is None
             strategy = "directional" if central and model.n_params > self.max_coords else "coordinates"
         if strategy == "directional":
-            # Two forward passes per direction; dW, db are not measured element by element.
-            out["Jv"] = self._directional(model, params, X, Y).astype(dt)
+            # A few forward passes per direction; dW, db are not measured element by element.
+            out["Jv"] = self._directional(model, params, X, Y, a_in).astype(dt)
             for name, theta in params.items():
                 out[f"d{name}"] = np.ma.MaskedArray(np.zeros(theta.shape, dtype=dt), mask=True)
             notes.append(f"directional strategy: vᵀ∇J for {len(out['Jv'])} seeded directions "
                          f"({model.n_params} parameters > {self.max_coords}); dW, db not measured one by one")
         else:
             # ∂J/∂W^[l], ∂J/∂b^[l]: nudge one parameter, run the forward pass from its layer.
-            # W^[l]_ij enters z as a^[l-1]_i W_ij: J bends along it on a scale of 1/|a^[l-1]_i|.
+            # W^[l]_ij enters z as a^[l-1]_i W_ij: J bends along it on a scale of 1/|a^[l-1]_i|
+            # (per example for the central rule; the largest over the batch for the others).
             reach = {}
             for l in range(1, model.L + 1):
-                row = np.maximum(1.0, np.abs(a_in[l - 1]).max(axis=0, initial=0.0))[:, None]
-                reach[f"W{l}"] = np.broadcast_to(1.0 / row, params[f"W{l}"].shape)
+                if not self._per_example:
+                    row = np.maximum(1.0, np.abs(a_in[l - 1]).max(axis=0, initial=0.0))[:, None]
+                    reach[f"W{l}"] = np.broadcast_to(1.0 / row, params[f"W{l}"].shape)
 
-            def by_delta(name: str, coords: Array, deltas: Array, sides: list) -> Array:
+            def by_delta(name: str, coords: Array, deltas: Array, sides: list, rows: bool = False,
+                         bends: list | None = None) -> Array:
                 """J with W^[l]_ij (or b^[l]_j) moved by delta. Only column j of z^[l] moves, by
                 delta·a^[l-1]_i (or delta), so only column j of a^[l] does, and z^[l+1] moves by
-                that column times row j of W^[l+1]: the pass starts at layer l + 1."""
+                that column times row j of W^[l+1]: the pass starts at layer l + 1. ``deltas``
+                has one step per coordinate (R,) or one per coordinate and example (R, m): the
+                examples are independent networks sharing θ, so each may be nudged by its own
+                step; ``rows`` then returns the per-example losses (R, m)."""
                 l, n = int(name[1:]), params[name].shape[1]
                 i, j = np.divmod(coords, n)
-                shift = deltas[:, None] * (a_in[l - 1][:, i].T if name[0] == "W" else 1.0)  # (R, m)
+                d = deltas if np.ndim(deltas) == 2 else deltas[:, None]
+                shift = d * (a_in[l - 1][:, i].T if name[0] == "W" else 1.0)  # (R, m)
                 if l == model.L:  # the output layer: perturb z^[L] itself
                     Z = np.broadcast_to(z_base[l], (len(coords),) + z_base[l].shape).astype(shift.dtype)
                     Z[np.arange(len(coords)), :, j] += shift
-                    return cost_from(model, params, Y, l, z=Z, sides=sides)
+                    return cost_from(model, params, Y, l, z=Z, sides=sides, rows=rows, bends=bends)
                 zj = z_base[l][:, j].T + shift  # (R, m): the moved column of z^[l]
                 act = model.activations[l - 1]
                 if ACTIVATIONS[act].kinks:
                     sides.append(np.stack([np.sign(np.real(zj) - k) for k in ACTIVATIONS[act].kinks],
                                           axis=-1)[:, :, None, :])
+                if bends is not None and (bend := bend_side(act, zj)) is not None:
+                    bends.append(bend[:, :, None, :])
                 a_j = (_g_complex if np.iscomplexobj(zj) else g)(act, zj)
                 da_j = a_j - a_in[l][:, j].T  # (R, m)
                 Z = z_base[l + 1] + da_j[:, :, None] * params[f"W{l + 1}"][j][:, None, :]
-                return cost_from(model, params, Y, l + 1, z=Z, sides=sides)
+                return cost_from(model, params, Y, l + 1, z=Z, sides=sides, rows=rows, bends=bends)
 
             for name, idx in self._coordinates({k: v.size for k, v in params.items()}).items():
-                out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx, None, dt, reach.get(name),
-                                              J_delta=lambda c, d, sd, n=name: by_delta(n, c, d, sd))
+                if self._per_example:
+                    l, n = int(name[1:]), params[name].shape[1]
+                    # W^[l]_ij moves z^[l]_rj of example r by δ·a^[l-1]_ri.
+                    reach_rows = (None if name[0] == "b" else
+                                  lambda c, a=a_in[l - 1], n=n: np.maximum(1.0, np.abs(a[:, c // n])).T)
+                    out[f"d{name}"] = self._central(
+                        f"d{name}", params[name], idx, dt, self._noise[("z", l)],
+                        lambda c, H, sd, bd, n=name: by_delta(n, c, H, sd, rows=True, bends=bd), reach_rows,
+                        self._act_elems)
+                else:
+                    out[f"d{name}"] = self._nudge(f"d{name}", params[name], idx, None, dt, reach.get(name),
+                                                  J_delta=lambda c, d, sd, n=name: by_delta(n, c, d, sd))
 
         if self.intermediates:
             self._intermediates(model, params, Y, z_base, a_in, out)
         crossed = {q: n for q, n in self.kink_crossings.items() if n}
-        out["_inconclusive"] = sum(crossed.values())
+        unresolved = {q: n for q, n in self.unresolved.items() if n}
+        out["_inconclusive"] = sum(crossed.values()) + sum(unresolved.values())
         if crossed:
             notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
                          "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
+        if unresolved:
+            notes.append("inconclusive where the loss bends within the round-off of values of size N "
+                         "(no step resolves the derivative to the tolerance in float64), not compared: "
+                         + ", ".join(f"{q} {n}" for q, n in unresolved.items()))
         out["_notes"] = "; ".join(notes)
         return out
 
@@ -263,9 +337,177 @@ class FiniteDifferenceBackend:
         values = {f"z{l}": zs[l] for l in zs} | {f"a{l}": as_[l] for l in range(1, model.L)}
         for key, idx in self._coordinates({k: v.size for k, v in values.items()}).items():
             l = int(key[1:])
+            if self._per_example:
+                # Element (r, j) moves example r only; the other examples' losses cancel exactly.
+                def J_rows(c, H, sd, bd, key=key, l=l):
+                    flat, n, K = values[key].ravel(), values[key].shape[1], len(H)
+                    stacked = np.broadcast_to(flat, (K, flat.size)).copy()
+                    stacked[np.arange(K), c] = flat[c] + H[np.arange(K), c // n]  # c // n: the example
+                    at = {key[0]: stacked.reshape((K,) + values[key].shape)}  # z= or a=
+                    return cost_from(model, params, Y, l, **at, sides=sd, rows=True, bends=bd)
+
+                out[f"d{key}"] = self._central(f"d{key}", values[key], idx, dt, self._noise[(key[0], l)],
+                                               J_rows, None, max(values[key].size, self._act_elems))
+                continue
             f = ((lambda st, sd, l=l: cost_from(model, params, Y, l, z=st, sides=sd)) if key[0] == "z"
                  else (lambda st, sd, l=l: cost_from(model, params, Y, l, a=st, sides=sd)))
             out[f"d{key}"] = self._nudge(f"d{key}", values[key], idx, f, dt)
+
+    def _noise_scales(self, model: Model, params: dict[str, Array], Y: Array, z: dict[int, Array],
+                      a: dict[int, Array]) -> dict[tuple[str, int], Array]:
+        """N per example: the size of the values a nudge moves, which sets the round-off of the
+        difference J(θ + h) − J(θ − h). ("z", l) for W^[l], b^[l], z^[l]; ("a", l) for a^[l].
+
+        A nudge at layer l moves z^[l] and every layer above it. Each moved value v is
+        rounded to about ε·|v| when it is formed (z^[k] from terms of size |a^[k−1]||W^[k]| +
+        |b^[k]|), and the loss is formed from terms of the size of the logits (cross-entropy:
+        the log-sum-exp), of Σ|z^[L]| (BCE) or of Σ(|a^[L]| + |y|) (half SSE). Relative to
+        what the nudge changes, the difference quotient is therefore off by about ε·N/u, u
+        the step in units of the moved value: ε·|z| at logits of 1e10, whatever |J| is.
+        """
+        zL, aL = np.abs(z[model.L]), np.abs(a[model.L])
+        if model.loss == "cross_entropy":
+            run = zL.max(axis=1)
+        elif model.loss == "binary_cross_entropy":
+            run = zL.sum(axis=1)
+        else:
+            run = (aL + np.abs(Y)).sum(axis=1)
+        run = np.maximum(1.0, run)
+        N: dict[tuple[str, int], Array] = {}
+        for l in range(model.L, 0, -1):
+            terms = np.abs(a[l - 1]) @ np.abs(params[f"W{l}"]) + np.abs(params[f"b{l}"])
+            run = np.maximum(run, terms.max(axis=1))
+            N[("z", l)] = run
+            if l < model.L:
+                N[("a", l)] = np.maximum(N[("z", l + 1)], np.abs(a[l]).max(axis=1))
+        return {k: np.where(np.isfinite(v), v, 1.0) for k, v in N.items()}
+
+    def _central(self, quantity: str, theta: Array, idx: Array, dtype: np.dtype, N: Array, J_rows,
+                 reach_rows, per_copy: int) -> Array:
+        """The central difference of every example's loss at coordinates ``idx`` of ``theta``.
+
+        ``N`` (m,): the noise scale per example (``_noise_scales``); ``reach_rows(coords)``
+        (k, m): max(1, |input|) per coordinate and example, None for 1; ``J_rows(coords, H,
+        sides, bends)``: the per-example losses (B·k, m) with coordinate c moved by H[b·k + c, r]
+        in example r. J is the mean of the losses, so ∂J/∂θ is the mean of their quotients.
+
+        Steps u are in units of the value the nudge moves (h = u / max(1, |input|)). The
+        quotient D(u) errs by its truncation c·u² plus its round-off ε·N·G/u (G the example's
+        slope): the textbook balance u₀ = (ε·N)^(1/3) assumes |c| ~ 1 and leaves an error of
+        about 2(ε·N)^(2/3), 1.7e-4 of the slope at N = 1e10. So, where N > LARGE_NOISE:
+          1. u = ε^(1/3)·N, whose round-off is ε^(2/3), as on a unit-scale case; a second
+             quotient at 2u measures its truncation, (D(2u) − D(u))/3. Kept if the estimated
+             error is below ACCEPT·ε^(2/3)·G and no kink, nor (u > BEND_SCALE) a bend, lies
+             within 2u: a step far wider than a bend sees it as a kink, where D(u) = D(2u) =
+             the mean of the two one-sided slopes and the check cannot tell.
+          2. Otherwise: the step that balances the measured curvature against the round-off,
+             u₁ = (ε·N·G / 2|c|)^(1/3) within [u₀, u/2], checked the same way at 2u₁, and u₀
+             itself (estimated error 2(ε·N)^(2/3)·G); the smallest estimate wins.
+        Where N ≤ LARGE_NOISE, u₀ alone. The estimated error of each coordinate is kept in
+        ``self.error_estimates[quantity]`` (``_unresolvable`` uses it).
+        """
+        flat = theta.ravel()
+        m = len(N)
+        grad = np.zeros(flat.size)
+        error = np.zeros(flat.size)
+        crossed = np.zeros(flat.size, dtype=bool)
+        eps = self._eps
+        chunk = max(1, self.chunk_elems // (6 * per_copy))  # up to 6 perturbed copies per coordinate
+        for start in range(0, len(idx), chunk):
+            sel = idx[start:start + chunk]
+            Nk = np.broadcast_to(N, (len(sel), m))
+            reach = np.broadcast_to(1.0 if reach_rows is None else reach_rows(sel), Nk.shape)
+            large = Nk > LARGE_NOISE
+            u0 = (eps * Nk) ** (1 / 3)
+            balanced = 2 * (eps * Nk) ** (2 / 3)  # its error, relative to the slope
+            u = np.where(large, eps ** (1 / 3) * Nk, u0)
+            if not large.any():
+                (D,), (cross,), _ = self._row_quotients(flat, sel, [u / reach], J_rows)
+                E = balanced * np.abs(D)
+            else:
+                (D, D2), (k1, k2), (b1, b2) = self._row_quotients(flat, sel, [u / reach, 2 * u / reach], J_rows)
+                G = np.maximum(np.abs(D), np.abs(D2))
+                est = self._estimate(D, D2, k1 | k2 | ((b1 | b2) & (u > BEND_SCALE)), eps * Nk * G / u)
+                redo = large & (est > ACCEPT * eps ** (2 / 3) * G)
+                E = np.where(large, est, balanced * G)
+                cross = k1 & ~large
+                if redo.any():  # second round, for the coordinates with an example to redo
+                    w = redo.any(axis=1)
+                    Nw, Gw, uw, u0w, rw = Nk[w], G[w], u[w], u0[w], reach[w]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        curvature = np.abs(D2[w] - D[w]) / (3 * uw ** 2)  # |c| in D(u) = f' + c·u²
+                        u1 = (eps * Nw * Gw / (2 * curvature)) ** (1 / 3)
+                    u1 = np.clip(np.nan_to_num(u1, nan=u0w, posinf=uw / 2), u0w, uw / 2)
+                    (E1, E2, E0), (x1, x2, x0), (y1, y2, _) = self._row_quotients(
+                        flat, sel[w], [u1 / rw, 2 * u1 / rw, u0w / rw], J_rows)
+                    est1 = self._estimate(E1, E2, x1 | x2 | ((y1 | y2) & (u1 > BEND_SCALE)), eps * Nw * Gw / u1)
+                    est0 = np.where(x0, np.inf, balanced[w] * Gw)
+                    ests = np.stack([est[w], est1, est0])
+                    best = np.argmin(ests, axis=0)
+                    D[w] = np.where(redo[w], np.choose(best, [D[w], E1, E0]), D[w])
+                    E[w] = np.where(redo[w], ests.min(axis=0), E[w])
+                    # A kink within every step tried: the example is inconclusive, like a kink
+                    # crossed by u₀ where N is small.
+                    cross[w] |= redo[w] & np.isinf(E[w])
+            grad[sel] = D.mean(axis=1)
+            error[sel] = np.where(np.isinf(E), 0.0, E).mean(axis=1)
+            crossed[sel] = cross.any(axis=1)
+        self.error_estimates[quantity] = error.reshape(theta.shape)
+        value = grad.reshape(theta.shape).astype(dtype)
+        checked = np.zeros(flat.size, dtype=bool)
+        checked[idx] = True
+        checked &= ~crossed
+        self.kink_crossings[quantity] = int(crossed.sum())
+        unresolved = self._unresolvable(grad, error, checked)
+        self.unresolved[quantity] = int(unresolved.sum())
+        checked &= ~unresolved
+        mask = ~checked.reshape(theta.shape)
+        return np.ma.MaskedArray(value, mask=mask) if mask.any() else value
+
+    def _unresolvable(self, grad: Array, error: Array, checked: Array) -> Array:
+        """Coordinates whose estimated error exceeds what this backend's tolerance row will
+        allow them, |a − b| ≤ atol·s + rtol·|a| with s ≥ |J| (compare.py): the example's loss
+        bends within the round-off of the values it is built from (two logits of 1e10 within 1
+        of each other: their rounding is 2e-6, the loss bends on a scale of 1, and no step gets
+        the derivative better than (ε·N)^(2/3) ≈ 1e-4). Inconclusive, like a kink, not a
+        disagreement. None on the random sweeps; see tests/test_fd.py for one that is."""
+        if self._tol is None:
+            return np.zeros(grad.shape, dtype=bool)
+        s = max(self._J_abs, float(np.abs(grad[checked]).max(initial=0.0)))
+        return checked & (error > self._tol.atol * s + self._tol.rtol * np.abs(grad))
+
+    @staticmethod
+    def _estimate(D: Array, D2: Array, crossed: Array, noise: Array) -> Array:
+        """The error of D = D(u) given D2 = D(2u): truncation (D(2u) − D(u))/3 (from D(u) =
+        f' + c·u², D(2u) = f' + 4c·u²) plus the round-off ``noise``; infinite across a kink."""
+        with np.errstate(invalid="ignore"):
+            est = np.abs(D2 - D) / 3 + noise
+        return np.where(crossed | np.isnan(est), np.inf, est)
+
+    def _row_quotients(self, flat: Array, sel: Array, steps: list[Array], J_rows) -> tuple[list, list, list]:
+        """For each step array h (k, m): the per-example quotients (𝓛(θ + h) − 𝓛(θ − h)) /
+        ((θ + h) − (θ − h)), divided by the steps actually represented, and whether the nudge
+        crossed a kink, and a bend, in that example. One batched evaluation for all steps."""
+        theta = flat[sel][:, None]
+        points = [((theta + h).astype(flat.dtype), (theta - h).astype(flat.dtype)) for h in steps]
+        H = np.concatenate([p - theta for pair in points for p in pair])
+        sides: list[Array] = []
+        bends: list[Array] = []
+        with np.errstate(over="ignore", invalid="ignore"):
+            losses = J_rows(np.tile(sel, 2 * len(steps)), H, sides, bends)
+        k = len(sel)
+        quotients, kinks, bent = [], [], []
+        for b, (plus, minus) in enumerate(points):
+            Lp, Lm = losses[2 * b * k:(2 * b + 1) * k], losses[(2 * b + 1) * k:(2 * b + 2) * k]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                quotients.append((Lp - Lm) / (plus - minus))
+            for found, into in ((sides, kinks), (bends, bent)):
+                cross = np.zeros(Lp.shape, dtype=bool)
+                for side in found:
+                    side = np.broadcast_to(side, (len(H),) + side.shape[-3:])
+                    cross |= (side[2 * b * k:(2 * b + 1) * k] != side[(2 * b + 1) * k:(2 * b + 2) * k]).any(axis=(2, 3))
+                into.append(cross)
+        return quotients, kinks, bent
 
     def _steps(self, theta: Array, reach: Array | None = None) -> Array:
         """The step per coordinate: (ε·max(1, |J|))^exponent × ``reach`` (1 / max(1, |input|)
@@ -366,21 +608,41 @@ class FiniteDifferenceBackend:
         mask = ~checked.reshape(theta.shape)
         return np.ma.MaskedArray(value, mask=mask) if mask.any() else value
 
-    def _directional(self, model: Model, params: dict[str, Array], X: Array, Y: Array) -> Array:
-        """(J(θ + hv) − J(θ − hv)) / 2h for each seeded unit direction v (central)."""
-        h = self._eps ** (1 / 3)
-        out, crossed = [], []
-        for v in directions(model):
-            plus = {k: p + h * v[k].astype(p.dtype) for k, p in params.items()}
-            minus = {k: p - h * v[k].astype(p.dtype) for k, p in params.items()}
-            sides_p: list[Array] = []
-            sides_m: list[Array] = []
-            Jp, Jm = cost_from(model, plus, Y, 0, a=X, sides=sides_p), cost_from(model, minus, Y, 0, a=X, sides=sides_m)
-            out.append((Jp - Jm) / (2 * h))
-            crossed.append(any((sp != sm).any() for sp, sm in zip(sides_p, sides_m)))
-        self.kink_crossings["Jv"] = int(sum(crossed))
-        values = np.array(out, dtype=np.float64)
-        return np.ma.MaskedArray(values, mask=crossed) if any(crossed) else values
+    def _directional(self, model: Model, params: dict[str, Array], X: Array, Y: Array,
+                     a_in: dict[int, Array]) -> Array:
+        """vᵀ∇J for each seeded unit direction v: the mean over examples of the central
+        difference of 𝓛⁽ⁱ⁾(θ + t·v) in t, with the per-example step rule of ``_central``.
+        Per unit t, v moves z^[l] of example r by a^[l−1]_r V^[l] + v_b^[l]: the largest of
+        those (at least 1) plays the part |input| plays for a single weight."""
+        dirs = directions(model)
+        V = [{k: v[k].astype(X.dtype) for k in v} for v in dirs]
+        reach = np.ones((len(dirs), X.shape[0]))
+        for d, v in enumerate(V):
+            for l in range(1, model.L + 1):
+                move = np.abs(a_in[l - 1] @ v[f"W{l}"] + v[f"b{l}"]).max(axis=1)
+                reach[d] = np.maximum(reach[d], move)
+        logits_only = model.loss in ("cross_entropy", "binary_cross_entropy")
+
+        def J_rows(c: Array, T: Array, sides: list, bends: list) -> Array:
+            """Per-example losses (K, m), copy k at θ + T[k, r]·v_{c[k]} in example r."""
+            a = np.broadcast_to(X, (len(c),) + X.shape)
+            for l in range(1, model.L + 1):
+                z = a @ params[f"W{l}"] + params[f"b{l}"]
+                shift = np.empty_like(z)
+                for d in np.unique(c):
+                    on = c == d
+                    shift[on] = a[on] @ V[d][f"W{l}"] + V[d][f"b{l}"]
+                z = z + T[:, :, None] * shift
+                name = model.activations[l - 1]
+                if name in ACTIVATIONS and ACTIVATIONS[name].kinks:
+                    sides.append(np.stack([np.sign(z - k) for k in ACTIVATIONS[name].kinks], axis=-1))
+                if (bend := bend_side(name, z)) is not None:
+                    bends.append(bend)
+                a = None if l == model.L and logits_only else g(name, z)
+            return per_example_loss(model.loss, z, a, Y)
+
+        return self._central("Jv", np.zeros(len(dirs), dtype=X.dtype), np.arange(len(dirs)), np.float64,
+                             self._noise[("z", 1)], J_rows, lambda c: reach[c], self._act_elems)
 
     def _coordinates(self, sizes: dict[str, int]) -> dict[str, Array]:
         """Flat indices to check per array: all, or a seeded sample of about max_coords.
