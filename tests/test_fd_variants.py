@@ -49,8 +49,12 @@ def test_accuracy_ranks_as_the_theory_says(builtin):
 def test_complex_step_is_not_applicable_through_erf(builtin):
     case = Case("gelu", Model((3, 4, 2), ("gelu", "softmax"), "cross_entropy", "float64"), 3, 1)
     result = run_case(case, [builtin["manual"], get("fd-complex")])
-    assert not result.errors and result.passed
+    assert not result.errors  # a note, not an error...
     assert "not applicable" in result.notes["fd-complex"] and "erf" in result.notes["fd-complex"]
+    # ...and not agreement either: with nothing compared the case is not passed (verdict.py)
+    assert result.state == "nothing compared" and not result.passed
+    with_torch = run_case(case, [builtin["manual"], builtin["torch"], get("fd-complex")])
+    assert with_torch.state == "agree"
 
 
 @pytest.mark.parametrize("variant", ["fd-directional", "nudge"])
