@@ -195,7 +195,7 @@ def _plugins(specs: list[str], timeout: float) -> list:
 
 def _build_backends(names: str, plugins: list[str], timeout: float) -> list:
     # A built-in that fails to build (a framework that will not import) is reported per case.
-    built = build_backends(_backend_names(names)) + _plugins(plugins, timeout)
+    built = build_backends(_backend_names(names), timeout) + _plugins(plugins, timeout)
     _check_names([b.name for b in built])
     return built
 

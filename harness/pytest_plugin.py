@@ -60,7 +60,10 @@ class _Runs:
     def backends(self) -> list:
         if self._backends is None:
             from .runner import build_backends  # one that fails to build errs on every case
-            self._backends = build_backends(self.builtin) + self.plugins
+            from .backends.isolated import DEFAULT_TIMEOUT
+
+            # Installed entry-point backends are the user's code too: each in its own process.
+            self._backends = build_backends(self.builtin, DEFAULT_TIMEOUT) + self.plugins
         return self._backends
 
     def result(self, case):

@@ -267,19 +267,22 @@ _WORKER_BACKENDS: list = []
 def build_backends(specs: Sequence[str], timeout: float | None = None,
                    names: Sequence[str] | None = None) -> list:
     """Backends from specs: a registry name, or FILE.py:ClassName for a plugin. One that fails
-    to build reports why on every case, as in a serial run. With ``timeout``, plugins run in
-    a process of their own (``backends.isolated``), each case bounded by it. ``names``: the
-    names the backends had where they were first built (one that now fails keeps it)."""
-    from .backends import get, load_plugin
+    to build reports why on every case, as in a serial run. With ``timeout``, plugins (files
+    and installed entry points alike) run in a process of their own (``backends.isolated``),
+    each case bounded by it. ``names``: the names the backends had where they were first
+    built (one that now fails keeps it)."""
+    from .backends import BUILTIN, get, load_plugin
     from .backends.isolated import IsolatedBackend
 
     built = []
     for i, spec in enumerate(specs):
         try:
-            if ":" in spec:
-                built.append(IsolatedBackend(spec, timeout) if timeout else load_plugin(spec))
-            else:
+            if spec in BUILTIN:
                 built.append(get(spec))
+            elif timeout:
+                built.append(IsolatedBackend(spec, timeout))
+            else:
+                built.append(load_plugin(spec) if ":" in spec else get(spec))
         except Exception as e:  # noqa: BLE001
             built.append(UnavailableBackend(names[i] if names else spec.rpartition(":")[2], e))
     return built

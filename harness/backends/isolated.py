@@ -58,7 +58,7 @@ def _serve(conn, spec: str) -> None:
             kind = None, describe(e)
         conn.send(("ready", str(backend.name), kind))
     except InputError as e:
-        conn.send(("input_error", str(e)))
+        conn.send(("input_error", e.message))
         return
     except BaseException as e:  # noqa: BLE001
         conn.send(("input_error", f"{spec}: building the backend failed: {describe(e)}"))
