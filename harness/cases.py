@@ -8,6 +8,10 @@ A file holds ``[[case]]`` tables (one network each) and ``[[sweep]]`` tables
 from __future__ import annotations
 
 import math
+import os
+import reprlib
+import stat
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +29,35 @@ CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
               "batch", "input_scale"}
 TOP_KEYS = {"case", "sweep"}
-MAX_ELEMENTS = 200_000_000  # parameters + activations of one case: 1.6 GB in float64
+
+# --------------------------------------------------------------------------- limits
+# Each limit turns input that would crash, hang or exhaust memory into one line of error.
+
+# tomllib is pure Python: measured on this (busy) 2-core machine, 4 MiB of one-digit numbers
+# took 35 s to parse and 230,000 floats in full precision 4 s. A hand-written case is a few
+# kB; 16 MiB of numbers would take over two minutes.
+MAX_CASE_FILE_BYTES = 4 * 2**20
+# Layer sizes and batch: one anywhere near 2**31 cannot fit in memory anyway (the memory
+# check below refuses it); bounding them first keeps what follows (numpy shapes, the random
+# generator's int64 ranges, the messages) in the int64 range.
+MAX_DIM = 2**31 - 1
+MAX_SEED = 2**63 - 1  # recorded in results.json: an int64 for numpy, pandas and JSON readers
+# Layers of one network (L): far deeper than any MLP worth checking by hand; JAX unrolls the
+# layers into one graph, whose compile time grows with depth.
+MAX_DEPTH = 1_000
+# Cases of one sweep: 100,000 of the smallest networks take ten minutes to run when they
+# share one shape (158 cases/s, README) and hours when JAX compiles each; the memory check
+# below usually stops a sweep well before.
+MAX_SWEEP_COUNT = 100_000
+# Layer sizes one sweep draws, count × (depth hi + 1): drawing is about 10 µs per number in
+# numpy's scalar path (the draw order is part of a sweep's meaning, so it cannot be batched),
+# which keeps a sweep's expansion to seconds.
+MAX_SWEEP_WIDTHS = 1_000_000
 MAX_INPUT_SCALE = 1e10  # beyond this, z = x W overflows float32 for any width
+# A case may use this fraction of the machine's physical memory: the rest is for the OS,
+# other processes and the error of the estimate (see memory_estimate).
+MEMORY_FRACTION = 0.5
+FALLBACK_MEMORY_BYTES = 8 * 2**30  # when the OS does not say how much memory there is
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,32 +101,193 @@ class Case:
         dt = model.np_dtype
         return {k: (v if k == "y" else np.asarray(v, dtype=dt)) for k, v in out.items()}
 
+    def memory_estimate(self) -> int:
+        """Estimated peak memory, in bytes, of running this case alone through the default
+        backends: ``memory_estimate(model, batch)`` plus the explicit values it carries."""
+        values = sum(v.nbytes for v in self.values.values())
+        return memory_estimate(self.model, self.batch) + values
+
+
+# --------------------------------------------------------------------------- memory
+# The constants below were measured as peak RSS (/usr/bin/time -v) of `python -m harness run`
+# with the five default backends on this 2-core, 23 GiB x86-64 machine.
+
+BASE_BYTES = 768 * 2**20  # a case of a few elements: numpy, torch and JAX loaded: 606 MiB
+N_BACKENDS = 5  # harness.backends.DEFAULT: manual, manual_columns, torch, jax, fd
+# Per quantity and pair of backends: the Comparison record (~600 B) and what the report makes
+# of it at once (results.json, the tables): 2,000 cases of one shape cost 0.53 MiB each, 70
+# comparisons: 7.5 kB per comparison.
+COMPARISON_BYTES = 8_000
+CASE_BYTES = 20_000  # per case besides: CaseResult, notes, array headers
+# JAX keeps every function it compiled (one per network shape and batch, up to 8,192): the
+# first 80 cases of cases/sweeps/specificity.toml (widths to 64, batch to 128) cost
+# 2.1 + 2.1·L MiB each, least squares; tiny networks less (1,000 random ones of depth 1-2,
+# widths to 4, cost 2.6 MiB each with their results).
+COMPILED_BYTES = 5 * 2**19
+COMPILED_BYTES_PER_LAYER = 5 * 2**19
+
+
+def physical_memory() -> int:
+    """Total physical memory in bytes (FALLBACK_MEMORY_BYTES where the OS does not say)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return FALLBACK_MEMORY_BYTES
+    return total if total > 0 else FALLBACK_MEMORY_BYTES
+
+
+def memory_limit() -> int:
+    """Bytes a run may use: MEMORY_FRACTION of physical memory."""
+    return int(MEMORY_FRACTION * physical_memory())
+
+
+def _memory_parts(model: Model, batch: int) -> tuple[int, int, int]:
+    """(kept, compiled, working) bytes of one case; see ``memory_estimate``."""
+    s = model.np_dtype.itemsize
+    P = model.n_params
+    m, n = batch, model.layers
+    A = m * sum(n[1:])  # every z^[l] (or a^[l], dz^[l], da^[l]) of the case together
+    X, T = m * n[0], m * n[-1]
+    Q = max(max(m * b, a * b) for a, b in zip(n, n[1:]))  # the largest single array
+    NQ = 6 * model.L + 1  # quantities compared per pair: J, z, a, dz, da, dW, db per layer, Jv
+    pairs = N_BACKENDS * (N_BACKENDS - 1) // 2
+    kept = (s * (X + 2 * T + P) + N_BACKENDS * s * (P + 4 * A) + 2 * A
+            + CASE_BYTES + pairs * NQ * COMPARISON_BYTES)
+    compiled = COMPILED_BYTES + COMPILED_BYTES_PER_LAYER * model.L
+    working = 8 * (12 * P + 14 * A + 2 * X + 2 * T + 16 * Q)
+    return kept, compiled, working
+
+
+def memory_estimate(model: Model, batch: int) -> int:
+    """Estimated peak memory, in bytes, of running one case through the default backends.
+
+    With s the dtype size (4 or 8), P the parameters, A = m·(n_1 + … + n_L) the elements of
+    one set of per-layer values (all z^[l], say), X = m·n_0, T = m·n_L, Q the largest single
+    array (m·n_l or n_{l−1}·n_l) and NQ = 6L + 1 the quantities compared per pair:
+
+        BASE_BYTES                       the interpreter with numpy, torch and JAX
+      + s·(X + 2T + P)                   the inputs (X, Y, W, b), kept with the result
+      + 5·s·(P + 4A)                     each of the 5 backends' dW, db and z, a, dz, da, kept:
+                                         the run result keeps every output for the report
+      + 2A + 10·NQ·COMPARISON_BYTES      fd's masks; 10 pairs' comparison records
+        + CASE_BYTES
+      + COMPILED_BYTES                   JAX's compiled function for this shape
+        + L·COMPILED_BYTES_PER_LAYER
+      + 8·(12P + 14A + 2X + 2T + 16Q)    the largest working set, in float64 whatever the
+                                         case dtype (fd and the rounding floor compute in
+                                         float64): 12P for fd's 8 seeded directions and its
+                                         θ ± hv copies; 14A for the rounding floor after a
+                                         disagreement (a float64 backprop, its |terms| and
+                                         the allowances: 3 × (P + 4A) and |a|, g'); 16Q for
+                                         fd's batched nudges (4 copies of the nudged array
+                                         and their forward pass) and a comparison's ~10
+                                         float64 temporaries.
+
+    Everything but the working set adds up over the cases of a run (``load_file`` and
+    ``load_files`` check the sum; a shape already compiled costs nothing more); the working
+    set is freed after each case. The peak RSS measured was 0.47 to 0.86 of the estimate, on
+    single cases with 15 to 100 MB arrays and on sweeps of 100 to 2,000 cases (the specificity
+    sweep: 0.81); tests/test_case_limits.py measures one case.
+    """
+    kept, compiled, working = _memory_parts(model, batch)
+    return BASE_BYTES + kept + compiled + working
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+class _MemoryBudget:
+    """The memory a run of the cases loaded so far needs: every case's kept bytes and each
+    shape's compiled function add up (the run result keeps every case until the report is
+    written), the working set of one case at a time comes on top. A case too large alone,
+    or one that makes the sum too large, is refused."""
+
+    def __init__(self) -> None:
+        self.total, self.limit = physical_memory(), memory_limit()
+        self.kept = self.working = self.cases = 0
+        self.shapes: set[tuple[Model, int]] = set()
+
+    def _machine(self) -> str:
+        return (f"this machine has {_gib(self.total)} and a run may use "
+                f"{MEMORY_FRACTION:.0%} of it ({_gib(self.limit)})")
+
+    def add(self, f: _Fields, model: Model, batch: int, extra: int, batch_field: str,
+            size_field: str, sum_field: str, name: str | None = None) -> None:
+        """Count one case (``extra``: bytes of explicit values it carries). ``name``: the case
+        a sweep generated, named in the message (the error names the sweep)."""
+        kept, compiled, working = _memory_parts(model, batch)
+        kept += extra
+        alone = BASE_BYTES + kept + compiled + working
+        if alone > self.limit:
+            # Name what makes it large: the batch (activations) or the layer sizes (parameters).
+            fld = batch_field if batch * sum(model.layers) > model.n_params else size_field
+            what = f"{name} ({'-'.join(map(str, model.layers))}, batch {batch}) " if name else ""
+            f.fail(fld, f"case too large: {what}needs about {_gib(alone)} of memory to run "
+                        f"(estimated, see harness.cases.memory_estimate); {self._machine()}")
+        if (model, batch) not in self.shapes:
+            self.shapes.add((model, batch))
+            self.kept += compiled
+        self.kept += kept
+        self.working = max(self.working, working)
+        self.cases += 1
+        need = BASE_BYTES + self.kept + self.working
+        if need > self.limit:
+            f.fail(sum_field, f"too much for one run: the {self.cases} cases up to "
+                              f"{name or 'this one'} need about {_gib(need)} of memory together "
+                              f"(a run keeps every case's arrays and results for the report); "
+                              f"{self._machine()}")
+
 
 # --------------------------------------------------------------------------- loading
 
 
 def load_file(path: str | Path) -> list[Case]:
     """Parse and validate one case file."""
+    return _load_file(path, _MemoryBudget())
+
+
+def load_files(paths: list[str | Path]) -> list[Case]:
+    """Load several files; a case name may appear only once in a run, and the cases of all
+    files together must fit in memory (a run keeps every case's results)."""
+    cases: list[Case] = []
+    where: dict[str, str] = {}
+    budget = _MemoryBudget()
+    for p in paths:
+        for c in _load_file(p, budget):
+            if c.name in where:
+                raise InputError(f"case name already used in {where[c.name]}; names must be "
+                                 "unique across the files of one run", file=c.source,
+                                 case=c.name, field="name")
+            where[c.name] = c.source
+            cases.append(c)
+    return cases
+
+
+def _load_file(path: str | Path, budget: _MemoryBudget) -> list[Case]:
     src = str(path)
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputError("case file not found", file=src) from None
-    except (OSError, UnicodeDecodeError) as e:
+        text = _read_case_file(path, src).decode("utf-8")
+    except UnicodeDecodeError as e:
         raise InputError(f"cannot read case file: {e}", file=src) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"malformed TOML: {e}", file=src) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise InputError("malformed TOML: arrays or inline tables nested too deeply to parse",
+                         file=src) from None
+    except ValueError as e:  # an integer literal longer than Python converts (4300 digits)
+        raise InputError(f"malformed TOML: {str(e).split(';')[0]}", file=src) from None
     for key in doc:
         if key not in TOP_KEYS:
             raise InputError(f"unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; "
                              "expected [[case]] or [[sweep]] tables", file=src)
     cases: list[Case] = []
     for i, raw in enumerate(_table_list(doc, "case", src)):
-        cases.append(_parse_case(raw, src, f"case #{i + 1}"))
+        cases.append(_parse_case(raw, src, f"case #{i + 1}", budget))
     for i, raw in enumerate(_table_list(doc, "sweep", src)):
-        cases.extend(_expand_sweep(raw, src, f"sweep #{i + 1}"))
+        cases.extend(_expand_sweep(raw, src, f"sweep #{i + 1}", budget))
     seen: set[str] = set()
     for c in cases:
         if c.name in seen:
@@ -107,19 +299,67 @@ def load_file(path: str | Path) -> list[Case]:
     return cases
 
 
-def load_files(paths: list[str | Path]) -> list[Case]:
-    """Load several files; a case name may appear only once in a run."""
-    cases: list[Case] = []
-    where: dict[str, str] = {}
-    for p in paths:
-        for c in load_file(p):
-            if c.name in where:
-                raise InputError(f"case name already used in {where[c.name]}; names must be "
-                                 "unique across the files of one run", file=c.source,
-                                 case=c.name, field="name")
-            where[c.name] = c.source
-            cases.append(c)
-    return cases
+def _read_case_file(path: str | Path, src: str) -> bytes:
+    """The file's bytes, refusing before reading anything that is not a regular file of at
+    most MAX_CASE_FILE_BYTES (a directory, /dev/zero, a FIFO, a huge file).
+
+    Opened non-blocking, because opening a FIFO for reading would wait for a writer, and
+    checked with fstat on the open descriptor, so what is checked is what is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise InputError("case file not found", file=src) from None
+    except OSError as e:
+        raise InputError(f"cannot read case file: {e.strerror or e}", file=src) from None
+    limit = f"{MAX_CASE_FILE_BYTES:,} bytes ({MAX_CASE_FILE_BYTES / 2**20:g} MiB)"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"cannot read case file: not a regular file "
+                             f"({_file_type(info.st_mode)})", file=src)
+        if info.st_size > MAX_CASE_FILE_BYTES:
+            raise InputError(f"case file too large: {info.st_size:,} bytes, the limit is {limit}",
+                             file=src)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CASE_FILE_BYTES + 1)  # bounded even if the file grew since fstat
+    except OSError as e:
+        raise InputError(f"cannot read case file: {e.strerror or e}", file=src) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CASE_FILE_BYTES:
+        raise InputError(f"case file too large: more than the limit of {limit}", file=src)
+    return data
+
+
+def _file_type(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+class _Brief(reprlib.Repr):
+    """A value from the file as echoed in an error message: short and on one line, whatever
+    its size or nesting (the plain repr of a table nested 10,000 deep, which TOML's dotted
+    keys make in one line, exceeds the recursion limit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict = 3, 6, 4
+        self.maxstring = self.maxother = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() <= 64:
+            return str(x)
+        try:
+            digits = str(len(str(abs(x))))
+        except ValueError:  # more digits than Python converts
+            digits = f"more than {sys.get_int_max_str_digits()}"
+        return f"{'a negative' if x < 0 else 'an'} integer of {digits} digits"
+
+
+_show = _Brief().repr
 
 
 def _table_list(doc: dict, key: str, src: str) -> list[dict]:
@@ -152,16 +392,25 @@ class _Fields:
         val = self.raw[key]
         # bool is an int subclass in Python; never accept true/false as a number.
         if isinstance(val, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            self.fail(key, f"expected {what or _kind_name(kind)}, got {val!r}")
+            self.fail(key, f"expected {what or _kind_name(kind)}, got {_show(val)}")
         if not isinstance(val, kind):
-            self.fail(key, f"expected {what or _kind_name(kind)}, got {val!r}")
+            self.fail(key, f"expected {what or _kind_name(kind)}, got {_show(val)}")
         return val
 
-    def int_range(self, key: str, default: Any, lo: int) -> Any:
+    def int_range(self, key: str, default: Any, lo: int, hi: int) -> Any:
         val = self.get(key, int, default)
-        if val is not default and val < lo:
-            self.fail(key, f"must be >= {lo}, got {val}")
+        if val is not default:
+            if val < lo:
+                self.fail(key, f"must be >= {lo}, got {_show(val)}")
+            if val > hi:
+                self.fail(key, f"must be at most {_limit(hi)}, got {_show(val)}")
         return val
+
+
+def _limit(n: int) -> str:
+    """2147483647 as "2**31-1 = 2147483647": the bound and where it comes from."""
+    k = (n + 1).bit_length() - 1
+    return f"2**{k}-1 = {n}" if n + 1 == 2**k else str(n)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -171,35 +420,42 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _parse_case(raw: dict, src: str, label: str) -> Case:
+def _parse_case(raw: dict, src: str, label: str, budget: _MemoryBudget) -> Case:
     f = _Fields(raw, CASE_KEYS, src, label)
     name = f.get("name", str)
     if not name.strip():
         f.fail("name", "must not be empty")
     layers = f.get("layers", list, what="an array of layer sizes [n_0, ..., n_L]")
     if len(layers) < 2:
-        f.fail("layers", f"needs at least [n_0, n_1], got {layers}")
+        f.fail("layers", f"needs at least [n_0, n_1], got {_show(layers)}")
+    if len(layers) - 1 > MAX_DEPTH:
+        f.fail("layers", f"{len(layers) - 1} layers; at most {MAX_DEPTH} (n_0 .. n_L with "
+                         f"L <= {MAX_DEPTH})")
     for i, n in enumerate(layers):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            f.fail(f"layers[{i}]", f"layer sizes must be positive integers, got {n!r}")
+            f.fail(f"layers[{i}]", f"layer sizes must be positive integers, got {_show(n)}")
+        if n > MAX_DIM:
+            f.fail(f"layers[{i}]", f"layer sizes must be at most {_limit(MAX_DIM)}, got {_show(n)}")
     L = len(layers) - 1
     loss = f.get("loss", str)
     if loss not in LOSSES:
-        f.fail("loss", f"unknown loss {loss!r}{did_you_mean(loss, LOSSES)}; "
+        f.fail("loss", f"unknown loss {_show(loss)}{did_you_mean(loss, LOSSES)}; "
                        f"known: {', '.join(LOSSES)}")
     acts = _parse_activations(f, L, loss)
     _check_output(f, acts[-1], loss, layers[-1])
     dtype = f.get("dtype", str, "float64")
     if dtype not in DTYPES:
-        f.fail("dtype", f"unknown dtype {dtype!r}{did_you_mean(dtype, DTYPES)}; known: float32, float64")
-    seed = f.int_range("seed", 0, 0)
+        f.fail("dtype", f"unknown dtype {_show(dtype)}{did_you_mean(dtype, DTYPES)}; "
+                        "known: float32, float64")
+    seed = f.int_range("seed", 0, 0, MAX_SEED)
     scale = f.get("input_scale", (int, float), 1.0)
-    if not (math.isfinite(scale) and 0 < scale <= MAX_INPUT_SCALE):
-        f.fail("input_scale", f"must be a number in (0, {MAX_INPUT_SCALE:g}], got {scale!r}")
+    # Compared, not converted: float() of an integer beyond 1e308 raises, and NaN fails both.
+    if not 0 < scale <= MAX_INPUT_SCALE:
+        f.fail("input_scale", f"must be a number in (0, {MAX_INPUT_SCALE:g}], got {_show(scale)}")
     description = f.get("description", str, "")
     model = Model(tuple(layers), tuple(acts), loss, dtype)
     values = _parse_values(f, model)
-    batch = f.int_range("batch", None, 1)
+    batch = f.int_range("batch", None, 1, MAX_DIM)
     if "X" in values:
         m_x = values["X"].shape[0]
         if batch is not None and batch != m_x:
@@ -207,22 +463,15 @@ def _parse_case(raw: dict, src: str, label: str) -> Case:
         batch = m_x
     if batch is None:
         f.fail("batch", "missing required field (or give values.X)")
-    _check_size(f, model, batch)
+    # Before anything is drawn: refuse a case (or one case too many) that would not fit.
+    budget.add(f, model, batch, extra=sum(v.nbytes for v in values.values()),
+               batch_field="batch", size_field="layers", sum_field="batch")
     for key in ("X", "Y"):
         if key in values and values[key].shape[0] != batch:
             f.fail(f"values.{key}", f"has {values[key].shape[0]} rows, batch is {batch}")
     if "y" in values and values["y"].shape[0] != batch:
         f.fail("values.y", f"has {values['y'].shape[0]} labels, batch is {batch}")
     return Case(name, model, batch, seed, src, float(scale), description, values)
-
-
-def _check_size(f: _Fields, model: Model, batch: int) -> None:
-    """Refuse a case whose arrays alone would not fit in memory, before anything is drawn."""
-    elements = model.n_params + batch * sum(model.layers)
-    if elements > MAX_ELEMENTS:
-        f.fail("batch" if batch * sum(model.layers) > model.n_params else "layers",
-               f"case too large: {elements:.3g} array elements (parameters + activations), "
-               f"limit {MAX_ELEMENTS:.0e}")
 
 
 def _parse_activations(f: _Fields, L: int, loss: str) -> list[str]:
@@ -238,12 +487,12 @@ def _parse_activations(f: _Fields, L: int, loss: str) -> list[str]:
                              "`activations` or in `output`, not both")
         if len(acts) != L:
             f.fail("activations", f"needs L = {L} names (g^[1]..g^[L]) for layers "
-                                  f"{f.raw['layers']}, got {len(acts)}")
+                                  f"{_show(f.raw['layers'])}, got {len(acts)}")
         fields = [(f"activations[{i}]", a) for i, a in enumerate(acts)]
     for fld, a in fields:
         if not isinstance(a, str) or a not in ALL_NAMES:
-            f.fail(fld, f"unknown activation {a!r}{did_you_mean(str(a), ALL_NAMES)}; "
-                        f"known: {', '.join(ALL_NAMES)}")
+            hint = did_you_mean(a, ALL_NAMES) if isinstance(a, str) else ""
+            f.fail(fld, f"unknown activation {_show(a)}{hint}; known: {', '.join(ALL_NAMES)}")
     for fld, a in fields[:-1]:
         if a in OUTPUT_ONLY:
             f.fail(fld, f"{a} is not elementwise and is allowed only as the output activation")
@@ -279,12 +528,10 @@ def _parse_values(f: _Fields, model: Model) -> dict[str, np.ndarray]:
         if key == "y":
             out[key] = _parse_labels(f, fld, val, nL)
             continue
-        bad_leaf = _first_non_number(val)
-        if bad_leaf is not None:
-            f.fail(fld, f"must be an array of numbers, found {bad_leaf!r}")
+        _check_numbers(f, fld, val)
         try:
             arr = np.array(val, dtype=np.float64)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             f.fail(fld, "must be a rectangular array of numbers")
         if arr.ndim == 1 and key.startswith("b"):
             arr = arr[None, :]  # b may be written as a flat row
@@ -308,15 +555,28 @@ def _parse_values(f: _Fields, model: Model) -> dict[str, np.ndarray]:
     return out
 
 
-def _first_non_number(val: Any) -> Any:
-    """The first leaf of a nested list that is not an int or float (TOML bools, strings)."""
-    if isinstance(val, list):
-        for v in val:
-            bad = _first_non_number(v)
-            if bad is not None:
-                return bad
-        return None
-    return None if isinstance(val, (int, float)) and not isinstance(val, bool) else val
+def _check_numbers(f: _Fields, fld: str, val: Any) -> None:
+    """``val`` is one row or a list of rows of numbers that a float64 can hold.
+
+    Not recursive: TOML nests as deep as the file says, and values are at most 2-D, so
+    anything deeper is refused where it is first seen. An integer beyond the float range
+    would make float() raise and numpy build an object array.
+    """
+    if not isinstance(val, list):
+        f.fail(fld, f"must be an array of numbers, got {_show(val)}")
+    for i, row in enumerate(val):
+        for j, x in enumerate(row if isinstance(row, list) else (row,)):
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
+                    isinstance(x, int) and abs(x) > sys.float_info.max):
+                continue
+            at = (i, j) if isinstance(row, list) else (i,)
+            if isinstance(x, list):
+                f.fail(fld, f"arrays nested deeper than 2 at index {at}; values are 1-D or 2-D "
+                            "arrays of numbers")
+            if isinstance(x, int) and not isinstance(x, bool):
+                f.fail(fld, f"value at index {at} is {_show(x)}, too large for a float "
+                            f"(at most {sys.float_info.max:.4g})")
+            f.fail(fld, f"must be an array of numbers, found {_show(x)} at index {at}")
 
 
 def _parse_labels(f: _Fields, fld: str, val: Any, n_classes: int) -> np.ndarray:
@@ -324,25 +584,28 @@ def _parse_labels(f: _Fields, fld: str, val: Any, n_classes: int) -> np.ndarray:
         f.fail(fld, "must be a non-empty list of class indices")
     for i, v in enumerate(val):
         if isinstance(v, bool) or not isinstance(v, int):
-            f.fail(f"{fld}[{i}]", f"class index must be an integer, got {v!r}")
+            f.fail(f"{fld}[{i}]", f"class index must be an integer, got {_show(v)}")
         if not 0 <= v < n_classes:
-            f.fail(f"{fld}[{i}]", f"label {v} out of range 0..{n_classes - 1}")
+            f.fail(f"{fld}[{i}]", f"label {_show(v)} out of range 0..{n_classes - 1}")
     return np.array(val, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- sweeps
 
 
-def _expand_sweep(raw: dict, src: str, label: str) -> list[Case]:
+def _expand_sweep(raw: dict, src: str, label: str, budget: _MemoryBudget) -> list[Case]:
     f = _Fields(raw, SWEEP_KEYS, src, label)
     prefix = f.get("name", str)
     if not prefix.strip():
         f.fail("name", "must not be empty")
-    count = f.int_range("count", ..., 1)
-    seed = f.int_range("seed", 0, 0)
-    depth = _range(f, "depth", [1, 4], 1)
-    width = _range(f, "width", [1, 16], 1)
-    batch = _range(f, "batch", [1, 32], 1)
+    count = f.int_range("count", ..., 1, MAX_SWEEP_COUNT)
+    seed = f.int_range("seed", 0, 0, MAX_SEED)
+    depth = _range(f, "depth", [1, 4], 1, MAX_DEPTH)
+    width = _range(f, "width", [1, 16], 1, MAX_DIM)
+    batch = _range(f, "batch", [1, 32], 1, MAX_DIM)
+    if count * (depth[1] + 1) > MAX_SWEEP_WIDTHS:
+        f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} layer sizes, count × "
+                        f"(depth hi + 1); {count} × {depth[1] + 1} = {count * (depth[1] + 1):,}")
     hidden = _names(f, "activations", list(ACTIVATIONS), set(ACTIVATIONS))
     losses = _names(f, "losses", list(LOSSES), set(LOSSES))
     dtypes = _names(f, "dtypes", list(DTYPES), set(DTYPES))
@@ -351,35 +614,46 @@ def _expand_sweep(raw: dict, src: str, label: str) -> list[Case]:
             or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
                        and 0 < s <= MAX_INPUT_SCALE for s in scales)
             or scales[0] > scales[1]):
-        f.fail("input_scale", f"must be [lo, hi] with 0 < lo <= hi, got {scales}")
+        f.fail("input_scale", f"must be [lo, hi] with 0 < lo <= hi <= {MAX_INPUT_SCALE:g}, "
+                              f"got {_show(scales)}")
     lo_s, hi_s = scales
     rng = np.random.default_rng(seed)
+
+    def pick(seq: list[str]) -> str:
+        # The same draw as rng.choice(seq) (one integers(0, len) call), at a fifth of its cost.
+        return seq[int(rng.integers(0, len(seq)))]
+
+    outputs = hidden + [SOFTMAX]
     cases = []
     for i in range(count):
         L = int(rng.integers(depth[0], depth[1] + 1))
-        loss = str(rng.choice(losses))
+        loss = pick(losses)
         sizes = [int(rng.integers(width[0], width[1] + 1)) for _ in range(L + 1)]
-        acts = [str(rng.choice(hidden)) for _ in range(L - 1)]
+        acts = [pick(hidden) for _ in range(L - 1)]
         if loss == "half_sse":
-            out = str(rng.choice(hidden + [SOFTMAX]))
+            out = pick(outputs)
         else:
             out = LOSSES[loss].output_activation or "identity"
         if out == SOFTMAX:
             sizes[-1] = max(sizes[-1], 2)
         scale = float(math.exp(rng.uniform(math.log(lo_s), math.log(hi_s))))
-        model = Model(tuple(sizes), tuple(acts + [out]), loss, str(rng.choice(dtypes)))
+        model = Model(tuple(sizes), tuple(acts + [out]), loss, pick(dtypes))
         m = int(rng.integers(batch[0], batch[1] + 1))
-        _check_size(f, model, m)
-        cases.append(Case(f"{prefix}-{i:03d}", model, m, int(rng.integers(0, 2**31)), src, scale,
+        name = f"{prefix}-{i:03d}"
+        budget.add(f, model, m, extra=0, batch_field="batch", size_field="width",
+                   sum_field="count", name=name)
+        cases.append(Case(name, model, m, int(rng.integers(0, 2**31)), src, scale,
                           f"from sweep {prefix!r}"))
     return cases
 
 
-def _range(f: _Fields, key: str, default: list[int], lo: int) -> list[int]:
+def _range(f: _Fields, key: str, default: list[int], lo: int, hi: int) -> list[int]:
     val = f.get(key, list, default, what="[lo, hi]")
     if (len(val) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in val)
             or not lo <= val[0] <= val[1]):
-        f.fail(key, f"must be [lo, hi] with {lo} <= lo <= hi, got {val}")
+        f.fail(key, f"must be [lo, hi] with {lo} <= lo <= hi, got {_show(val)}")
+    if val[1] > hi:
+        f.fail(key, f"must be at most {_limit(hi)}, got {_show(val)}")
     return val
 
 
@@ -389,6 +663,7 @@ def _names(f: _Fields, key: str, default: list[str], known: set[str]) -> list[st
         f.fail(key, "must not be empty")
     for i, v in enumerate(val):
         if not isinstance(v, str) or v not in known:
-            f.fail(f"{key}[{i}]", f"unknown name {v!r}{did_you_mean(str(v), known)}; "
+            hint = did_you_mean(v, known) if isinstance(v, str) else ""
+            f.fail(f"{key}[{i}]", f"unknown name {_show(v)}{hint}; "
                                   f"known: {', '.join(sorted(known))}")
     return list(val)
