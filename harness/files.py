@@ -82,11 +82,11 @@ def check_output_dir(out: Path, field: str = "--out") -> Path:
     """
     out = Path(os.path.realpath(out))
     if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: {field}: exists and is not a directory")
+        raise OutputError(f"{out}: field '{field}': exists and is not a directory")
     if out.is_dir() and not (out / MARKER).exists():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in KNOWN_NAMES)
         if foreign:
-            raise OutputError(f"{out}: {field}: the directory holds files the harness did not "
+            raise OutputError(f"{out}: field '{field}': the directory holds files the harness did not "
                               f"write ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
                               "use a new or empty directory")
     try:
@@ -94,7 +94,7 @@ def check_output_dir(out: Path, field: str = "--out") -> Path:
         probe = tempfile.TemporaryFile(dir=out.parent)
         probe.close()
     except OSError as e:
-        raise OutputError(f"{out}: {field}: cannot write beside it: {e.strerror or e}") from None
+        raise OutputError(f"{out}: field '{field}': cannot write beside it: {e.strerror or e}") from None
     return out
 
 
@@ -122,7 +122,7 @@ def output_set(out: Path, owned: Iterable[str], field: str = "--out") -> Iterato
             yield stage
             _switch_in(stage, out)
         except OSError as e:
-            raise OutputError(f"{out}: {field}: writing the report failed: "
+            raise OutputError(f"{out}: field '{field}': writing the report failed: "
                               f"{e.strerror or e}{f' ({e.filename})' if e.filename else ''}; "
                               "the previous report is unchanged") from None
         finally:
@@ -135,7 +135,7 @@ def _locked(out: Path, field: str) -> Iterator[None]:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     except OSError as e:
-        raise OutputError(f"{out}: {field}: cannot create the lock {lock_path.name}: "
+        raise OutputError(f"{out}: field '{field}': cannot create the lock {lock_path.name}: "
                           f"{e.strerror or e}") from None
     try:
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -145,7 +145,7 @@ def _locked(out: Path, field: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise OutputError(f"{out}: {field}: another run has been writing to this "
+                    raise OutputError(f"{out}: field '{field}': another run has been writing to this "
                                       f"directory for over {LOCK_WAIT_SECONDS:g} s; wait for it "
                                       "or choose another --out") from None
                 time.sleep(0.05)
