@@ -9,7 +9,6 @@ expand. Through the CLI each is exit code 2 and exactly one ``error: ...`` line 
 from __future__ import annotations
 
 import os
-import resource
 import stat
 import subprocess
 import sys
@@ -195,13 +194,16 @@ def test_file_at_the_size_limit_is_read(tmp_path):
 
 
 def run_limited(path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """The CLI in a subprocess that may not hang (timeout) nor take more than 4 GiB."""
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+    """The CLI in a subprocess that may not hang (timeout) nor take more than 4 GiB.
 
-    return subprocess.run([sys.executable, "-m", "harness", "run", str(path), "--out",
+    The limit is set by a small Python that then execs the CLI, not by ``preexec_fn``: a
+    fork of this (JAX-threaded) test process could deadlock before the exec."""
+    limited = ("import os, resource, sys; "
+               "resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30)); "
+               "os.execv(sys.executable, [sys.executable, '-m', 'harness'] + sys.argv[1:])")
+    return subprocess.run([sys.executable, "-c", limited, "run", str(path), "--out",
                            str(tmp_path / "out"), "--backends", "manual,fd"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, preexec_fn=limit)
+                          capture_output=True, text=True, timeout=60)
 
 
 def assert_one_line(proc: subprocess.CompletedProcess, *fragments: str) -> None:
