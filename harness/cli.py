@@ -224,7 +224,7 @@ def _jobs(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cases = load_files(_default_cases(args.casefiles))
     jobs = _jobs(args)
-    if not args.timeout > 0:
+    if not 0 < args.timeout < 1e9:
         raise InputError(f"must be a positive number of seconds, got {args.timeout}", field="--timeout")
     quiet = args.quiet or args.json
     progress = None if quiet else Progress()

@@ -121,7 +121,10 @@ class UnavailableBackend:
 
 def describe(e: BaseException) -> str:
     """``Type: message`` on one line, even for an exception whose ``__str__`` raises."""
-    line = getattr(e, "xval_message", None)  # raised in a plugin's own process (isolated.py)
+    try:
+        line = getattr(e, "xval_message", None)  # raised in a plugin's own process (isolated.py)
+    except BaseException:  # noqa: BLE001 - a user's __getattr__ may raise anything
+        line = None
     if isinstance(line, str):
         return line
     try:
@@ -199,7 +202,10 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
         except NotApplicable as e:
             result.notes[backend.name] = f"not applicable to this case: {e}"
         except BaseException as e:  # noqa: BLE001 - even sys.exit() in a plugin is a record, not the end of the run
-            detail = getattr(e, "xval_detail", None)
+            try:
+                detail = getattr(e, "xval_detail", None)
+            except BaseException:  # noqa: BLE001
+                detail = None
             result.errors.append(BackendError(case.name, backend.name, describe(e),
                                               detail if isinstance(detail, str) else _traceback()))
         result.seconds[backend.name] = time.perf_counter() - t0
