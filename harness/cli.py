@@ -259,19 +259,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+_terminated = False  # SIGTERM was received
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every ``finally`` (staging directories,
     plugin processes, worker pools) runs and the previous report stays as it was."""
 
 
+def _on_sigint(signum, frame):
+    from . import runner
+
+    runner.STOP.set()  # as for SIGTERM: Ctrl-C must stop the run even if the exception is lost
+    raise KeyboardInterrupt
+
+
 def _on_sigterm(signum, frame):
-    raise _Terminated()
+    from . import runner
+
+    global _terminated
+    _terminated = True
+    runner.STOP.set()  # in case the exception below is swallowed (raised inside a finalizer or
+    raise _Terminated()  # a framework's callback); the run then stops at the next case
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored (nohup, &)
+            signal.signal(signal.SIGINT, _on_sigint)
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -288,5 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         print("interrupted; the previous report, if any, is left as it was", file=sys.stderr)
-        return 143 if isinstance(e, _Terminated) else 130
+        from . import runner
+
+        return 143 if isinstance(e, _Terminated) or _terminated else 130
     return 2

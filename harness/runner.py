@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Sequence
@@ -187,6 +188,7 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
         return result
     result = CaseResult(case, inputs)
     for backend in backends:
+        _check_stop()
         # Each backend gets its own copy: one that writes into its inputs cannot change another's.
         arrays = {k: v.copy() for k, v in inputs.items()}
         t0 = time.perf_counter()
@@ -251,12 +253,24 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
     return result
 
 
+# Set by a signal handler (the CLI's SIGTERM) besides raising: an exception raised from a
+# handler can be swallowed when the signal lands inside a framework's callback (XLA compiling,
+# say); the run then still stops at the next case or backend.
+STOP = threading.Event()
+
+
+def _check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt("stop requested")
+
+
 def run(cases: Sequence[Case], backends: Sequence[Backend],
         progress: Callable[[int, int, str], None] | None = None, *,
         trust_kinds: Collection[str] = (), allow_uncompared: bool = False) -> RunResult:
     """Run all cases; ``progress(i, n, case_name)`` is called before each case."""
     results = []
     for i, case in enumerate(cases):
+        _check_stop()
         if progress:
             progress(i, len(cases), case.name)
         results.append(run_case(case, backends, trust_kinds))
@@ -364,6 +378,7 @@ def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
     try:
         chunks = max(1, len(cases) // (8 * jobs))
         for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=chunks)):
+            _check_stop()
             if progress:
                 progress(i, len(cases), r.case.name)
             results.append(r)

@@ -167,9 +167,12 @@ def test_sigterm_during_a_run_leaves_the_previous_report(tmp_path):
     slow.write_text('[[sweep]]\nname = "s"\ncount = 400\nseed = 1\nwidth = [20, 40]\nbatch = [20, 40]\n')
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(slow), "--out", str(out), "--quiet"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        time.sleep(8)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a run behind, whatever failed above
     assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr and "left as it was" in stderr
     assert _snapshot(out) == before and not _leftovers(tmp_path)

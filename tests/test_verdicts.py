@@ -98,9 +98,34 @@ def test_ctrl_c_with_jobs_prints_no_worker_tracebacks(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(slow), "--jobs", "2", "--quiet",
                              "--out", str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(12)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        time.sleep(12)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stop_request_ends_the_run_at_the_next_case_even_if_the_exception_was_lost():
+    """A signal handler's exception raised inside a finalizer or a framework callback is
+    swallowed; the handler also sets runner.STOP, which the run checks between cases."""
+    import pytest
+
+    from harness import runner
+    from harness.backends import get
+    from harness.cases import Case
+    from harness.model import Model
+
+    model = Model((3, 4, 2), ("tanh", "softmax"), "cross_entropy", "float64")
+    seen = []
+    runner.STOP.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run([Case(f"c{i}", model, 3, i) for i in range(3)], [get("manual"), get("fd")],
+                       progress=lambda i, n, name: seen.append(name))
+    finally:
+        runner.STOP.clear()
+    assert seen == []
