@@ -305,7 +305,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         print("interrupted; the previous report, if any, is left as it was", file=sys.stderr)
-        from . import runner
-
         return 143 if isinstance(e, _Terminated) or _terminated else 130
     return 2
