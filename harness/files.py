@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import glob
 import hashlib
 import os
 import re
@@ -156,14 +157,10 @@ def _locked(out: Path, field: str) -> Iterator[None]:
 
 def _remove_leftovers(out: Path) -> None:
     """Staging and old directories of runs that were killed (we hold the lock: none is live)."""
-    for p in out.parent.glob(f".{glob_escape(out.name)}.staging-*"):
+    for p in out.parent.glob(f".{glob.escape(out.name)}.staging-*"):
         shutil.rmtree(p, ignore_errors=True)
-    for p in out.parent.glob(f".{glob_escape(out.name)}.old-*"):
+    for p in out.parent.glob(f".{glob.escape(out.name)}.old-*"):
         shutil.rmtree(p, ignore_errors=True)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _link_copy(src: Path, dst: Path) -> None:

@@ -11,14 +11,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT / "cases" / "sweeps" / "specificity.toml"
 
 
+def _run_without_disagreement(cases, backends):
+    """Run the cases; assert no backend error and no comparison out of tolerance."""
+    result = run(cases, backends)
+    assert not result.errors, [e.message for e in result.errors]
+    bad = [c.message() for c in result.comparisons if not c.passed]
+    assert not bad, bad[:5]
+    return result
+
+
 def test_no_false_alarms_on_a_sample_of_the_sweep(builtin):
     cases = load_file(SWEEP)
     assert len(cases) == 500
     sample = cases[::8]  # 63 cases spread over the whole sweep
-    result = run(sample, [builtin[n] for n in ("manual", "manual_columns", "torch", "jax")])
-    assert not result.errors, [e.message for e in result.errors]
-    bad = [c.message() for c in result.comparisons if not c.passed]
-    assert not bad, bad[:5]
+    result = _run_without_disagreement(sample, [builtin[n] for n in ("manual", "manual_columns", "torch", "jax")])
     for dtype in ("float32", "float64"):
         used = max(c.tol_used for c in result.comparisons if c.dtype == dtype)
         print(f"{dtype}: worst element uses {100 * used:.3g}% of its tolerance (margin {1 / used:.0f}×)")
@@ -43,10 +49,7 @@ def test_no_false_alarms_at_extreme_input_scales(builtin):
     assert min(scales) < 1e4 and max(scales) > 1e9 and max(scales) <= MAX_INPUT_SCALE
     assert {c.model.loss for c in sample} == {"cross_entropy", "binary_cross_entropy", "half_sse"}
     assert {c.model.dtype for c in sample} == {"float32", "float64"}
-    result = run(sample, [builtin[n] for n in ("manual", "torch", "jax", "fd")])
-    assert not result.errors, [e.message for e in result.errors]
-    bad = [c.message() for c in result.comparisons if not c.passed]
-    assert not bad, bad[:5]
+    result = _run_without_disagreement(sample, [builtin[n] for n in ("manual", "torch", "jax", "fd")])
     for dtype in ("float32", "float64"):
         every = max(c.tol_used for c in result.comparisons if c.dtype == dtype)
         fd = max(c.tol_used for c in result.comparisons if c.dtype == dtype and "fd" in c.pair)
