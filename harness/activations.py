@@ -149,19 +149,50 @@ SOFTMAX = "softmax"
 OUTPUT_ONLY = {SOFTMAX}
 ALL_NAMES = tuple(ACTIVATIONS) + (SOFTMAX,)
 
-# How each framework backend realises the definitions above. Written here, next to
-# the definitions, so that a mismatch of defaults is visible in one place.
+# How each framework realises the definitions above, as functions of the framework's
+# namespace: ``torch_forward(torch, F, z)`` and ``jax_forward(jax, jnp, z)``. Written here,
+# next to the numpy definitions and with the same constants, so that a mismatch of defaults
+# is visible in one place and no backend retypes a constant. ``DEFINITIONS`` says the same
+# in words, for the README and the report.
+TORCH: dict[str, Callable] = {
+    "identity": lambda torch, F, z: z,
+    "sigmoid": lambda torch, F, z: torch.sigmoid(z),
+    "tanh": lambda torch, F, z: torch.tanh(z),
+    "relu": lambda torch, F, z: torch.relu(z),
+    "leaky_relu": lambda torch, F, z: F.leaky_relu(z, LEAKY_SLOPE),
+    "elu": lambda torch, F, z: F.elu(z, alpha=ELU_ALPHA),
+    # not F.softplus: it returns z itself above its threshold of 20.
+    "softplus": lambda torch, F, z: torch.logaddexp(z, torch.zeros_like(z)),
+    "gelu": lambda torch, F, z: F.gelu(z, approximate="none"),
+    "gelu_tanh": lambda torch, F, z: F.gelu(z, approximate="tanh"),
+    "softmax": lambda torch, F, z: torch.softmax(z, dim=-1),
+}
+JAX: dict[str, Callable] = {
+    "identity": lambda jax, jnp, z: z,
+    "sigmoid": lambda jax, jnp, z: jax.nn.sigmoid(z),
+    "tanh": lambda jax, jnp, z: jnp.tanh(z),
+    "relu": lambda jax, jnp, z: jax.nn.relu(z),
+    # not jax.nn.leaky_relu: its `z >= 0` gives gradient 1 at z = 0, we define the slope.
+    "leaky_relu": lambda jax, jnp, z: jnp.where(z > 0, z, LEAKY_SLOPE * z),
+    "elu": lambda jax, jnp, z: jax.nn.elu(z, alpha=ELU_ALPHA),
+    "softplus": lambda jax, jnp, z: jnp.logaddexp(z, 0.0),
+    # jax.nn.gelu defaults to the tanh approximation; "gelu" here is the exact form.
+    "gelu": lambda jax, jnp, z: jax.nn.gelu(z, approximate=False),
+    "gelu_tanh": lambda jax, jnp, z: jax.nn.gelu(z, approximate=True),
+    "softmax": lambda jax, jnp, z: jax.nn.softmax(z, axis=-1),
+}
+
 DEFINITIONS: dict[str, dict[str, str]] = {
     "identity": {"torch": "z", "jax": "z"},
     "sigmoid": {"torch": "torch.sigmoid", "jax": "jax.nn.sigmoid"},
     "tanh": {"torch": "torch.tanh", "jax": "jnp.tanh"},
     "relu": {"torch": "torch.relu (grad 0 at 0)", "jax": "jax.nn.relu (grad 0 at 0)"},
     "leaky_relu": {
-        "torch": "F.leaky_relu(z, 0.01) (grad 0.01 at 0)",
-        # jax.nn.leaky_relu uses `z >= 0`, whose grad at 0 is 1, not 0.01.
-        "jax": "jnp.where(z > 0, z, 0.01 * z)",
+        "torch": f"F.leaky_relu(z, {LEAKY_SLOPE}) (grad {LEAKY_SLOPE} at 0)",
+        # jax.nn.leaky_relu uses `z >= 0`, whose grad at 0 is 1, not the slope.
+        "jax": f"jnp.where(z > 0, z, {LEAKY_SLOPE} * z)",
     },
-    "elu": {"torch": "F.elu(z, alpha=1.0)", "jax": "jax.nn.elu(z, alpha=1.0)"},
+    "elu": {"torch": f"F.elu(z, alpha={ELU_ALPHA})", "jax": f"jax.nn.elu(z, alpha={ELU_ALPHA})"},
     "softplus": {
         # F.softplus returns z itself above threshold=20 (an error of ~2e-9).
         "torch": "torch.logaddexp(z, 0)",

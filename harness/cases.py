@@ -23,9 +23,12 @@ from .activations import ACTIVATIONS, ALL_NAMES, OUTPUT_ONLY, SOFTMAX
 from .errors import InputError, did_you_mean
 from .losses import LOSSES
 from .model import DTYPES, Model
+from .network import Network
 
 CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "batch",
-             "dtype", "seed", "input_scale", "values"}
+             "dtype", "seed", "input_scale", "values", "network", "input", "l2", "l2_form"}
+# Keys of the network form only (harness.network_cases); the MLP form refuses them.
+NETWORK_ONLY_KEYS = ("input", "l2", "l2_form")
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
               "batch", "input_scale"}
 TOP_KEYS = {"case", "sweep"}
@@ -65,7 +68,7 @@ class Case:
     """One network with its inputs: a ``Model`` plus batch, seed and explicit values."""
 
     name: str
-    model: Model
+    model: Model | Network
     batch: int
     seed: int
     source: str = "<memory>"
@@ -81,6 +84,9 @@ class Case:
         to the case dtype. Explicit ``values`` replace their draw afterwards, so
         overriding one array leaves the others' bits unchanged.
         """
+        if isinstance(self.model, Network):
+            from .network_cases import draw_arrays
+            return draw_arrays(self)
         model, m = self.model, self.batch
         rng = np.random.default_rng(self.seed)
         n_out = model.layers[-1]
@@ -141,8 +147,12 @@ def memory_limit() -> int:
     return int(MEMORY_FRACTION * physical_memory())
 
 
-def _memory_parts(model: Model, batch: int) -> tuple[int, int, int]:
+def _memory_parts(model: Model | Network, batch: int) -> tuple[int, int, int]:
     """(kept, compiled, working) bytes of one case; see ``memory_estimate``."""
+    if isinstance(model, Network):
+        from .network_cases import memory_parts
+        return memory_parts(model, batch, N_BACKENDS, CASE_BYTES, COMPARISON_BYTES,
+                            COMPILED_BYTES, COMPILED_BYTES_PER_LAYER)
     s = model.np_dtype.itemsize
     P = model.n_params
     m, n = batch, model.layers
@@ -221,8 +231,11 @@ class _MemoryBudget:
         alone = BASE_BYTES + kept + compiled + working
         if alone > self.limit:
             # Name what makes it large: the batch (activations) or the layer sizes (parameters).
-            fld = batch_field if batch * sum(model.layers) > model.n_params else size_field
-            what = f"{name} ({'-'.join(map(str, model.layers))}, batch {batch}) " if name else ""
+            if isinstance(model, Network):
+                fld, what = batch_field, (f"{name} ({model.describe()}, batch {batch}) " if name else "")
+            else:
+                fld = batch_field if batch * sum(model.layers) > model.n_params else size_field
+                what = f"{name} ({'-'.join(map(str, model.layers))}, batch {batch}) " if name else ""
             f.fail(fld, f"case too large: {what}needs about {_gib(alone)} of memory to run "
                         f"(estimated, see harness.cases.memory_estimate); {self._machine()}")
         if (model, batch) not in self.shapes:
@@ -425,6 +438,12 @@ def _parse_case(raw: dict, src: str, label: str, budget: _MemoryBudget) -> Case:
     name = f.get("name", str)
     if not name.strip():
         f.fail("name", "must not be empty")
+    if "network" in raw:
+        return _parse_network_case(f, name, src, budget)
+    for key in NETWORK_ONLY_KEYS:
+        if key in raw:
+            f.fail(key, f"`{key}` belongs to the network form: write the MLP as "
+                        "network = [{layer = \"dense\", units = ..., activation = ...}, ...]")
     layers = f.get("layers", list, what="an array of layer sizes [n_0, ..., n_L]")
     if len(layers) < 2:
         f.fail("layers", f"needs at least [n_0, n_1], got {_show(layers)}")
@@ -439,6 +458,10 @@ def _parse_case(raw: dict, src: str, label: str, budget: _MemoryBudget) -> Case:
     L = len(layers) - 1
     loss = f.get("loss", str)
     if loss not in LOSSES:
+        from .catalog import NETWORK_LOSSES
+        if loss in NETWORK_LOSSES:
+            f.fail("loss", f"{loss} is available in the network form: network = [{{layer = "
+                           "\"dense\", units = ...}, ...] with its scores as the last layer")
         f.fail("loss", f"unknown loss {_show(loss)}{did_you_mean(loss, LOSSES)}; "
                        f"known: {', '.join(LOSSES)}")
     acts = _parse_activations(f, L, loss)
@@ -472,6 +495,38 @@ def _parse_case(raw: dict, src: str, label: str, budget: _MemoryBudget) -> Case:
     if "y" in values and values["y"].shape[0] != batch:
         f.fail("values.y", f"has {values['y'].shape[0]} labels, batch is {batch}")
     return Case(name, model, batch, seed, src, float(scale), description, values)
+
+
+def _common(f: _Fields) -> tuple[str, int, float, str]:
+    """dtype, seed, input_scale, description: the same in both forms."""
+    dtype = f.get("dtype", str, "float64")
+    if dtype not in DTYPES:
+        f.fail("dtype", f"unknown dtype {_show(dtype)}{did_you_mean(dtype, DTYPES)}; "
+                        "known: float32, float64")
+    seed = f.int_range("seed", 0, 0, MAX_SEED)
+    scale = f.get("input_scale", (int, float), 1.0)
+    # Compared, not converted: float() of an integer beyond 1e308 raises, and NaN fails both.
+    if not 0 < scale <= MAX_INPUT_SCALE:
+        f.fail("input_scale", f"must be a number in (0, {MAX_INPUT_SCALE:g}], got {_show(scale)}")
+    return dtype, seed, float(scale), f.get("description", str, "")
+
+
+def _parse_network_case(f: _Fields, name: str, src: str, budget: _MemoryBudget) -> Case:
+    from . import network_cases as nc
+
+    loss = f.get("loss", str)
+    dtype, seed, scale, description = _common(f)
+    net = nc.parse_network(f, loss, dtype, MAX_DIM, MAX_DEPTH)
+    batch = f.int_range("batch", None, 1, MAX_DIM)
+    values = nc.parse_values(f, net, batch)
+    if batch is None:
+        if "X" not in values:
+            f.fail("batch", "missing required field (or give values.X)")
+        batch = values["X"].shape[0]
+    nc.check_batch(f, net, batch)
+    budget.add(f, net, batch, extra=sum(v.nbytes for v in values.values()),
+               batch_field="batch", size_field="network", sum_field="batch")
+    return Case(name, net, batch, seed, src, scale, description, values)
 
 
 def _parse_activations(f: _Fields, L: int, loss: str) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 from .activations import ACTIVATIONS, SOFTMAX
 from .backends.manual import ManualBackend
 from .cases import Case
+from .network import Network, backward_terms
 
 Array = np.ndarray
 FLOOR_FACTOR = 8.0
@@ -72,7 +73,13 @@ def term_magnitudes(case: Case, inputs: dict[str, Array]) -> dict[str, Array]:
 
 
 def rounding_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]:
-    """FLOOR_FACTOR · ε(case dtype) · T per quantity: the per-element allowance for rounding."""
+    """FLOOR_FACTOR · ε(case dtype) · T per quantity: the per-element allowance for rounding.
+
+    A catalog network gets it for its backward quantities, from each layer's
+    ``backward_terms`` (``network.backward_terms``); its forward values get none."""
     eps = float(np.finfo(case.model.np_dtype).eps)
+    if isinstance(case.model, Network):
+        with np.errstate(all="ignore"):
+            return {q: FLOOR_FACTOR * eps * t for q, t in backward_terms(case.model, inputs).items()}
     with np.errstate(all="ignore"):
         return {q: FLOOR_FACTOR * eps * t for q, t in term_magnitudes(case, inputs).items()}

@@ -7,6 +7,7 @@ from typing import Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from ..model import Model
+from ..network import Network
 
 Array = np.ndarray
 
@@ -46,7 +47,7 @@ def kind_of(backend: object) -> str:
     return kind if isinstance(kind, str) and kind in KINDS else "analytic"
 
 
-def check_output(model: Model, result: object, m: int) -> dict[str, Array]:
+def check_output(model: Model | Network, result: object, m: int) -> dict[str, Array]:
     """Validate keys, shapes and dtype of a backend's result; return the quantities to compare.
 
     ``J``, ``dW{l}``, ``db{l}`` are required; the per-layer ``z{l}``, ``a{l}``, ``dz{l}``,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import Model
+from ..network import Network
 
 Array = np.ndarray
 
@@ -48,21 +49,10 @@ class JaxBackend:
 
         self.jax, self.jnp = jax, jnp
         self.cache_dir = enable_compilation_cache(jax)
-        # The definitions of harness.activations, in jax ops (see activations.DEFINITIONS).
-        self.act = {
-            "identity": lambda z: z,
-            "sigmoid": jax.nn.sigmoid,
-            "tanh": jnp.tanh,
-            "relu": jax.nn.relu,
-            # not jax.nn.leaky_relu: its `z >= 0` gives gradient 1 at z = 0, we define 0.01.
-            "leaky_relu": lambda z: jnp.where(z > 0, z, 0.01 * z),
-            "elu": lambda z: jax.nn.elu(z, alpha=1.0),
-            "softplus": lambda z: jnp.logaddexp(z, 0.0),
-            # jax.nn.gelu defaults to the tanh approximation; "gelu" here is the exact form.
-            "gelu": lambda z: jax.nn.gelu(z, approximate=False),
-            "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
-            "softmax": lambda z: jax.nn.softmax(z, axis=1),
-        }
+        from ..activations import JAX
+
+        # The definitions of harness.activations, in jax ops: written there, with its constants.
+        self.act = {name: (lambda z, f=f: f(jax, jnp, z)) for name, f in JAX.items()}
         self._compiled: dict[tuple, object] = {}
 
     def _value_and_grad(self, activations: tuple[str, ...], loss: str):
@@ -99,7 +89,9 @@ class JaxBackend:
             self._compiled[key] = jax.jit(jax.value_and_grad(J, argnums=(0, 1), has_aux=True))
         return self._compiled[key]
 
-    def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
+    def gradients(self, model: Model | Network, arrays: dict[str, Array]) -> dict[str, Array]:
+        if isinstance(model, Network):
+            return self._network_gradients(model, arrays)
         jnp = self.jnp
         dt = model.np_dtype
         params = [(jnp.asarray(arrays[f"W{l}"], dtype=dt), jnp.asarray(arrays[f"b{l}"], dtype=dt))
@@ -118,6 +110,59 @@ class JaxBackend:
             out[f"dz{l}"] = np.asarray(dz[l - 1])
             if l < model.L:
                 out[f"da{l}"] = np.asarray(da[l - 1])
+        return out
+
+    def _network_value_and_grad(self, net: Network):
+        """One jitted function per network (its layers, loss and L2 are static)."""
+        key = ("network", net)
+        if key not in self._compiled:
+            from types import SimpleNamespace
+
+            from ..catalog import LAYERS, NETWORK_LOSSES
+
+            jax, jnp = self.jax, self.jnp
+            fw = SimpleNamespace(jax=jax, jnp=jnp)
+
+            def J(params, taps, X, T, inputs):
+                # taps: zeros added to every z{i}, a{i}; ∂J/∂tap is ∂J/∂value on the real graph.
+                m = X.shape[0]
+                a = X
+                values = {}
+                for spec in net.network:
+                    layer = LAYERS[spec.kind]
+                    p = {local: params[spec.key(local)] for local in layer.params(spec)}
+                    inp = {local: inputs[spec.key(local)] for local in layer.inputs(spec, m)}
+                    y = layer.jax(spec, fw, a, p, inp)
+                    if spec.activation:
+                        y = y + taps[f"z{spec.index}"]
+                        values[f"z{spec.index}"] = y
+                        y = self.act[spec.activation](y)
+                    y = y + taps[f"a{spec.index}"]
+                    values[f"a{spec.index}"] = y
+                    a = y
+                J = NETWORK_LOSSES[net.loss].jax(fw, a, T)
+                c = net.l2_coefficient(m)
+                if c:
+                    J = J + c * sum(jnp.sum(params[k] * params[k]) for k in net.regularised())
+                return J, values
+
+            self._compiled[key] = jax.jit(jax.value_and_grad(J, argnums=(0, 1), has_aux=True))
+        return self._compiled[key]
+
+    def _network_gradients(self, net: Network, arrays: dict[str, Array]) -> dict[str, Array]:
+        jnp, dt = self.jnp, net.np_dtype
+        m = arrays["X"].shape[0]
+        params = {k: jnp.asarray(arrays[k], dtype=dt) for k in net.param_shapes()}
+        inputs = {k: jnp.asarray(arrays[k], dtype=dt) for k in net.input_specs(m)}
+        taps = {q: jnp.zeros(net.shape_of(q, m), dtype=dt)
+                for q in net.intermediates() if not q.startswith("d")}
+        T = {k: jnp.asarray(arrays[k]) for k in ("y", "Y") if k in arrays}
+        fn = self._network_value_and_grad(net)
+        (J, values), (grads, dtaps) = fn(params, taps, jnp.asarray(arrays["X"], dtype=dt), T, inputs)
+        out = {"J": np.asarray(J)}
+        out.update({f"d{k}": np.asarray(g) for k, g in grads.items()})
+        for q, v in values.items():
+            out[q], out[f"d{q}"] = np.asarray(v), np.asarray(dtaps[q])
         return out
 
     def jacobian(self, op: str, x: Array, **kw) -> Array:

@@ -17,6 +17,7 @@ import numpy as np
 from ..activations import ACTIVATIONS, SOFTMAX, forward as g
 from ..losses import cost
 from ..model import Model
+from ..network import Network, backprop
 
 Array = np.ndarray
 
@@ -53,7 +54,9 @@ class ManualBackend:
     name = "manual"
     kind = "analytic"
 
-    def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
+    def gradients(self, model: Model | Network, arrays: dict[str, Array]) -> dict[str, Array]:
+        if isinstance(model, Network):  # a stack of catalog layers: each one's own backward
+            return backprop(model, arrays)
         z, a = forward_pass(model, arrays)
         L, Y = model.L, arrays["Y"]
         m = arrays["X"].shape[0]

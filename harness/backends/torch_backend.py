@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Model
+from ..network import Network
 
 Array = np.ndarray
 
@@ -23,22 +24,14 @@ class TorchBackend:
         import torch.nn.functional as F
 
         self.torch, self.F = torch, F
-        # The definitions of harness.activations, in torch ops (see activations.DEFINITIONS).
-        self.act = {
-            "identity": lambda z: z,
-            "sigmoid": torch.sigmoid,
-            "tanh": torch.tanh,
-            "relu": torch.relu,
-            "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
-            "elu": lambda z: F.elu(z, alpha=1.0),
-            # not F.softplus: it returns z itself above its threshold of 20.
-            "softplus": lambda z: torch.logaddexp(z, torch.zeros_like(z)),
-            "gelu": lambda z: F.gelu(z, approximate="none"),
-            "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
-            "softmax": lambda z: torch.softmax(z, dim=1),
-        }
+        from ..activations import TORCH
 
-    def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
+        # The definitions of harness.activations, in torch ops: written there, with its constants.
+        self.act = {name: (lambda z, f=f: f(torch, F, z)) for name, f in TORCH.items()}
+
+    def gradients(self, model: Model | Network, arrays: dict[str, Array]) -> dict[str, Array]:
+        if isinstance(model, Network):
+            return self._network_gradients(model, arrays)
         torch = self.torch
         X = torch.from_numpy(np.ascontiguousarray(arrays["X"]))
         names = list(model.param_shapes())
@@ -66,6 +59,46 @@ class TorchBackend:
             out[f"dz{l}"] = grads[len(params) + l - 1].numpy()
             if l < L:
                 out[f"da{l}"] = grads[len(params) + L + l - 1].numpy()
+        return out
+
+    def _network_gradients(self, net: Network, arrays: dict[str, Array]) -> dict[str, Array]:
+        """Each catalog layer's torch forward, then one ``torch.autograd.grad`` of J for the
+        parameters and every recorded intermediate (z{i}, a{i}) of the real graph."""
+        from types import SimpleNamespace
+
+        from ..catalog import LAYERS, NETWORK_LOSSES
+
+        torch = self.torch
+        fw = SimpleNamespace(torch=torch, F=self.F)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        keys = list(net.param_shapes())
+        params = {k: torch.from_numpy(np.array(arrays[k])).requires_grad_() for k in keys}
+        m = arrays["X"].shape[0]
+        a = t["X"]
+        values: dict[str, object] = {}
+        for spec in net.network:
+            layer = LAYERS[spec.kind]
+            p = {local: params[spec.key(local)] for local in layer.params(spec)}
+            inp = {local: t[spec.key(local)] for local in layer.inputs(spec, m)}
+            y = layer.torch(spec, fw, a, p, inp)
+            if spec.activation:
+                values[f"z{spec.index}"] = y
+                y = self.act[spec.activation](y)
+            values[f"a{spec.index}"] = y
+            a = y
+        J = NETWORK_LOSSES[net.loss].torch(fw, a, t)
+        c = net.l2_coefficient(m)
+        if c:
+            J = J + c * sum((params[k] * params[k]).sum() for k in net.regularised())
+        names = list(values)
+        grads = torch.autograd.grad(J, [params[k] for k in keys] + [values[q] for q in names],
+                                    allow_unused=True)
+        out = {"J": J.detach().numpy()}
+        out.update({f"d{k}": g.numpy() for k, g in zip(keys, grads)})
+        for q, g in zip(names, grads[len(keys):]):
+            out[q] = values[q].detach().numpy()
+            if g is not None:
+                out[f"d{q}"] = g.numpy()
         return out
 
     def _cost(self, model: Model, z_L, a_L, arrays: dict[str, Array]):

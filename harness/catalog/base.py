@@ -1,0 +1,152 @@
+"""What every catalog layer declares: attributes, shapes, parameters, and four forwards.
+
+A layer type is one object (``Layer``) holding, in one place:
+- its attributes and how they are checked (``Attr``), and the shape it makes of its input;
+- its parameters (name, shape, how they are drawn, whether L2 applies to them) and any
+  extra input it needs (dropout's mask), keyed ``{name}{i}`` in the case's arrays;
+- ``forward`` / ``backward`` in numpy: the manual arm, backward written by hand beneath its
+  forward (micrograd's layout), the derivation in the docstring;
+- ``torch`` / ``jax``: the same forward in the framework's ops, given the framework's
+  namespace (``fw.torch``, ``fw.F`` or ``fw.jax``, ``fw.jnp``) so that nothing here imports
+  a framework. Autograd and ``jax.grad`` do those backwards.
+
+Shapes are per example (no batch axis): ``(n,)``, later ``(C, H, W)`` or ``(T, D)``.
+Arrays carry the batch axis first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+Array = np.ndarray
+Shape = tuple[int, ...]
+REQUIRED = object()
+
+
+class LayerError(ValueError):
+    """A layer's attribute or input shape is wrong: ``field`` names the attribute (or "")."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute: accepted Python types, default (REQUIRED if none), a check that returns
+    an error message or None, and a line for the catalog table."""
+
+    types: tuple[type, ...]
+    default: Any = REQUIRED
+    check: Callable[[Any], str | None] | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter: its shape, how it is drawn (``draw(rng, shape)``, float64), and whether the
+    case's L2 penalty applies to it (weight matrices yes; biases, gamma, beta no)."""
+
+    shape: Shape
+    draw: Callable[[np.random.Generator, Shape], Array]
+    regularised: bool = False
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One layer of one network: its type, checked attributes, index (from 1) and shapes."""
+
+    kind: str
+    attrs: tuple[tuple[str, Any], ...]
+    index: int
+    in_shape: Shape
+    out_shape: Shape
+
+    def __getitem__(self, name: str) -> Any:
+        return dict(self.attrs)[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict(self.attrs).get(name, default)
+
+    @property
+    def activation(self) -> str | None:
+        """The fused activation (dense now, conv later), or None."""
+        return self.get("activation")
+
+    def key(self, name: str) -> str:
+        """The array key of this layer's parameter or input ``name``: W3, gamma2, h0_3."""
+        return f"{name}_{self.index}" if name[-1].isdigit() else f"{name}{self.index}"
+
+    def label(self) -> str:
+        """How messages and reports name the layer: "layer 3 (batchnorm)"."""
+        return f"layer {self.index} ({self.kind})"
+
+    def describe(self) -> str:
+        """Short form for one-line summaries: dense32/tanh, dropout(0.3), batchnorm."""
+        return LAYERS[self.kind].describe(self)
+
+
+class Layer:
+    """Base class of a catalog layer type. Subclasses set the class attributes and override
+    what applies; defaults describe a layer without parameters that keeps its input's shape."""
+
+    name: str = ""
+    attrs: dict[str, Attr] = {}
+    formula: str = ""  # forward, as a learner writes it
+    derivative: str = ""  # backward, the hand-written formula
+    torch_name: str = ""  # the framework counterparts, for the catalog table
+    jax_name: str = ""
+    differences: str = ""  # where the frameworks' defaults differ from ours
+    fused_activation: bool = False  # accepts `activation`: a^[i] = g(z^[i]), z^[i] the layer's output
+
+    def out_shape(self, spec_attrs: dict[str, Any], in_shape: Shape) -> Shape:
+        return in_shape
+
+    def params(self, spec: Spec) -> dict[str, Param]:
+        return {}
+
+    def inputs(self, spec: Spec, batch: int) -> dict[str, tuple[Shape, Callable]]:
+        """Extra input arrays (not differentiated): local name -> (full shape, draw(rng, shape))."""
+        return {}
+
+    def check_input(self, spec: Spec, name: str, value: Array) -> str | None:
+        """An error message for an explicit extra input that does not fit, else None."""
+        return None
+
+    def check_batch(self, spec: Spec, batch: int) -> str | None:
+        """An error message when the layer cannot work on this batch size, else None."""
+        return None
+
+    def forward(self, spec: Spec, x: Array, p: dict[str, Array], inp: dict[str, Array]) -> tuple[Array, Any]:
+        raise NotImplementedError
+
+    def backward(self, spec: Spec, dy: Array, cache: Any) -> tuple[Array, dict[str, Array]]:
+        raise NotImplementedError
+
+    def torch(self, spec: Spec, fw: Any, x: Any, p: dict[str, Any], inp: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def jax(self, spec: Spec, fw: Any, x: Any, p: dict[str, Any], inp: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def backward_terms(self, spec: Spec, T_dy: Array, cache: Any) -> tuple[Array, dict[str, Array]] | None:
+        """For the rounding floor: the magnitudes T of the terms each backward output is summed
+        from, given ``T_dy`` (the terms of dy, with the rounding dy brings). A correct float
+        backward errs by a few ε·T, however small the result: db of a dense layer feeding a
+        batch norm is exactly 0 in exact arithmetic, Σ dz of terms that cancel. None: no floor."""
+        return None
+
+    def kink_sides(self, spec: Spec, x: Array) -> Array | None:
+        """For finite differences: which side of a kink each element of the input is on, or
+        None for a smooth layer. A nudge that changes any side is inconclusive."""
+        return None
+
+    def describe(self, spec: Spec) -> str:
+        return self.name
+
+
+# Filled by harness.catalog: name -> Layer.
+LAYERS: dict[str, Layer] = {}

@@ -1,0 +1,90 @@
+"""dense: z = a_prev W + b, acting on the last axis (per example, per step, per position)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import Array, Attr, Layer, Param, Spec
+
+
+def _positive(v: int) -> str | None:
+    return None if v >= 1 else f"must be a positive integer, got {v}"
+
+
+def _fan_in(rng: np.random.Generator, shape: tuple[int, ...]) -> Array:
+    return rng.standard_normal(shape) / math.sqrt(shape[0])
+
+
+def _small(rng: np.random.Generator, shape: tuple[int, ...]) -> Array:
+    return rng.standard_normal(shape) * 0.1
+
+
+class Dense(Layer):
+    """z = a_prev W + b with W n_prev×units and b 1×units, on the last axis of a_prev.
+
+    Backward, with dz = ∂J/∂z (same shape as z) and the leading axes flattened into rows
+    (each row an example, or an example's step):
+        dW = a_prevᵀ dz        the sum over rows of outer products a_prev⁽ʳ⁾ᵀ dz⁽ʳ⁾
+        db = Σ_rows dz         b is added to every row
+        da_prev = dz Wᵀ
+    The 1/m of J is already in dz; it is not applied again here.
+    """
+
+    name = "dense"
+    attrs = {
+        "units": Attr((int,), check=_positive, doc="output width n_i"),
+        "activation": Attr((str,), None, doc="fused g: a = g(z), z kept as z{i}"),
+        "bias": Attr((bool,), True, doc="add b"),
+    }
+    formula = "z = a_prev W + b (on the last axis)"
+    derivative = "dW = a_prevᵀ dz, db = Σ_rows dz, da_prev = dz Wᵀ"
+    torch_name = "x @ W + b (nn.Linear stores Wᵀ: weight is units×n_prev)"
+    jax_name = "x @ W + b (flax.linen.Dense stores W as n_prev×units, like here)"
+    differences = "torch's nn.Linear weight is the transpose of W; the harness passes W itself."
+    fused_activation = True
+
+    def out_shape(self, attrs, in_shape):
+        return in_shape[:-1] + (attrs["units"],)
+
+    def params(self, spec: Spec) -> dict[str, Param]:
+        n_prev, n = spec.in_shape[-1], spec["units"]
+        out = {"W": Param((n_prev, n), _fan_in, regularised=True)}
+        if spec["bias"]:
+            out["b"] = Param((1, n), _small)
+        return out
+
+    def forward(self, spec, x, p, inp):
+        z = x @ p["W"]
+        if "b" in p:
+            z = z + p["b"]
+        return z, (x, p["W"])
+
+    def backward(self, spec, dz, cache):
+        a_prev, W = cache
+        rows_a, rows_dz = a_prev.reshape(-1, a_prev.shape[-1]), dz.reshape(-1, dz.shape[-1])
+        grads = {"W": rows_a.T @ rows_dz}
+        if spec["bias"]:
+            grads["b"] = rows_dz.sum(axis=0, keepdims=True)
+        return dz @ W.T, grads
+
+    def backward_terms(self, spec, T_dz, cache):
+        a_prev, W = cache
+        rows_a, rows_T = np.abs(a_prev.reshape(-1, a_prev.shape[-1])), T_dz.reshape(-1, T_dz.shape[-1])
+        terms = {"W": rows_a.T @ rows_T}
+        if spec["bias"]:
+            terms["b"] = rows_T.sum(axis=0, keepdims=True)
+        return T_dz @ np.abs(W).T, terms
+
+    def torch(self, spec, fw, x, p, inp):
+        z = x @ p["W"]
+        return z + p["b"] if "b" in p else z
+
+    def jax(self, spec, fw, x, p, inp):
+        z = x @ p["W"]
+        return z + p["b"] if "b" in p else z
+
+    def describe(self, spec):
+        act = f"/{spec.activation}" if spec.activation else ""
+        return f"dense{spec['units']}{act}" + ("" if spec["bias"] else "(no bias)")

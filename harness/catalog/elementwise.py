@@ -1,0 +1,76 @@
+"""Activations as layers of their own (relu, tanh, ...) and softmax over the last axis.
+
+The definitions (g, g', the framework forms and their constants) live in
+``harness.activations``; a layer here only says how the network applies them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations as act
+from .base import Layer
+
+
+def act_backward(name: str, dy, z, y):
+    """∂J/∂z from ∂J/∂a for a = g(z): dy ∘ g'(z) for an elementwise g; for softmax the
+    row-times-Jacobian product dy (diag(ŷ) − ŷᵀŷ) = ŷ ∘ (dy − Σ_k dy_k ŷ_k), on the last axis."""
+    if name == act.SOFTMAX:
+        return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+    return dy * act.ACTIVATIONS[name].g_prime(z)
+
+
+def act_backward_terms(name: str, T_dy, z, y):
+    """The |terms| of ``act_backward``: T_dy through |g'(z)| (softmax: |ŷ|(T_dy + Σ T_dy|ŷ|)),
+    plus g'(z)'s own rounding, |dy|-sized, left to the caller's ε factor."""
+    if name == act.SOFTMAX:
+        return np.abs(y) * (T_dy + (T_dy * np.abs(y)).sum(axis=-1, keepdims=True))
+    return T_dy * (np.abs(act.ACTIVATIONS[name].g_prime(z)) + 1.0)
+
+
+def act_kinks(name: str, z):
+    """Which side of each kink z is on (an integer per element), or None for a smooth g."""
+    kinks = act.ACTIVATIONS[name].kinks if name in act.ACTIVATIONS else ()
+    if not kinks:
+        return None
+    return sum(np.sign(z - k).astype(np.int8) for k in kinks)
+
+
+class Activation(Layer):
+    """a = g(x) elementwise; backward da_prev = da ∘ g'(x) (the diagonal Jacobian diag(g'(x)))."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.attrs = {}
+        if name == act.SOFTMAX:
+            self.formula = "ŷ = e^x / Σ_k e^(x_k), over the last axis"
+            self.derivative = "dx = ŷ ∘ (dŷ − Σ_k dŷ_k ŷ_k)  (Jacobian diag(ŷ) − ŷᵀŷ)"
+        else:
+            a = act.ACTIVATIONS[name]
+            self.formula, self.derivative = f"a = {a.formula}", f"dx = da ∘ g'(x), g'(x) = {a.derivative}"
+        self.torch_name = act.DEFINITIONS[name]["torch"]
+        self.jax_name = act.DEFINITIONS[name]["jax"]
+
+    def forward(self, spec, x, p, inp):
+        y = act.forward(self.name, x)
+        return y, (x, y)
+
+    def backward(self, spec, dy, cache):
+        x, y = cache
+        return act_backward(self.name, dy, x, y), {}
+
+    def backward_terms(self, spec, T_dy, cache):
+        x, y = cache
+        return act_backward_terms(self.name, T_dy, x, y), {}
+
+    def torch(self, spec, fw, x, p, inp):
+        return act.TORCH[self.name](fw.torch, fw.F, x)
+
+    def jax(self, spec, fw, x, p, inp):
+        return act.JAX[self.name](fw.jax, fw.jnp, x)
+
+    def kink_sides(self, spec, x):
+        return act_kinks(self.name, x)
+
+
+ACTIVATION_LAYERS = [Activation(n) for n in act.ALL_NAMES]

@@ -1,0 +1,276 @@
+"""A network as a stack of catalog layers, and its reference forward and backward in numpy.
+
+``Network`` is the model of a case written with ``network = [...]``: the per-example input
+shape, the layer specs (from ``harness.catalog``), the loss, the dtype and the L2 penalty.
+It answers the same questions as ``Model`` (the quantities a backend returns, their shapes
+and order), so the runner, the comparison and the reports treat both alike.
+
+Names (layer i counted from 1): the output of layer i is ``a{i}``; a layer with a fused
+activation also has its pre-activation ``z{i}``; the backward gives ``da{i}`` = ∂J/∂a^[i] and
+``dz{i}`` = ∂J/∂z^[i]; parameters are ``{name}{i}`` (``W1``, ``gamma2``) and their gradients
+``d{name}{i}``; extra inputs (dropout's mask) ``{name}{i}`` too.
+
+``backprop`` walks the layers calling each one's hand-written backward: it is the manual
+arm. It never imports torch or jax.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .activations import forward as act_forward
+from .catalog import LAYERS, NETWORK_LOSSES, Spec, act_backward, act_kinks, l2_coefficient
+from .catalog.elementwise import act_backward_terms
+
+Array = np.ndarray
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Network:
+    """A stack of catalog layers in the row-vector convention (batch first)."""
+
+    input: tuple[int, ...]
+    network: tuple[Spec, ...]
+    loss: str
+    dtype: str
+    l2: float = 0.0
+    l2_form: str = "half"
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def L(self) -> int:
+        """The number of layers."""
+        return len(self.network)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.network[-1].out_shape
+
+    def param_specs(self) -> dict[str, tuple[Spec, str, Any]]:
+        """{key: (layer spec, local name, Param)} in layer order."""
+        out = {}
+        for spec in self.network:
+            for local, param in LAYERS[spec.kind].params(spec).items():
+                out[spec.key(local)] = (spec, local, param)
+        return out
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: p.shape for k, (_, _, p) in self.param_specs().items()}
+
+    def regularised(self) -> list[str]:
+        """The parameters the L2 term covers: weight matrices, not biases, gamma or beta."""
+        return [k for k, (_, _, p) in self.param_specs().items() if p.regularised]
+
+    def input_specs(self, m: int) -> dict[str, tuple[Spec, str, tuple[int, ...], Callable]]:
+        """Extra inputs (not differentiated): {key: (spec, local name, shape, draw)}."""
+        out = {}
+        for spec in self.network:
+            for local, (shape, draw) in LAYERS[spec.kind].inputs(spec, m).items():
+                out[spec.key(local)] = (spec, local, shape, draw)
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def quantities(self) -> list[str]:
+        """Required of every backend: J and d{key} for every parameter."""
+        return ["J"] + [f"d{k}" for k in self.param_shapes()]
+
+    def _values(self) -> list[tuple[str, Spec]]:
+        out = []
+        for spec in self.network:
+            if spec.activation:
+                out.append((f"z{spec.index}", spec))
+            out.append((f"a{spec.index}", spec))
+        return out
+
+    def intermediates(self) -> list[str]:
+        """Optional: forward z{i}, a{i}; backward da{n}, dz{n}, da{n-1}, ... in the order of the pass."""
+        forward = [q for q, _ in self._values()]
+        backward = []
+        for spec in reversed(self.network):
+            backward.append(f"da{spec.index}")
+            if spec.activation:
+                backward.append(f"dz{spec.index}")
+        return forward + backward
+
+    def optional(self) -> list[str]:
+        return self.intermediates() + ["Jv"]
+
+    def algorithm_order(self) -> list[str]:
+        """J and the forward values, then per layer from the top: da, dz, its parameters' d."""
+        order = ["J"] + [q for q, _ in self._values()]
+        params = self.param_specs()
+        for spec in reversed(self.network):
+            order.append(f"da{spec.index}")
+            if spec.activation:
+                order.append(f"dz{spec.index}")
+            order += [f"d{k}" for k, (s, _, _) in params.items() if s is spec]
+        return order
+
+    def shape_of(self, quantity: str, m: int) -> tuple[int, ...]:
+        if quantity == "J":
+            return ()
+        if quantity == "Jv":
+            from .directional import N_DIRECTIONS
+            return (N_DIRECTIONS,)
+        shapes = self.param_shapes()
+        if quantity.startswith("d") and quantity[1:] in shapes:
+            return shapes[quantity[1:]]
+        match = re.fullmatch(r"d?[za](\d+)", quantity)
+        if match:
+            return (m, *self.network[int(match.group(1)) - 1].out_shape)
+        raise KeyError(quantity)
+
+    @staticmethod
+    def layer_of(quantity: str) -> int | None:
+        match = re.search(r"(\d+)$", quantity)
+        return int(match.group(1)) if match else None
+
+    def shape_seed(self) -> tuple[int, ...]:
+        """Integers that identify the parameter shapes (seeds the directional check's v)."""
+        return tuple(n for s in self.param_shapes().values() for n in (len(s), *s))
+
+    def describe(self) -> str:
+        arch = " ".join(s.describe() for s in self.network)
+        l2 = f" l2={self.l2:g}({self.l2_form})" if self.l2 else ""
+        return f"[{'×'.join(map(str, self.input))}] {arch} {self.loss}{l2} {self.dtype}"
+
+    def l2_coefficient(self, m: int) -> float:
+        return l2_coefficient(self.l2, self.l2_form, m) if self.l2 else 0.0
+
+
+def _layer_arrays(spec: Spec, arrays: Mapping[str, Array], names) -> dict[str, Array]:
+    return {local: arrays[spec.key(local)] for local in names}
+
+
+def layer_params(spec: Spec, arrays: Mapping[str, Array]) -> dict[str, Array]:
+    return _layer_arrays(spec, arrays, LAYERS[spec.kind].params(spec))
+
+
+def layer_inputs(spec: Spec, arrays: Mapping[str, Array], m: int) -> dict[str, Array]:
+    return _layer_arrays(spec, arrays, LAYERS[spec.kind].inputs(spec, m))
+
+
+def targets(net: Network, arrays: Mapping[str, Array]) -> dict[str, Array]:
+    return {k: arrays[k] for k in ("y", "Y") if k in arrays}
+
+
+def l2_term(net: Network, arrays: Mapping[str, Array], m: int) -> float:
+    """c·Σ W² over the regularised parameters (0 without l2)."""
+    c = net.l2_coefficient(m)
+    return c * sum(float((arrays[k] * arrays[k]).sum()) for k in net.regularised()) if c else 0.0
+
+
+def forward(net: Network, arrays: Mapping[str, Array], start: int = 0, x: Array | None = None,
+            at_z: bool = False, sides: list | None = None) -> tuple[Array, dict[str, Array], dict]:
+    """Run the layers after layer ``start`` (from X when 0) on ``x``.
+
+    ``at_z``: ``x`` is z^[start], so layer ``start``'s fused activation runs first.
+    ``sides``: a list that collects each kinked step's ``kink_sides`` (finite differences).
+    Returns the output s, the values {z{i}, a{i}} and the caches for ``backward``.
+    """
+    m = arrays["X"].shape[0]
+    a = arrays["X"] if start == 0 else x
+    values: dict[str, Array] = {}
+    caches: dict[int, Any] = {}
+    if at_z:
+        spec = net.network[start - 1]
+        if sides is not None:
+            sides.append(act_kinks(spec.activation, a))
+        a = act_forward(spec.activation, a)
+    for spec in net.network[start:]:
+        layer = LAYERS[spec.kind]
+        if sides is not None:
+            sides.append(layer.kink_sides(spec, a))
+        y, caches[spec.index] = layer.forward(spec, a, layer_params(spec, arrays), layer_inputs(spec, arrays, m))
+        if spec.activation:
+            values[f"z{spec.index}"] = y
+            if sides is not None:
+                sides.append(act_kinks(spec.activation, y))
+            y = act_forward(spec.activation, y)
+        values[f"a{spec.index}"] = y
+        a = y
+    if sides is not None:
+        sides.append(NETWORK_LOSSES[net.loss].kink_sides(a, targets(net, arrays)))
+    return a, values, caches
+
+
+def cost(net: Network, arrays: Mapping[str, Array], s: Array) -> Array:
+    """J = (1/m) Σᵢ 𝓛⁽ⁱ⁾ + the L2 term, from the network's output s."""
+    m = arrays["X"].shape[0]
+    J = NETWORK_LOSSES[net.loss].cost(s, targets(net, arrays))
+    return np.asarray(J + l2_term(net, arrays, m), dtype=J.dtype) if net.l2 else J
+
+
+Backward = Callable[[Spec, Array, Any], tuple[Array, dict[str, Array]]]
+
+
+def backprop(net: Network, arrays: Mapping[str, Array],
+             backward_of: Mapping[str, Backward] | None = None) -> dict[str, Array]:
+    """The manual arm: J, the forward values, and every gradient by the layers' hand-written
+    backwards, from the top down:
+        da^[n] = ∂J/∂s (the loss's delta, 1/m included)
+        dz^[i] = da^[i] ∘ g'(z^[i])          where layer i has a fused activation
+        da^[i-1], d(params of i) = layer i's backward of dz^[i] (or da^[i])
+        dW += 2c·W                           for the L2 term c·Σ W²
+    ``backward_of``: {layer kind: backward} replaces a layer's backward (the mutants of
+    selfcheck, a user's layer function).
+    """
+    m = arrays["X"].shape[0]
+    s, values, caches = forward(net, arrays)
+    out: dict[str, Array] = {"J": cost(net, arrays, s), **values}
+    da = NETWORK_LOSSES[net.loss].grad(s, targets(net, arrays))
+    c = net.l2_coefficient(m)
+    regularised = set(net.regularised())
+    for spec in reversed(net.network):
+        i = spec.index
+        out[f"da{i}"] = da
+        dy = da
+        if spec.activation:
+            z, a = values[f"z{i}"], values[f"a{i}"]
+            dy = out[f"dz{i}"] = act_backward(spec.activation, da, z, a)
+        backward = (backward_of or {}).get(spec.kind, LAYERS[spec.kind].backward)
+        da, dparams = backward(spec, dy, caches[i])
+        for local, d in dparams.items():
+            key = spec.key(local)
+            out[f"d{key}"] = d + 2 * c * arrays[key] if key in regularised and c else d
+    return out
+
+
+def backward_terms(net: Network, arrays: Mapping[str, Array]) -> dict[str, Array]:
+    """T for every backward quantity: the |terms| it is summed from, with the rounding of its
+    operands carried along (each layer's ``backward_terms``), from a float64 forward pass.
+    The rounding floor allows a few ε·T per element; a layer without ``backward_terms`` stops
+    the walk (the quantities below it get no floor)."""
+    f = {k: (v if k == "y" else np.asarray(v, dtype=np.float64)) for k, v in arrays.items()}
+    m = f["X"].shape[0]
+    s, values, caches = forward(net, f)
+    T_da = NETWORK_LOSSES[net.loss].grad_terms(s, targets(net, f))
+    c = net.l2_coefficient(m)
+    regularised = set(net.regularised())
+    out: dict[str, Array] = {}
+    for spec in reversed(net.network):
+        i = spec.index
+        out[f"da{i}"] = T_da
+        T_dy = T_da
+        if spec.activation:
+            T_dy = out[f"dz{i}"] = act_backward_terms(spec.activation, T_da, values[f"z{i}"], values[f"a{i}"])
+        terms = LAYERS[spec.kind].backward_terms(spec, T_dy, caches[i])
+        if terms is None:
+            break
+        T_da, params = terms
+        for local, T in params.items():
+            key = spec.key(local)
+            out[f"d{key}"] = T + 2 * c * np.abs(f[key]) if key in regularised and c else T
+    return out

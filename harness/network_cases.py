@@ -1,0 +1,225 @@
+"""Case files, network form: ``input`` + ``network = [...]`` (+ ``l2``, ``l2_form``), checked
+layer by layer against the catalog, and the seeded draw of a network case's arrays.
+
+Called by ``harness.cases`` for a ``[[case]]`` with ``network``; every problem is one line
+naming file, case, layer and field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .catalog import L2_FORMS, LAYERS, NETWORK_LOSSES, LayerError, build_spec
+from .errors import did_you_mean
+from .network import Network
+
+if TYPE_CHECKING:
+    from .cases import Case, _Fields
+
+MAX_INPUT_DIMS = 3  # [n], [T, D], [C, H, W]
+MAX_VALUE_DIMS = 5  # X of N×C×H×W is the deepest array a case gives
+MLP_KEYS = ("layers", "activations", "output")
+
+
+def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: int) -> Network:
+    """The ``Network`` of a case table that has ``network``."""
+    from .cases import _show
+
+    for key in MLP_KEYS:
+        if key in f.raw:
+            f.fail(key, f"give either `network` (a list of layers) or `layers` + `activations` "
+                        f"(an MLP), not both; `{key}` belongs to the MLP form")
+    if loss not in NETWORK_LOSSES:
+        f.fail("loss", f"unknown loss {_show(loss)}{did_you_mean(loss, NETWORK_LOSSES)}; "
+                       f"known: {', '.join(NETWORK_LOSSES)}")
+    shape = f.get("input", list, what="the per-example input shape, [n] (later [C, H, W], [T, D])")
+    if not 1 <= len(shape) <= MAX_INPUT_DIMS:
+        f.fail("input", f"needs 1 to {MAX_INPUT_DIMS} sizes ([n], [T, D] or [C, H, W]), got {_show(shape)}")
+    for i, n in enumerate(shape):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_dim:
+            f.fail(f"input[{i}]", f"sizes must be integers in 1..{max_dim}, got {_show(n)}")
+    raw_layers = f.get("network", list, what="a list of layers, [{layer = \"dense\", units = 8}, ...]")
+    if not raw_layers:
+        f.fail("network", "needs at least one layer")
+    if len(raw_layers) > max_depth:
+        f.fail("network", f"{len(raw_layers)} layers; at most {max_depth}")
+    specs = []
+    in_shape = tuple(shape)
+    for i, raw in enumerate(raw_layers, start=1):
+        kind = raw.get("layer") if isinstance(raw, dict) else None
+        where = f"layer {i}" + (f" ({kind})" if isinstance(kind, str) and kind in LAYERS else "")
+        try:
+            spec = build_spec(raw, i, in_shape)
+        except LayerError as e:
+            f.fail(f"{where}.{e.field}" if e.field else where, e.message)
+        for n in spec.out_shape:
+            if not 1 <= n <= max_dim:
+                f.fail(where, f"output shape {list(spec.out_shape)} out of range 1..{max_dim}")
+        specs.append(spec)
+        in_shape = spec.out_shape
+    _check_output(f, specs, loss)
+    lam = f.get("l2", (int, float), 0.0)
+    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+        f.fail("l2", f"must be a finite number >= 0 (λ), got {_show(lam)}")
+    form = f.get("l2_form", str, "half")
+    if form not in L2_FORMS:
+        f.fail("l2_form", f"unknown form {_show(form)}{did_you_mean(form, L2_FORMS)}; known: "
+                          + ", ".join(f"{k} ({v[0]})" for k, v in L2_FORMS.items()))
+    return Network(tuple(shape), tuple(specs), loss, dtype, float(lam), form)
+
+
+def _check_output(f: _Fields, specs: list, loss: str) -> None:
+    last = specs[-1]
+    out = NETWORK_LOSSES[loss]
+    ends_in = last.activation or last.kind
+    where = f"layer {last.index} ({last.kind})" + (".activation" if last.activation else "")
+    if out.applies and ends_in == out.applies:
+        f.fail(where, f"the network ends in {out.applies}, and {loss} applies {out.applies} itself "
+                      f"(as torch's and jax's fused losses do): that would be {out.applies} twice. "
+                      f"End in the layer that gives the logits, e.g. dense without activation")
+    if out.target == "y":
+        if len(last.out_shape) != 1 or last.out_shape[0] < 2:
+            f.fail(where, f"{loss} needs class scores of shape [N] with N >= 2 per example, the "
+                          f"last layer gives {list(last.out_shape)}")
+    elif loss == "binary_cross_entropy" and len(last.out_shape) != 1:
+        f.fail(where, f"{loss} needs outputs of shape [N] per example, the last layer gives "
+                      f"{list(last.out_shape)}")
+
+
+def check_batch(f: _Fields, net: Network, batch: int) -> None:
+    for spec in net.network:
+        msg = LAYERS[spec.kind].check_batch(spec, batch)
+        if msg:
+            f.fail(f"layer {spec.index} ({spec.kind})", msg)
+
+
+def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, np.ndarray]:
+    """Explicit arrays of ``[case.values]``: X, the targets, parameters, extra inputs."""
+    from .cases import _parse_labels, _show
+
+    raw = f.get("values", dict, {})
+    target = NETWORK_LOSSES[net.loss].target
+    params = net.param_shapes()
+    inputs = net.input_specs(1)
+    allowed = {"X", target, *params, *inputs}
+    out: dict[str, np.ndarray] = {}
+    for key, val in raw.items():
+        fld = f"values.{key}"
+        if key not in allowed:
+            hint = did_you_mean(key, allowed)
+            if key == "Y" and target == "y":
+                hint = f" ({net.loss} takes y = [class indices], not one-hot Y)"
+            f.fail(fld, f"unknown array{hint}; allowed: {', '.join(sorted(allowed))}")
+        if key == "y":
+            out[key] = _parse_labels(f, fld, val, net.output_shape[0])
+            continue
+        arr = _numbers(f, fld, val, net.dtype)
+        if key in params:
+            want = params[key]
+            if key[0] == "b" and arr.ndim == 1 and len(want) == 2:
+                arr = arr[None, :]  # b may be written as a flat row
+            if arr.shape != want:
+                f.fail(fld, f"shape {'×'.join(map(str, arr.shape))} does not fit its layer: "
+                            f"{'×'.join(map(str, want))}")
+        else:
+            per_example = (net.input if key == "X" else net.output_shape if key == "Y"
+                           else inputs[key][2][1:])
+            if arr.shape[1:] != tuple(per_example) or arr.ndim != 1 + len(per_example):
+                f.fail(fld, f"shape {'×'.join(map(str, arr.shape))} does not fit m×"
+                            f"{'×'.join(map(str, per_example))}")
+        if key in inputs:
+            spec, local = inputs[key][0], inputs[key][1]
+            msg = LAYERS[spec.kind].check_input(spec, local, arr)
+            if msg:
+                f.fail(fld, msg)
+        if key == "Y" and net.loss == "binary_cross_entropy" and ((arr < 0) | (arr > 1)).any():
+            f.fail(fld, "binary_cross_entropy targets must lie in [0, 1]")
+        out[key] = arr
+    rows = {k: (v.shape[0]) for k, v in out.items() if k not in params}
+    batch = batch_hint if batch_hint is not None else rows.get("X")
+    for k, n in rows.items():
+        if batch is not None and n != batch:
+            f.fail(f"values.{k}", f"has {n} rows, batch is {batch}")
+    return out
+
+
+def _numbers(f: _Fields, fld: str, val: Any, dtype: str) -> np.ndarray:
+    """A rectangular array of finite numbers, at most MAX_VALUE_DIMS deep, that fits ``dtype``."""
+    from .cases import _show
+
+    level = [val]
+    for depth in range(MAX_VALUE_DIMS + 1):
+        if not all(isinstance(v, list) for v in level):
+            break
+        level = [x for v in level for x in v]
+    else:
+        f.fail(fld, f"arrays nested deeper than {MAX_VALUE_DIMS}")
+    if not isinstance(val, list):
+        f.fail(fld, f"must be an array of numbers, got {_show(val)}")
+    for x in level:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or (
+                isinstance(x, int) and abs(x) > 1.7976931348623157e308):
+            f.fail(fld, f"must be an array of numbers, found {_show(x)}")
+    try:
+        arr = np.array(val, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        f.fail(fld, "must be a rectangular array of numbers")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        f.fail(fld, f"non-finite value {arr[idx]} at index {idx}")
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(arr.astype(dtype))
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        f.fail(fld, f"value {arr[idx]} at index {idx} overflows {dtype}")
+    return arr
+
+
+def draw_arrays(case: Case) -> dict[str, np.ndarray]:
+    """The inputs of a network case: one generator seeded with the case seed draws, in float64
+    and in this order, X, the targets, then layer by layer its parameters (in the catalog's
+    order) and its extra inputs (dropout's mask); explicit values replace their draw after,
+    so overriding one array leaves the others' bits unchanged."""
+    net, m = case.model, case.batch
+    rng = np.random.default_rng(case.seed)
+    out: dict[str, np.ndarray] = {"X": rng.standard_normal((m, *net.input)) * case.input_scale}
+    loss = NETWORK_LOSSES[net.loss]
+    n_out = net.output_shape
+    if loss.target == "y":
+        out["y"] = rng.integers(0, n_out[0], size=m)
+    elif net.loss == "binary_cross_entropy":
+        out["Y"] = rng.uniform(0.0, 1.0, size=(m, *n_out))
+    else:
+        out["Y"] = rng.standard_normal((m, *n_out))
+    for key, (_, _, param) in net.param_specs().items():
+        out[key] = param.draw(rng, param.shape)
+    for key, (_, _, shape, draw) in net.input_specs(m).items():
+        out[key] = draw(rng, shape)
+    out.update({k: v.copy() for k, v in case.values.items()})
+    if loss.target == "y":
+        out["y"] = np.asarray(out["y"], dtype=np.int64)
+        out["Y"] = np.eye(n_out[0])[out["y"]]
+    dt = net.np_dtype
+    return {k: (v if k == "y" else np.asarray(v, dtype=dt)) for k, v in out.items()}
+
+
+def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
+                 comparison_bytes: int, compiled: int, per_layer: int) -> tuple[int, int, int]:
+    """(kept, compiled, working) bytes of one network case, as ``cases._memory_parts`` for an
+    MLP: P parameters, A the elements of one set of per-layer values, NQ the quantities."""
+    s = net.np_dtype.itemsize
+    P = net.n_params
+    m = batch
+    A = sum(m * math.prod(spec.out_shape) for spec in net.network)
+    X, T = m * math.prod(net.input), m * math.prod(net.output_shape)
+    Q = max([m * math.prod(spec.out_shape) for spec in net.network] + [P, X])
+    NQ = len(net.algorithm_order()) + 1
+    pairs = n_backends * (n_backends - 1) // 2
+    kept = (s * (X + 2 * T + P + A) + n_backends * s * (P + 4 * A) + 2 * A
+            + case_bytes + pairs * NQ * comparison_bytes)
+    working = 8 * (12 * P + 14 * A + 2 * X + 2 * T + 16 * Q)
+    return kept, compiled + per_layer * net.L, working
