@@ -19,7 +19,8 @@ SEED = 20240611
 
 def directions(model: Model, k: int = N_DIRECTIONS, seed: int = SEED) -> list[dict[str, Array]]:
     """K random unit directions in parameter space, as {"W1": ..., "b1": ...} in float64."""
-    rng = np.random.default_rng([seed, *model.layers])
+    shape_key = model.shape_seed() if hasattr(model, "shape_seed") else model.layers
+    rng = np.random.default_rng([seed, *shape_key])
     shapes = model.param_shapes()
     out = []
     for _ in range(k):

@@ -52,6 +52,7 @@ from ..activations import ACTIVATIONS, SOFTMAX, forward as g
 from ..directional import directions
 from ..losses import cost, per_example_loss
 from ..model import Model
+from ..network import Network
 from ..tolerances import TOLERANCES
 from .base import NotApplicable
 
@@ -216,7 +217,10 @@ class FiniteDifferenceBackend:
         rule = f"h = {self.step:g} fixed" if self.step is not None else self.method.rule
         return f"{self.method.name} differences, {rule}, J in {self.precision}"
 
-    def gradients(self, model: Model, arrays: dict[str, Array]) -> dict[str, Array]:
+    def gradients(self, model: Model | Network, arrays: dict[str, Array]) -> dict[str, Array]:
+        if isinstance(model, Network):  # a catalog network: J of the whole batch, see fd_network.py
+            from .fd_network import network_gradients
+            return network_gradients(self, model, arrays)
         work = np.float64 if self.precision == "float64" else model.np_dtype
         if self.method.name == "complex":
             for name in model.activations:

@@ -1,0 +1,169 @@
+"""Finite differences on a catalog network: nudge one coordinate, run the numpy forward of
+every layer from the nudged one up, difference J.
+
+The MLP rule of ``fd.py`` differences each example's loss on its own; that needs the examples
+to be independent, and batch norm couples them (every example's output moves with the batch
+mean). Here J itself is differenced, with the textbook step of the method,
+h = (ε·max(1, |J|))^exponent (central: ε^(1/3), forward: ε^(1/2), Richardson: ε^(1/5)), or the
+fixed step of a variant (the nudge's 1e-3). Parameters are nudged by coordinates (a seeded
+sample on a large case) or, above ``max_coords`` with the central method, along seeded
+directions (vᵀ∇J); the intermediates z{i}, a{i} are nudged element by element, running only
+the layers above them.
+
+A nudge that moves any kinked value across its kink (relu, leaky_relu at 0; a hinge margin
+at 0) is inconclusive: those coordinates are masked, counted, not compared. Numpy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..directional import directions
+from ..network import Network, cost, forward
+from .base import NotApplicable
+
+Array = np.ndarray
+
+
+def _crossed(base: list, other: list) -> bool:
+    return any(b is not None and not np.array_equal(b, o) for b, o in zip(base, other))
+
+
+class _Evaluator:
+    """J of the network with one array replaced, and whether a kink was crossed."""
+
+    def __init__(self, net: Network, f: dict[str, Array]) -> None:
+        self.net, self.f = net, f
+        self.base_sides: list = []
+        s, self.values, _ = forward(net, f, sides=self.base_sides)
+        self.J0 = float(cost(net, f, s))
+        self.values["a0"] = f["X"]
+        self._sides_from: dict[tuple[int, bool], list] = {}
+
+    def _base_sides_from(self, start: int, at_z: bool) -> list:
+        """The kink sides of the unperturbed pass, from the same starting point."""
+        key = (start, at_z)
+        if key not in self._sides_from:
+            x = self.values[f"z{start}" if at_z else f"a{start}"]
+            sides: list = []
+            forward(self.net, self.f, start=start, x=x, at_z=at_z, sides=sides)
+            self._sides_from[key] = sides
+        return self._sides_from[key]
+
+    def J(self, start: int, at_z: bool, x: Array | None, arrays: dict[str, Array]) -> tuple[float, bool]:
+        """J running the layers after ``start`` on ``x`` (z^[start] if ``at_z``), with ``arrays``."""
+        sides: list = []
+        s, _, _ = forward(self.net, arrays, start=start, x=x, at_z=at_z, sides=sides)
+        base = self._base_sides_from(start, at_z) if start else self.base_sides
+        return float(cost(self.net, arrays, s)), _crossed(base, sides)
+
+
+def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, Array]:
+    """The finite-difference backend's result for a catalog network (see the module doc)."""
+    if fd.method.name == "complex":
+        raise NotApplicable("complex step is written for the MLP form only, not for catalog networks")
+    work = np.float64 if fd.precision == "float64" else net.np_dtype
+    f = {k: (v if k == "y" else np.asarray(v, dtype=work)) for k, v in arrays.items()}
+    dt = net.np_dtype
+    eps = float(np.finfo(work).eps)
+    ev = _Evaluator(net, f)
+    J_size = max(1.0, abs(ev.J0))
+    h0 = fd.step if fd.step is not None else (eps * J_size) ** fd.method.exponent
+    offsets = [float(o.real) for o in fd.method.offsets]
+    out: dict[str, Array] = {"J": np.asarray(ev.J0, dtype=dt)}
+    rule = (f"h = {fd.step:g} fixed" if fd.step is not None
+            else f"h = (ε·max(1,|J|))^{fd.method.exponent:.3g}, J of the whole batch")
+    notes = [f"{fd.method.name} differences, {rule}, J in {fd.precision}"]
+    crossed_counts: dict[str, int] = {}
+
+    def quotient(theta: float, J_at) -> tuple[float, bool]:
+        """The method's difference quotient at one coordinate; J_at(value) -> (J, crossed)."""
+        h = h0
+        pts, Js, crossed = [], [], False
+        for o in offsets:
+            p = float(np.asarray(theta + o * h, dtype=work))
+            J, c = J_at(p)
+            pts.append(p)
+            Js.append(J)
+            crossed |= c
+        if fd.method.name == "forward":
+            return (Js[0] - ev.J0) / (pts[0] - theta), crossed
+        central = (Js[0] - Js[1]) / (pts[0] - pts[1])
+        if fd.method.name == "central":
+            return central, crossed
+        half = (Js[2] - Js[3]) / (pts[2] - pts[3])
+        return (4 * half - central) / 3, crossed
+
+    def measure(quantity: str, base: Array, idx: Array, J_at) -> Array:
+        flat = base.reshape(-1)
+        grad = np.zeros(flat.size)
+        mask = np.ones(flat.size, dtype=bool)
+        n_crossed = 0
+        for c in idx:
+            theta = float(flat[c])
+            d, crossed = quotient(theta, lambda v, c=c: J_at(c, v))
+            if crossed:
+                n_crossed += 1
+                continue
+            grad[c], mask[c] = d, False
+        if n_crossed:
+            crossed_counts[quantity] = n_crossed
+        result = grad.reshape(base.shape).astype(dt)
+        return np.ma.MaskedArray(result, mask=mask.reshape(base.shape)) if mask.any() else result
+
+    params = {k: f[k] for k in net.param_shapes()}
+    owner = {k: spec for k, (spec, _, _) in net.param_specs().items()}
+    strategy = fd.strategy
+    if strategy == "auto":
+        central = fd.method.name == "central" and fd.step is None
+        strategy = "directional" if central and net.n_params > fd.max_coords else "coordinates"
+    if strategy == "directional":
+        out["Jv"] = _directional(net, f, ev, h0).astype(dt)
+        for k, theta in params.items():
+            out[f"d{k}"] = np.ma.MaskedArray(np.zeros(theta.shape, dtype=dt), mask=True)
+        notes.append(f"directional strategy: vᵀ∇J for {len(out['Jv'])} seeded directions "
+                     f"({net.n_params} parameters > {fd.max_coords})")
+    else:
+        for k, idx in fd._coordinates({k: v.size for k, v in params.items()}).items():
+            start = owner[k].index - 1  # the layers below the parameter's own do not move
+
+            def J_at(c, v, k=k, start=start):
+                nudged = dict(f)
+                nudged[k] = f[k].copy()
+                nudged[k].flat[c] = v
+                return ev.J(start, False, ev.values[f"a{start}"], nudged)
+
+            out[f"d{k}"] = measure(f"d{k}", params[k], idx, J_at)
+
+    if fd.intermediates:
+        points = {q: ev.values[q] for q in net.intermediates() if not q.startswith("d")}
+        for q, idx in fd._coordinates({q: v.size for q, v in points.items()}).items():
+            i, at_z = int(q[1:]), q[0] == "z"  # z{i}: layer i's activation first, then above
+
+            def J_at(c, v, q=q, i=i, at_z=at_z):
+                x = points[q].copy()
+                x.flat[c] = v
+                return ev.J(i, at_z, x, f)
+
+            out[f"d{q}"] = measure(f"d{q}", points[q], idx, J_at)
+
+    if crossed_counts:
+        notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0, a hinge "
+                     "margin at 0), not compared: " + ", ".join(f"{q} {n}" for q, n in crossed_counts.items()))
+    out["_inconclusive"] = sum(crossed_counts.values())
+    out["_notes"] = "; ".join(notes)
+    return out
+
+
+def _directional(net: Network, f: dict[str, Array], ev: _Evaluator, h: float) -> Array:
+    """vᵀ∇J ≈ (J(θ + hv) − J(θ − hv)) / 2h for the seeded unit directions of directional.py."""
+    out = []
+    for v in directions(net):
+        Js = []
+        for sign in (1, -1):
+            moved = dict(f)
+            for k, d in v.items():
+                moved[k] = f[k] + sign * h * d
+            Js.append(ev.J(0, False, None, moved)[0])
+        out.append((Js[0] - Js[1]) / (2 * h))
+    return np.array(out)
