@@ -30,7 +30,7 @@ CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "
 # Keys of the network form only (harness.network_cases); the MLP form refuses them.
 NETWORK_ONLY_KEYS = ("input", "l2", "l2_form")
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
-              "batch", "input_scale"}
+              "batch", "input_scale", "layers", "l2", "l2_forms"}
 TOP_KEYS = {"case", "sweep"}
 
 # --------------------------------------------------------------------------- limits
@@ -653,6 +653,8 @@ def _expand_sweep(raw: dict, src: str, label: str, budget: _MemoryBudget) -> lis
     prefix = f.get("name", str)
     if not prefix.strip():
         f.fail("name", "must not be empty")
+    if "layers" in raw or "l2" in raw or "l2_forms" in raw:
+        return _expand_network_sweep(f, prefix, src, budget)
     count = f.int_range("count", ..., 1, MAX_SWEEP_COUNT)
     seed = f.int_range("seed", 0, 0, MAX_SEED)
     depth = _range(f, "depth", [1, 4], 1, MAX_DEPTH)
@@ -699,6 +701,45 @@ def _expand_sweep(raw: dict, src: str, label: str, budget: _MemoryBudget) -> lis
                    sum_field="count", name=name)
         cases.append(Case(name, model, m, int(rng.integers(0, 2**31)), src, scale,
                           f"from sweep {prefix!r}"))
+    return cases
+
+
+def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudget) -> list[Case]:
+    """A sweep of catalog networks (``layers`` names the layer types it composes)."""
+    from . import network_cases as nc
+
+    count = f.int_range("count", ..., 1, MAX_SWEEP_COUNT)
+    seed = f.int_range("seed", 0, 0, MAX_SEED)
+    depth = _range(f, "depth", [1, 4], 1, MAX_DEPTH)
+    width = _range(f, "width", [1, 16], 1, MAX_DIM)
+    batch = _range(f, "batch", [2, 16], 1, MAX_DIM)
+    if count * (4 * depth[1] + 1) > MAX_SWEEP_WIDTHS:
+        f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} layers, count × (4·depth hi + 1)")
+    hidden = _names(f, "activations", list(ACTIVATIONS), set(ACTIVATIONS))
+    losses = _names(f, "losses", list(nc.SWEEP_LOSSES), set(nc.SWEEP_LOSSES))
+    dtypes = _names(f, "dtypes", list(DTYPES), set(DTYPES))
+    extras = _names(f, "layers", list(nc.SWEEP_LAYERS), set(nc.SWEEP_LAYERS))
+    forms = _names(f, "l2_forms", list(nc.L2_FORMS), set(nc.L2_FORMS))
+    l2 = f.get("l2", list, [0.0, 0.0], what="[lo, hi]")
+    if (len(l2) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and math.isfinite(v) and v >= 0 for v in l2) or l2[0] > l2[1]):
+        f.fail("l2", f"must be [lo, hi] with 0 <= lo <= hi, got {_show(l2)}")
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        name = f"{prefix}-{i:03d}"
+        raw = nc.draw_network(rng, depth, width, hidden, losses, extras, dtypes, l2, forms)
+        m = int(rng.integers(batch[0], batch[1] + 1))
+        case_seed = int(rng.integers(0, 2**31))
+        try:
+            net = nc.network_of(raw)
+        except InputError as e:  # a bug in draw_network, not in the file: say where it came from
+            f.fail("layers", f"drew an invalid network for {name}: {e.message}")
+        if any(s.kind == "batchnorm" for s in net.network) and m < 2:
+            m = 2  # batch norm over one example has zero variance
+        budget.add(f, net, m, extra=0, batch_field="batch", size_field="width",
+                   sum_field="count", name=name)
+        cases.append(Case(name, net, m, case_seed, src, 1.0, f"from sweep {prefix!r}"))
     return cases
 
 

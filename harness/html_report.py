@@ -234,7 +234,9 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
     shown = {id(r) for r in detailed}
     for r in (r for r in result.cases if id(r) in shown):
         c, m = r.case, r.case.model
-        info = (f"layers {'-'.join(map(str, m.layers))} · activations {', '.join(m.activations)} · loss {m.loss} · "
+        arch = (f"layers {'-'.join(map(str, m.layers))} · activations {', '.join(m.activations)} · loss {m.loss}"
+                if hasattr(m, "activations") else m.describe().rsplit(" ", 1)[0])
+        info = (f"{arch} · "
                 f"{m.dtype} · batch {c.batch} · seed {c.seed} · input scale {c.input_scale:g} · {m.n_params} parameters")
         extra = [f"<p>{html.escape(c.description)}</p>"] if c.description else []
         extra += [f"<p class='meta'>{html.escape(b)}: {html.escape(n)}</p>" for b, n in r.notes.items()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,9 +90,9 @@ class Model:
 
     @staticmethod
     def layer_of(quantity: str) -> int | None:
-        """The l of a per-layer quantity (dW2 → 2), None for J."""
-        digits = "".join(ch for ch in quantity if ch.isdigit())
-        return int(digits) if digits else None
+        """The l of a per-layer quantity (dW2 → 2, dh0_3 → 3), None for J."""
+        match = re.search(r"(\d+)$", quantity)
+        return int(match.group(1)) if match else None
 
     def describe(self) -> str:
         arch = "-".join(map(str, self.layers))

@@ -223,3 +223,59 @@ def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
             + case_bytes + pairs * NQ * comparison_bytes)
     working = 8 * (12 * P + 14 * A + 2 * X + 2 * T + 16 * Q)
     return kept, compiled + per_layer * net.L, working
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+# The layer types a sweep composes around its dense layers (conv and sequence layers come with
+# their own input shapes and join when they are in the catalog).
+SWEEP_LAYERS = ("batchnorm", "layernorm", "dropout")
+SWEEP_LOSSES = tuple(NETWORK_LOSSES)
+
+
+def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras, dtypes, l2, forms) -> dict:
+    """One random network of a sweep, as the raw table a case file would hold.
+
+    ``depth`` dense layers, the last one the output; each hidden dense is followed, each with
+    probability ½ and in this order, by a norm from ``extras``, its activation (fused into the
+    dense or as a layer of its own), and dropout. The draw order is fixed: a sweep's seed
+    names its cases.
+    """
+    L = int(rng.integers(depth[0], depth[1] + 1))
+    loss = losses[int(rng.integers(0, len(losses)))]
+    n_in = int(rng.integers(width[0], width[1] + 1))
+    norms = [e for e in extras if e in ("batchnorm", "layernorm")]
+    layers: list[dict] = []
+    for _ in range(L - 1):
+        units = int(rng.integers(max(width[0], 2), max(width[1], 2) + 1))
+        act = hidden[int(rng.integers(0, len(hidden)))]
+        fused = bool(rng.integers(0, 2))
+        norm = norms[int(rng.integers(0, len(norms)))] if norms and rng.integers(0, 2) else None
+        drop = "dropout" in extras and bool(rng.integers(0, 2))
+        rate = round(float(rng.uniform(0.0, 0.5)), 2)
+        if fused and not norm:
+            layers.append({"layer": "dense", "units": units, "activation": act})
+        else:
+            layers.append({"layer": "dense", "units": units})
+            if norm:
+                layers.append({"layer": norm})
+            layers.append({"layer": act})
+        if drop:
+            layers.append({"layer": "dropout", "rate": rate})
+    n_out = int(rng.integers(max(width[0], 2), max(width[1], 2) + 1))
+    layers.append({"layer": "dense", "units": n_out})
+    if loss == "half_sse":
+        out = (hidden + ["softmax"])[int(rng.integers(0, len(hidden) + 1))]
+        layers[-1]["activation"] = out
+    lam = float(rng.uniform(l2[0], l2[1])) if l2[1] > 0 else 0.0
+    form = forms[int(rng.integers(0, len(forms)))]
+    dtype = dtypes[int(rng.integers(0, len(dtypes)))]
+    return {"input": [n_in], "network": layers, "loss": loss, "dtype": dtype, "l2": lam, "l2_form": form}
+
+
+def network_of(raw: dict) -> Network:
+    """The Network of a drawn table (``draw_network``), through the same checks as a file's."""
+    from .cases import MAX_DEPTH, MAX_DIM, _Fields
+
+    f = _Fields({"name": "drawn", **raw}, {"name", *raw}, "<sweep>", "drawn")
+    return parse_network(f, raw["loss"], raw["dtype"], MAX_DIM, MAX_DEPTH)

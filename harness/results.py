@@ -12,10 +12,11 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .network import Network
 from .runner import RunResult
 from .tolerances import TOLERANCES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: network cases (input, network, l2, l2_form); multiclass_hinge
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
 
@@ -31,6 +32,16 @@ def _clean(x):
     return x
 
 
+def _architecture(model) -> dict:
+    """The MLP form's layers + activations, or a network's input, layers and L2."""
+    if isinstance(model, Network):
+        return {"input": list(model.input), "l2": model.l2, "l2_form": model.l2_form,
+                "network": [{"layer": s.kind, "index": s.index, **dict(s.attrs),
+                             "in_shape": list(s.in_shape), "out_shape": list(s.out_shape)}
+                            for s in model.network]}
+    return {"layers": list(model.layers), "activations": list(model.activations)}
+
+
 def to_dict(result: RunResult, environment: dict) -> dict:
     v = result.verdict
     cases = []
@@ -38,7 +49,7 @@ def to_dict(result: RunResult, environment: dict) -> dict:
         c, m = r.case, r.case.model
         cases.append({
             "name": c.name, "source": c.source, "description": c.description,
-            "layers": list(m.layers), "activations": list(m.activations), "loss": m.loss,
+            **_architecture(m), "loss": m.loss,
             "dtype": m.dtype, "batch": c.batch, "seed": c.seed, "input_scale": c.input_scale,
             "n_params": m.n_params, "passed": r.passed, "state": r.state,
             "first_disagreements": {pair: x.quantity for pair, x in r.first_disagreements().items()},

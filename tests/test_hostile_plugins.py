@@ -106,10 +106,11 @@ def test_a_plugin_cannot_pick_the_nudge_row_for_itself(tmp_path):
     assert "declares kind 'nudge'" in (tmp_path / "out" / "report.md").read_text()
     # The user can vouch for it: then the nudge row is used, and the 1% passes against manual.
     vouched = _run(tmp_path, "loose", "--trust-kind", "loose", "--backends", "manual,torch")
+    # Checked first: a run that failed leaves the previous results.json in place.
+    assert vouched.returncode == 0, (vouched.stdout, vouched.stderr)
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {(p["a"], p["b"]): p["rows"] for p in doc["pairs"]}
-    assert rows[("manual", "loose")] == ["float64 nudge"] and not doc["kind_notes"]
-    assert vouched.returncode == 0, vouched.stdout
+    assert rows[("manual", "loose")] == ["float64 nudge"] and not doc["kind_notes"], doc["kind_notes"]
 
 
 def test_a_plugin_named_with_markup_is_escaped_in_the_html(tmp_path):
