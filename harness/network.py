@@ -25,7 +25,6 @@ import numpy as np
 
 from .activations import forward as act_forward
 from .catalog import LAYERS, NETWORK_LOSSES, Spec, act_backward, act_kinks, l2_coefficient
-from .catalog.elementwise import act_backward_terms
 
 Array = np.ndarray
 DTYPES = ("float32", "float64")
@@ -245,32 +244,4 @@ def backprop(net: Network, arrays: Mapping[str, Array],
         for local, d in dparams.items():
             key = spec.key(local)
             out[f"d{key}"] = d + 2 * c * arrays[key] if key in regularised and c else d
-    return out
-
-
-def backward_terms(net: Network, arrays: Mapping[str, Array]) -> dict[str, Array]:
-    """T for every backward quantity: the |terms| it is summed from, with the rounding of its
-    operands carried along (each layer's ``backward_terms``), from a float64 forward pass.
-    The rounding floor allows a few ε·T per element; a layer without ``backward_terms`` stops
-    the walk (the quantities below it get no floor)."""
-    f = {k: (v if k == "y" else np.asarray(v, dtype=np.float64)) for k, v in arrays.items()}
-    m = f["X"].shape[0]
-    s, values, caches = forward(net, f)
-    T_da = NETWORK_LOSSES[net.loss].grad_terms(s, targets(net, f))
-    c = net.l2_coefficient(m)
-    regularised = set(net.regularised())
-    out: dict[str, Array] = {}
-    for spec in reversed(net.network):
-        i = spec.index
-        out[f"da{i}"] = T_da
-        T_dy = T_da
-        if spec.activation:
-            T_dy = out[f"dz{i}"] = act_backward_terms(spec.activation, T_da, values[f"z{i}"], values[f"a{i}"])
-        terms = LAYERS[spec.kind].backward_terms(spec, T_dy, caches[i])
-        if terms is None:
-            break
-        T_da, params = terms
-        for local, T in params.items():
-            key = spec.key(local)
-            out[f"d{key}"] = T + 2 * c * np.abs(f[key]) if key in regularised and c else T
     return out

@@ -20,10 +20,11 @@ import numpy as np
 from .activations import ACTIVATIONS, SOFTMAX
 from .backends.manual import ManualBackend
 from .cases import Case
-from .network import Network, backward_terms
+from .network import Network, backprop
 
 Array = np.ndarray
 FLOOR_FACTOR = 8.0
+PERTURBATIONS = 4  # reruns of a catalog network with its inputs moved by ε (perturbation_floor)
 NO_CURVATURE = {"identity", "relu", "leaky_relu"}  # g'' = 0 away from the kink; elsewhere |g''| ≤ 1
 
 
@@ -73,13 +74,41 @@ def term_magnitudes(case: Case, inputs: dict[str, Array]) -> dict[str, Array]:
 
 
 def rounding_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]:
-    """FLOOR_FACTOR · ε(case dtype) · T per quantity: the per-element allowance for rounding.
-
-    A catalog network gets it for its backward quantities, from each layer's
-    ``backward_terms`` (``network.backward_terms``); its forward values get none."""
-    eps = float(np.finfo(case.model.np_dtype).eps)
+    """FLOOR_FACTOR · ε(case dtype) · T per quantity: the per-element allowance for rounding
+    (a catalog network: ``perturbation_floor``)."""
     if isinstance(case.model, Network):
-        with np.errstate(all="ignore"):
-            return {q: FLOOR_FACTOR * eps * t for q, t in backward_terms(case.model, inputs).items()}
+        return perturbation_floor(case, inputs)
+    eps = float(np.finfo(case.model.np_dtype).eps)
     with np.errstate(all="ignore"):
         return {q: FLOOR_FACTOR * eps * t for q, t in term_magnitudes(case, inputs).items()}
+
+
+def perturbation_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]:
+    """The rounding allowance of a catalog network, measured rather than bounded.
+
+    Every input and parameter is moved by a random relative ε (one unit in the last place,
+    what storing it in the case dtype may already do), and the manual backprop is rerun in
+    the case dtype, PERTURBATIONS times. The largest change of each element is how far a
+    correct implementation that rounds differently can land from this one: the condition of
+    the computation times ε, with the computation's own rounding in it. Bounds written layer
+    by layer (the MLP's ``term_magnitudes``) compound through normalisations that project most
+    of an error away; a measurement does not. Allowed per element: FLOOR_FACTOR × (that
+    change + 10% of the quantity's largest change, so one element that happened not to move
+    is not held to zero). Masks and class targets stay exact.
+    """
+    net = case.model
+    eps = float(np.finfo(net.np_dtype).eps)
+    moved_keys = ["X", *net.param_shapes()]
+    base = backprop(net, inputs)
+    spread = {q: np.zeros(np.shape(v)) for q, v in base.items()}
+    rng = np.random.default_rng([case.seed, 7919])
+    with np.errstate(all="ignore"):
+        for _ in range(PERTURBATIONS):
+            moved = dict(inputs)
+            for k in moved_keys:
+                v = inputs[k]
+                moved[k] = (v * (1 + eps * rng.uniform(-1, 1, v.shape))).astype(v.dtype)
+            out = backprop(net, moved)
+            for q in spread:
+                spread[q] = np.maximum(spread[q], np.abs(out[q].astype(np.float64) - base[q]))
+        return {q: FLOOR_FACTOR * (s + 0.1 * (s.max() if s.size else 0.0)) for q, s in spread.items()}

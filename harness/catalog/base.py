@@ -132,13 +132,6 @@ class Layer:
     def jax(self, spec: Spec, fw: Any, x: Any, p: dict[str, Any], inp: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def backward_terms(self, spec: Spec, T_dy: Array, cache: Any) -> tuple[Array, dict[str, Array]] | None:
-        """For the rounding floor: the magnitudes T of the terms each backward output is summed
-        from, given ``T_dy`` (the terms of dy, with the rounding dy brings). A correct float
-        backward errs by a few ε·T, however small the result: db of a dense layer feeding a
-        batch norm is exactly 0 in exact arithmetic, Σ dz of terms that cancel. None: no floor."""
-        return None
-
     def kink_sides(self, spec: Spec, x: Array) -> Array | None:
         """For finite differences: which side of a kink each element of the input is on, or
         None for a smooth layer. A nudge that changes any side is inconclusive."""

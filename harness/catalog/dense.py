@@ -69,14 +69,6 @@ class Dense(Layer):
             grads["b"] = rows_dz.sum(axis=0, keepdims=True)
         return dz @ W.T, grads
 
-    def backward_terms(self, spec, T_dz, cache):
-        a_prev, W = cache
-        rows_a, rows_T = np.abs(a_prev.reshape(-1, a_prev.shape[-1])), T_dz.reshape(-1, T_dz.shape[-1])
-        terms = {"W": rows_a.T @ rows_T}
-        if spec["bias"]:
-            terms["b"] = rows_T.sum(axis=0, keepdims=True)
-        return T_dz @ np.abs(W).T, terms
-
     def torch(self, spec, fw, x, p, inp):
         z = x @ p["W"]
         return z + p["b"] if "b" in p else z

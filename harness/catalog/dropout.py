@@ -49,9 +49,6 @@ class Dropout(Layer):
     def backward(self, spec, dy, mask):
         return dy * mask / (1 - spec["rate"]), {}
 
-    def backward_terms(self, spec, T_dy, mask):
-        return T_dy * mask / (1 - spec["rate"]), {}
-
     def torch(self, spec, fw, x, p, inp):
         return x * inp["mask"] / (1 - spec["rate"])
 

@@ -20,14 +20,6 @@ def act_backward(name: str, dy, z, y):
     return dy * act.ACTIVATIONS[name].g_prime(z)
 
 
-def act_backward_terms(name: str, T_dy, z, y):
-    """The |terms| of ``act_backward``: T_dy through |g'(z)| (softmax: |ŷ|(T_dy + Σ T_dy|ŷ|)),
-    plus g'(z)'s own rounding, |dy|-sized, left to the caller's ε factor."""
-    if name == act.SOFTMAX:
-        return np.abs(y) * (T_dy + (T_dy * np.abs(y)).sum(axis=-1, keepdims=True))
-    return T_dy * (np.abs(act.ACTIVATIONS[name].g_prime(z)) + 1.0)
-
-
 def act_kinks(name: str, z):
     """Which side of each kink z is on (an integer per element), or None for a smooth g."""
     kinks = act.ACTIVATIONS[name].kinks if name in act.ACTIVATIONS else ()
@@ -58,10 +50,6 @@ class Activation(Layer):
     def backward(self, spec, dy, cache):
         x, y = cache
         return act_backward(self.name, dy, x, y), {}
-
-    def backward_terms(self, spec, T_dy, cache):
-        x, y = cache
-        return act_backward_terms(self.name, T_dy, x, y), {}
 
     def torch(self, spec, fw, x, p, inp):
         return act.TORCH[self.name](fw.torch, fw.F, x)

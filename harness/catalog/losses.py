@@ -30,10 +30,6 @@ class NetworkLoss:
         """∂J/∂s, the 1/m of the mean included."""
         raise NotImplementedError
 
-    def grad_terms(self, s: Array, T: dict[str, Array]) -> Array:
-        """|terms| of ``grad`` for the rounding floor: by default |ŷ| + |y| over m."""
-        return (np.abs(self.output(s)) + np.abs(T["Y"])) / s.shape[0]
-
     def output(self, s: Array) -> Array:
         return s
 
@@ -146,9 +142,6 @@ class MulticlassHinge(NetworkLoss):
         Y = T["Y"]
         active = (self._margins(s, Y) > 0) * (1 - Y)
         return (active - Y * active.sum(axis=-1, keepdims=True)) / s.shape[0]
-
-    def grad_terms(self, s, T):
-        return np.abs(self.grad(s, T))  # counts of 0/1 terms over m: exact but for the 1/m
 
     def torch(self, fw, s, T):
         sy = s.gather(1, T["y"][:, None])

@@ -83,17 +83,6 @@ class _Norm(Layer):
         grads = {"gamma": (dy * x_hat).sum(axis=others), "beta": dy.sum(axis=others)}
         return normalise_backward(dy * gamma, x_hat, inv_sigma, axes), grads
 
-    def backward_terms(self, spec, T_dy, cache):
-        x_hat, inv_sigma, gamma = cache
-        axes = self.axes(T_dy.ndim)
-        others = tuple(a for a in range(T_dy.ndim) if a != self.feature_axis(T_dy.ndim))
-        ax = np.abs(x_hat)
-        T_dxh = T_dy * np.abs(gamma)
-        m = math.prod(T_dy.shape[a] for a in axes)
-        T_dx = (inv_sigma / m) * (m * T_dxh + T_dxh.sum(axis=axes, keepdims=True)
-                                  + ax * (T_dxh * ax).sum(axis=axes, keepdims=True))
-        return T_dx, {"gamma": (T_dy * ax).sum(axis=others), "beta": T_dy.sum(axis=others)}
-
     def describe(self, spec):
         return self.name if spec["eps"] == EPS else f"{self.name}(eps={spec['eps']:g})"
 

@@ -25,9 +25,6 @@ class Flatten(Layer):
     def backward(self, spec, dy, shape):
         return dy.reshape(shape), {}
 
-    def backward_terms(self, spec, T_dy, shape):
-        return T_dy.reshape(shape), {}
-
     def torch(self, spec, fw, x, p, inp):
         return x.flatten(1)
 
