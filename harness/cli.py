@@ -17,9 +17,10 @@ from pathlib import Path
 from . import backends as registry
 from .cases import load_files
 from .errors import InputError
-from .files import CLAIMS_FILES, RESERVED, SELFCHECK_FILES, STUDY_FILES, OutputError, check_output_dir, output_set
+from .files import CLAIMS_FILES, SELFCHECK_FILES, STUDY_FILES, OutputError, check_output_dir, output_set
 from .report import Progress, summary_table, write_report
-from .runner import build_backends, pin_threads, run, run_parallel
+from .backends import build
+from .runner import pin_threads, run, run_parallel
 
 DEFAULT_CASES = "cases/default.toml"
 DEFAULT_OUT = "reports/latest"
@@ -165,39 +166,7 @@ def _prepare_out(out: Path) -> Path:
 
 def _backend_names(spec: str) -> list[str]:
     """The --backends names, each known (an unknown one is bad input, with a suggestion)."""
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    for name in names:
-        if name not in registry.available():
-            registry.get(name)  # raises InputError with a suggestion
-    return names
-
-
-def _check_names(names: list[str]) -> None:
-    if len(set(names)) < len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise InputError(f"two backends are named {dup!r}; names must be unique", field="--backend")
-    for name in names:
-        if name in RESERVED:
-            raise InputError(f"a backend may not be named {name!r}: the harness writes "
-                             f"{name}.npz itself (--save-arrays)", field="--backend")
-    if len(names) < 2:
-        raise InputError("at least two backends are needed to compare", field="--backends")
-
-
-def _plugins(specs: list[str], timeout: float) -> list:
-    """Plugins from --backend, each in a process of its own (backends/isolated.py)."""
-    from .backends.isolated import IsolatedBackend
-
-    for spec in specs:
-        registry.check_plugin_spec(spec)  # a missing file or bad spec is bad input, at once
-    return [IsolatedBackend(spec, timeout) for spec in specs]
-
-
-def _build_backends(names: str, plugins: list[str], timeout: float) -> list:
-    # A built-in that fails to build (a framework that will not import) is reported per case.
-    built = build_backends(_backend_names(names), timeout) + _plugins(plugins, timeout)
-    _check_names([b.name for b in built])
-    return built
+    return build.known_names([n.strip() for n in spec.split(",") if n.strip()])
 
 
 def _default_cases(paths: list[str]) -> list[str]:
@@ -233,20 +202,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if jobs > 1:
         # Validate here (bad input exits 2 before any work); each worker builds its own backends.
         names = _backend_names(args.backends)
-        plugins = _plugins(args.backend, args.timeout)
-        _check_names(names + [p.name for p in plugins])
-        for p in plugins:
-            p.close()
+        plugins = build.plugins(args.backend, args.timeout)
+        build.close(plugins)
+        build.check_names(names + [p.name for p in plugins])
         result = run_parallel(cases, names + list(args.backend), jobs, progress, trust_kinds=trust,
                               timeout=args.timeout, names=names + [p.name for p in plugins])
     else:
         pin_threads()  # the workers' settings: the same bits whichever way a case runs
-        backends = _build_backends(args.backends, args.backend, args.timeout)
+        backends = build.build(_backend_names(args.backends), args.backend, args.timeout)
         try:
             result = run(cases, backends, progress=progress, trust_kinds=trust)
         finally:
-            for b in backends:
-                getattr(b, "close", lambda: None)()
+            build.close(backends)
     result.allow_uncompared = args.allow_uncompared
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, out, save_arrays=args.save_arrays, command=command)

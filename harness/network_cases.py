@@ -71,13 +71,23 @@ def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: in
     return Network(tuple(shape), tuple(specs), loss, dtype, float(lam), form)
 
 
+# Layers after which the scores are still the previous layer's (dropout only rescales some):
+# a softmax followed by these still reaches a softmax-applying loss.
+PASS_ON = ("identity", "flatten", "dropout")
+
+
 def _check_output(f: _Fields, specs: list, loss: str) -> None:
     last = specs[-1]
     out = NETWORK_LOSSES[loss]
-    ends_in = last.activation or last.kind
+    k = len(specs) - 1
+    while k > 0 and specs[k].kind in PASS_ON:
+        k -= 1
+    src = specs[k]
+    ends_in = src.activation or src.kind
     where = f"layer {last.index} ({last.kind})" + (".activation" if last.activation else "")
     if out.applies and ends_in == out.applies:
-        f.fail(where, f"the network ends in {out.applies}, and {loss} applies {out.applies} itself "
+        at = f"layer {src.index} ({src.kind})" + (".activation" if src.activation else "")
+        f.fail(at, f"the network ends in {out.applies}, and {loss} applies {out.applies} itself "
                       f"(as torch's and jax's fused losses do): that would be {out.applies} twice. "
                       f"End in the layer that gives the logits, e.g. dense without activation")
     if out.target == "y":
@@ -98,16 +108,20 @@ def check_batch(f: _Fields, net: Network, batch: int) -> None:
 
 def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, np.ndarray]:
     """Explicit arrays of ``[case.values]``: X, the targets, parameters, extra inputs."""
-    from .cases import _parse_labels, _show
+    from .cases import _parse_labels
 
     raw = f.get("values", dict, {})
     target = NETWORK_LOSSES[net.loss].target
     params = net.param_shapes()
     inputs = net.input_specs(1)
     allowed = {"X", target, *params, *inputs}
+    # The layer an array belongs to, named in its errors: "layer 2 (batchnorm): ...".
+    owner = {k: spec for k, (spec, _, _) in net.param_specs().items()}
+    owner.update({k: v[0] for k, v in inputs.items()})
     out: dict[str, np.ndarray] = {}
     for key, val in raw.items():
         fld = f"values.{key}"
+        of = f"{owner[key].label()}: " if key in owner else ""
         if key not in allowed:
             hint = did_you_mean(key, allowed)
             if key == "Y" and target == "y":
@@ -122,19 +136,19 @@ def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, 
             if key[0] == "b" and arr.ndim == 1 and len(want) == 2:
                 arr = arr[None, :]  # b may be written as a flat row
             if arr.shape != want:
-                f.fail(fld, f"shape {'×'.join(map(str, arr.shape))} does not fit its layer: "
+                f.fail(fld, f"{of}shape {'×'.join(map(str, arr.shape))} does not fit its layer: "
                             f"{'×'.join(map(str, want))}")
         else:
             per_example = (net.input if key == "X" else net.output_shape if key == "Y"
                            else inputs[key][2][1:])
             if arr.shape[1:] != tuple(per_example) or arr.ndim != 1 + len(per_example):
-                f.fail(fld, f"shape {'×'.join(map(str, arr.shape))} does not fit m×"
+                f.fail(fld, f"{of}shape {'×'.join(map(str, arr.shape))} does not fit m×"
                             f"{'×'.join(map(str, per_example))}")
         if key in inputs:
             spec, local = inputs[key][0], inputs[key][1]
             msg = LAYERS[spec.kind].check_input(spec, local, arr)
             if msg:
-                f.fail(fld, msg)
+                f.fail(fld, of + msg)
         if key == "Y" and net.loss == "binary_cross_entropy" and ((arr < 0) | (arr > 1)).any():
             f.fail(fld, "binary_cross_entropy targets must lie in [0, 1]")
         out[key] = arr
@@ -142,7 +156,8 @@ def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, 
     batch = batch_hint if batch_hint is not None else rows.get("X")
     for k, n in rows.items():
         if batch is not None and n != batch:
-            f.fail(f"values.{k}", f"has {n} rows, batch is {batch}")
+            of = f"{owner[k].label()}: " if k in owner else ""
+            f.fail(f"values.{k}", f"{of}has {n} rows, batch is {batch}")
     return out
 
 

@@ -59,7 +59,7 @@ class _Runs:
 
     def backends(self) -> list:
         if self._backends is None:
-            from .runner import build_backends  # one that fails to build errs on every case
+            from .backends.build import build_backends  # one that fails to build errs on every case
             from .backends.isolated import DEFAULT_TIMEOUT
 
             # Installed entry-point backends are the user's code too: each in its own process.
@@ -163,8 +163,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if not any(os.path.samefile(path, p) for p in paths):
             paths.append(path)
 
-    from .backends import DEFAULT, available, check_plugin_spec
-    from .backends.isolated import IsolatedBackend
+    from .backends import DEFAULT, available
+    from .backends import build
     from .errors import InputError, did_you_mean
 
     spec = config.getoption("xval_backends")
@@ -177,10 +177,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         # The user's code runs in a process of its own: an os._exit or a hang in it becomes a
         # failing item, not the end of the pytest session (backends/isolated.py).
-        specs = config.getoption("xval_backend")
-        for p in specs:
-            check_plugin_spec(p)
-        plugins = [IsolatedBackend(p) for p in specs]
+        plugins = build.plugins(config.getoption("xval_backend"))
     except InputError as e:
         raise pytest.UsageError(f"--xval-backend: {InputError(e.message, file=e.file, case=e.case)}") from None
     all_names = names + [p.name for p in plugins]

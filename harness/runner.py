@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import Backend, NotApplicable, check_output, kind_of
+from .backends import Backend, NotApplicable, check_output, kind_of, notes_of
+from .backends.build import UnavailableBackend, build_backends  # noqa: F401 - UnavailableBackend re-exported
 from .cases import Case
 from .compare import Comparison, compare
 from .directional import directions, project
@@ -43,8 +44,8 @@ class CaseResult:
     seconds: dict[str, float] = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
     errors: list[BackendError] = field(default_factory=list)
-    notes: dict[str, str] = field(default_factory=dict)  # per backend, from its "_notes" key
-    inconclusive: dict[str, int] = field(default_factory=dict)  # per backend, "_inconclusive"
+    notes: dict[str, str] = field(default_factory=dict)  # per backend, from its result's notes
+    inconclusive: dict[str, int] = field(default_factory=dict)  # per backend: not compared
     kind_notes: dict[str, str] = field(default_factory=dict)  # per backend: declared kind not honoured
 
     @property
@@ -106,18 +107,6 @@ class RunResult:
     @property
     def passed(self) -> bool:
         return self.verdict.passed
-
-
-class UnavailableBackend:
-    """Stands in for a backend that could not be built: every case reports why."""
-
-    kind = "analytic"
-
-    def __init__(self, name: str, error: BaseException) -> None:
-        self.name, self.error = name, error
-
-    def gradients(self, model, arrays):
-        raise RuntimeError(f"backend unavailable: {type(self.error).__name__}: {self.error}")
 
 
 def describe(e: BaseException) -> str:
@@ -195,10 +184,11 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
         try:
             raw = backend.gradients(model, arrays)
             result.outputs[backend.name] = check_output(model, raw, case.batch)
-            if isinstance(raw.get("_notes"), str):  # e.g. fd: which method and strategy ran
-                result.notes[backend.name] = raw["_notes"]
-            if raw.get("_inconclusive"):  # fd: nudges that crossed a kink, not compared
-                result.inconclusive[backend.name] = int(raw["_inconclusive"])
+            notes, inconclusive = notes_of(raw)  # e.g. fd: its method; nudges across a kink
+            if notes:
+                result.notes[backend.name] = notes
+            if inconclusive:
+                result.inconclusive[backend.name] = inconclusive
         except KeyboardInterrupt:
             raise
         except NotApplicable as e:
@@ -282,30 +272,6 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
 # --------------------------------------------------------------------------- parallel runs
 
 _WORKER_BACKENDS: list = []
-
-
-def build_backends(specs: Sequence[str], timeout: float | None = None,
-                   names: Sequence[str] | None = None) -> list:
-    """Backends from specs: a registry name, or FILE.py:ClassName for a plugin. One that fails
-    to build reports why on every case, as in a serial run. With ``timeout``, plugins (files
-    and installed entry points alike) run in a process of their own (``backends.isolated``),
-    each case bounded by it. ``names``: the names the backends had where they were first
-    built (one that now fails keeps it)."""
-    from .backends import BUILTIN, get, load_plugin
-    from .backends.isolated import IsolatedBackend
-
-    built = []
-    for i, spec in enumerate(specs):
-        try:
-            if spec in BUILTIN:
-                built.append(get(spec))
-            elif timeout:
-                built.append(IsolatedBackend(spec, timeout))
-            else:
-                built.append(load_plugin(spec) if ":" in spec else get(spec))
-        except Exception as e:  # noqa: BLE001
-            built.append(UnavailableBackend(names[i] if names else spec.rpartition(":")[2], e))
-    return built
 
 
 # One thread per process for the compute libraries: N workers on N cores, not N × (BLAS +

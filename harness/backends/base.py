@@ -30,6 +30,34 @@ class Backend(Protocol):
     def gradients(self, model: Model, arrays: dict[str, Array]) -> Mapping[str, Array]: ...
 
 
+class Gradients(dict):
+    """A backend's arrays (a dict, as ``gradients`` returns), with what the backend says about
+    them travelling beside, not among them: ``notes`` (one line for the report: which method
+    and step ran) and ``inconclusive`` (elements it measured but could not resolve, a nudge
+    across a kink say: masked, counted, not compared). A plain dict means no notes."""
+
+    def __init__(self, arrays: Mapping[str, Array] = (), *, notes: str = "", inconclusive: int = 0) -> None:
+        super().__init__(arrays)
+        self.notes, self.inconclusive = notes, inconclusive
+
+    def __reduce__(self):  # pickled with its notes (an isolated plugin's result crosses processes)
+        return (_rebuild, (dict(self), self.notes, self.inconclusive))
+
+
+def _rebuild(arrays: dict, notes: str, inconclusive: int) -> Gradients:
+    return Gradients(arrays, notes=notes, inconclusive=inconclusive)
+
+
+def notes_of(result: object) -> tuple[str, int]:
+    """(notes, inconclusive) a backend's result carries beside its arrays, checked: anything
+    but a string and a non-negative int counts as none (a plugin's result is untrusted)."""
+    notes = getattr(result, "notes", "")
+    count = getattr(result, "inconclusive", 0)
+    notes = notes if isinstance(notes, str) else ""
+    count = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
+    return notes, count
+
+
 class BackendOutputError(Exception):
     """A backend returned something that breaks the contract."""
 

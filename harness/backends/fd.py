@@ -54,7 +54,7 @@ from ..losses import cost, per_example_loss
 from ..model import Model
 from ..network import Network
 from ..tolerances import TOLERANCES
-from .base import NotApplicable
+from .base import Gradients, NotApplicable
 
 Array = np.ndarray
 
@@ -321,7 +321,7 @@ class FiniteDifferenceBackend:
             self._intermediates(model, params, Y, z_base, a_in, out)
         crossed = {q: n for q, n in self.kink_crossings.items() if n}
         unresolved = {q: n for q, n in self.unresolved.items() if n}
-        out["_inconclusive"] = sum(crossed.values()) + sum(unresolved.values())
+        inconclusive = sum(crossed.values()) + sum(unresolved.values())
         if crossed:
             notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0), not "
                          "compared: " + ", ".join(f"{q} {n}" for q, n in crossed.items()))
@@ -329,8 +329,7 @@ class FiniteDifferenceBackend:
             notes.append("inconclusive where the loss bends within the round-off of values of size N "
                          "(no step resolves the derivative to the tolerance in float64), not compared: "
                          + ", ".join(f"{q} {n}" for q, n in unresolved.items()))
-        out["_notes"] = "; ".join(notes)
-        return out
+        return Gradients(out, notes="; ".join(notes), inconclusive=inconclusive)
 
     def _intermediates(self, model: Model, params: dict[str, Array], Y: Array, zs: dict[int, Array],
                        as_: dict[int, Array], out: dict[str, Array]) -> None:

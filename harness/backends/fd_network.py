@@ -20,7 +20,7 @@ import numpy as np
 
 from ..directional import directions
 from ..network import Network, cost, forward
-from .base import NotApplicable
+from .base import Gradients, NotApplicable
 
 Array = np.ndarray
 
@@ -150,9 +150,8 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
     if crossed_counts:
         notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0, a hinge "
                      "margin at 0), not compared: " + ", ".join(f"{q} {n}" for q, n in crossed_counts.items()))
-    out["_inconclusive"] = sum(crossed_counts.values())
-    out["_notes"] = "; ".join(notes)
-    return out
+    inconclusive = sum(crossed_counts.values())
+    return Gradients(out, notes="; ".join(notes), inconclusive=inconclusive)
 
 
 def _directional(net: Network, f: dict[str, Array], ev: _Evaluator, h: float) -> Array:

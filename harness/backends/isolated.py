@@ -23,7 +23,6 @@ import multiprocessing as mp
 import os
 import sys
 import traceback
-from typing import Any
 
 DEFAULT_TIMEOUT = 600.0  # seconds for one case; --timeout sets it
 START_TIMEOUT = 120.0  # seconds to import the plugin (it may import torch)
@@ -48,7 +47,7 @@ def _serve(conn, spec: str) -> None:
     sys.stdout = sys.stderr
     from ..errors import InputError
     from ..runner import describe
-    from . import check_output, get, kind_of, load_plugin
+    from . import Gradients, check_output, get, kind_of, load_plugin, notes_of
 
     try:
         backend = load_plugin(spec) if ":" in spec else get(spec)
@@ -70,11 +69,8 @@ def _serve(conn, spec: str) -> None:
             return
         try:
             raw = backend.gradients(model, arrays)
-            out: dict[str, Any] = dict(check_output(model, raw, m))
-            for key in ("_notes", "_inconclusive"):
-                val = raw.get(key) if hasattr(raw, "get") else None
-                if isinstance(val, (str, int)) and not isinstance(val, bool):
-                    out[key] = val
+            notes, inconclusive = notes_of(raw)
+            out = Gradients(check_output(model, raw, m), notes=notes, inconclusive=inconclusive)
             reply: tuple = ("ok", out)
         except BaseException as e:  # noqa: BLE001 - sys.exit() too: a record, not the end
             try:
