@@ -6,21 +6,24 @@ go through ``compare`` with the tolerance row of the case dtype, so a claim pass
 fails exactly like a backend comparison.
 
 ``python -m harness claims [--out DIR]`` runs them all; ``tests/test_claims.py`` runs
-each one as a test.
+each MLP claim as a test, ``tests/test_network_claims.py`` each catalog layer claim.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
 from .activations import ACTIVATIONS, SOFTMAX, forward as g
 from .cases import Case
+from .catalog import L2_FORMS
 from .compare import compare
 from .model import DTYPES, Model
+from .network import forward as network_forward
+from .selfcheck import build_network
 from .tolerances import ANALYTIC, FINITE_DIFFERENCE, lookup
 
 Array = np.ndarray
@@ -70,6 +73,31 @@ NETWORKS: list[tuple[tuple[int, ...], tuple[str, ...], str, int]] = [
 ]
 ROW_SIZES = (1, 4, 10)  # N for the Jacobian claims on one row z (1×N)
 
+# Catalog networks of the layer claims: (name, input, layers, loss, m). No batchnorm, dropout
+# or layernorm is layer 1, so its input a^[i-1] has a gradient in every framework's results
+# (X has none); no relu, so fd has no kink to step around; layernorm's input is m×n with
+# m ≠ n, so a transposition cannot pass unseen.
+LAYER_NETWORKS: list[tuple[str, tuple[int, ...], list[dict], str, int]] = [
+    ("bn-drop-ln", (5,), [
+        {"layer": "dense", "units": 5, "activation": "tanh"},
+        {"layer": "batchnorm"},
+        {"layer": "dropout", "rate": 0.3},
+        {"layer": "dense", "units": 7},
+        {"layer": "layernorm"},
+        {"layer": "tanh"},
+        {"layer": "dense", "units": 3},
+    ], "cross_entropy", 6),
+    ("ln-drop-bn", (4,), [
+        {"layer": "dense", "units": 3},
+        {"layer": "layernorm"},
+        {"layer": "dense", "units": 5, "activation": "sigmoid"},
+        {"layer": "dropout", "rate": 0.5},
+        {"layer": "batchnorm"},
+        {"layer": "dense", "units": 2},
+    ], "half_sse", 9),
+]
+L2_LAMBDA = 0.3  # λ of the L2 claim, on the first of LAYER_NETWORKS in every form
+
 
 class Context:
     """The frameworks, the dtype, and each network's arrays and framework results (cached)."""
@@ -93,6 +121,34 @@ class Context:
             arrays = case.arrays()
             results = {name: fw.gradients(case.model, arrays) for name, fw in self.fw.items()}
             out.append((case, arrays, results))
+        return out
+
+    def _run(self, case: Case, arrays: dict[str, Array]) -> dict[str, dict[str, Array]]:
+        """Each framework's results on a catalog network. fd reports gradients only: the
+        values z{i}, a{i} it nudged are those of the numpy forward, added here."""
+        _, values, _ = network_forward(case.model, arrays)
+        return {name: {**values, **fw.gradients(case.model, arrays)} for name, fw in self.fw.items()}
+
+    @cached_property
+    def layer_networks(self) -> list[tuple[Case, dict[str, Array], dict[str, dict[str, Array]]]]:
+        """LAYER_NETWORKS without L2: (case, arrays, {framework: its results})."""
+        out = []
+        for i, (name, input, layers, loss, m) in enumerate(LAYER_NETWORKS):
+            case = Case(name, build_network(input, layers, loss, self.dtype), m, self.seed + 100 + i)
+            arrays = case.arrays()
+            out.append((case, arrays, self._run(case, arrays)))
+        return out
+
+    @cached_property
+    def l2_networks(self) -> list[tuple[str, Case, dict[str, dict[str, Array]]]]:
+        """The first layer network with λ = L2_LAMBDA in each form: (form, case, results).
+        Its arrays are those of ``layer_networks[0]``: the L2 term draws nothing."""
+        base, arrays, _ = self.layer_networks[0]
+        out = []
+        for form in L2_FORMS:
+            case = replace(base, name=f"{base.name} l2={L2_LAMBDA:g}({form})",
+                           model=replace(base.model, l2=L2_LAMBDA, l2_form=form))
+            out.append((form, case, self._run(case, arrays)))
         return out
 
     def per_example(self, case: Case, arrays: dict[str, Array], i: int) -> dict[str, dict[str, Array]]:
@@ -220,6 +276,123 @@ def _chain_of_jacobians(ctx: Context) -> Iterator[Instance]:
                 yield Instance(_shape(case, f", i=0, l={l}"), elementwise[l], {name: chained[l]})
 
 
+# ----------------------------------------------------------- claims of the catalog layers
+# The hand side is the textbook formula in numpy (float64), written out here and fed each
+# framework's own values (its forward a^[i-1], its ∂J/∂a^[i]); the framework's side is its
+# own gradient of J (autograd, jax.grad, finite differences of J) at the layer's input.
+
+
+def _layers_of(ctx: Context, kind: str):
+    """(case, arrays, spec, {framework: results}) for every layer of ``kind`` in the layer networks."""
+    for case, arrays, results in ctx.layer_networks:
+        for spec in case.model.network:
+            if spec.kind == kind:
+                yield case, arrays, spec, results
+
+
+def _where(case: Case, spec, extra: str) -> str:
+    m, n = case.batch, spec.in_shape[-1]
+    return f"{case.name}, {spec.label()} on {m}×{n}, {extra}"
+
+
+def _f64(x) -> Array:
+    return np.asarray(x, dtype=np.float64)
+
+
+def batchnorm_by_hand(x: Array, gamma: Array, dy: Array, eps: float) -> tuple[Array, Array, Array, Array]:
+    """Batch norm of x (m×n, statistics per column over the m rows) and its backward, from the
+    textbook: x̂ = (x − μ)/σ, σ = √(σ² + eps) with the biased σ², dx̂ = dy ∘ γ, and
+        dx = (1/(mσ)) (m dx̂ − Σ dx̂ − x̂ ∘ Σ(dx̂ ∘ x̂)),   dγ = Σ dy ∘ x̂,   dβ = Σ dy.
+    Returns x̂, dx, dγ, dβ (float64)."""
+    x, gamma, dy = _f64(x), _f64(gamma), _f64(dy)
+    m = x.shape[0]
+    mu = x.mean(axis=0)
+    sigma = np.sqrt(((x - mu) ** 2).mean(axis=0) + eps)
+    x_hat = (x - mu) / sigma
+    dx_hat = dy * gamma
+    dx = (m * dx_hat - dx_hat.sum(axis=0) - x_hat * (dx_hat * x_hat).sum(axis=0)) / (m * sigma)
+    return x_hat, dx, (dy * x_hat).sum(axis=0), dy.sum(axis=0)
+
+
+def _batchnorm_backward(hand: Callable = batchnorm_by_hand):
+    """``hand(x, γ, dy, eps)`` -> (x̂, dx, dγ, dβ): the claimed backward, against each
+    framework's ∂J/∂a^[i-1], ∂J/∂γ, ∂J/∂β at every batchnorm layer."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "batchnorm"):
+            i, gamma = spec.index, arrays[spec.key("gamma")]
+            for name, r in results.items():
+                _, dx, dgamma, dbeta = hand(r[f"a{i - 1}"], gamma, r[f"da{i}"], spec["eps"])
+                yield Instance(_where(case, spec, "dx"), dx, {name: r[f"da{i - 1}"]})
+                yield Instance(_where(case, spec, "dγ"), dgamma, {name: r[f"d{spec.key('gamma')}"]})
+                yield Instance(_where(case, spec, "dβ"), dbeta, {name: r[f"d{spec.key('beta')}"]})
+    return instances
+
+
+def _dropout_backward(hand: Callable[[Array, Array, float], Array] = lambda dy, mask, p: dy * mask / (1 - p)):
+    """``hand(dy, mask, p)``: the claimed dx, against each framework's ∂J/∂a^[i-1]."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "dropout"):
+            i, mask = spec.index, _f64(arrays[spec.key("mask")])
+            for name, r in results.items():
+                yield Instance(_where(case, spec, f"p={spec['rate']:g}"),
+                               hand(_f64(r[f"da{i}"]), mask, spec["rate"]), {name: r[f"da{i - 1}"]})
+    return instances
+
+
+# The gradient of each form's term, as the textbook writes it (not from l2_coefficient).
+L2_GRADIENT = {"half": lambda lam, m: lam, "sum": lambda lam, m: 2 * lam, "half_mean": lambda lam, m: lam / m}
+
+
+def _l2_gradient(factor: dict[str, Callable[[float, int], float]] = L2_GRADIENT):
+    """``factor[form](λ, m)``: k in the claimed ∂(L2 term)/∂W = k·W."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        _, arrays, plain = ctx.layer_networks[0]
+        for form, case, results in ctx.l2_networks:
+            k = factor[form](L2_LAMBDA, case.batch)
+            for key in case.model.regularised():
+                W = _f64(arrays[key])
+                for name, r in results.items():
+                    # hand: the framework's own ∂J/∂W without L2, plus k·W
+                    yield Instance(f"{case.name}, d{key} {'×'.join(map(str, W.shape))}",
+                                   _f64(plain[name][f"d{key}"]) + k * W, {name: r[f"d{key}"]})
+    return instances
+
+
+def layernorm_as_batchnorm(x: Array, gamma: Array, beta: Array, dy: Array, eps: float) -> tuple[Array, Array]:
+    """Layer norm of x (m×n) and its dx, as batch norm of xᵀ (γ = 1, β = 0: those are per
+    feature, along the other axis) transposed back: y = γ ∘ x̂ᵀ + β, dx = dx_BNᵀ given (dy ∘ γ)ᵀ."""
+    x_hat_T, dx_T, _, _ = batchnorm_by_hand(_f64(x).T, np.ones(x.shape[0]), (_f64(dy) * _f64(gamma)).T, eps)
+    return _f64(gamma) * x_hat_T.T + _f64(beta), dx_T.T
+
+
+def _layernorm_transposed(hand: Callable = layernorm_as_batchnorm):
+    """``hand(x, γ, β, dy, eps)`` -> (y, dx): the claimed layer norm and its backward, against
+    each framework's a^[i] and ∂J/∂a^[i-1] at every layernorm layer."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "layernorm"):
+            i = spec.index
+            gamma, beta = arrays[spec.key("gamma")], arrays[spec.key("beta")]
+            for name, r in results.items():
+                y, dx = hand(r[f"a{i - 1}"], gamma, beta, r[f"da{i}"], spec["eps"])
+                if name != "fd":  # fd's a^[i] is the numpy forward of the catalog, not a framework's
+                    yield Instance(_where(case, spec, "forward"), y, {name: r[f"a{i}"]})
+                yield Instance(_where(case, spec, "dx"), dx, {name: r[f"da{i - 1}"]})
+    return instances
+
+
+NETWORK_CLAIMS: list[Claim] = [
+    Claim("batchnorm-backward",
+          "dx = (1/(mσ))(m dx̂ − Σ dx̂ − x̂ ∘ Σ(dx̂ ∘ x̂)), dx̂ = dy ∘ γ, Σ over the batch;  "
+          "dγ = Σ dy ∘ x̂, dβ = Σ dy", _batchnorm_backward()),
+    Claim("dropout-backward", "dx = dy ∘ mask/(1 − p): the forward's mask and scale", _dropout_backward()),
+    Claim("l2-gradient", "∂J/∂W = ∂J₀/∂W + λW (half: λ/2 Σ W²), + 2λW (sum: λ Σ W²), "
+                         "+ (λ/m)W (half_mean: λ/(2m) Σ W²)", _l2_gradient()),
+    Claim("layernorm-is-transposed-batchnorm",
+          "layernorm(X) = γ ∘ BN(Xᵀ)ᵀ + β and dX = BN's dx of Xᵀ given (dy ∘ γ)ᵀ, transposed "
+          "(BN with γ = 1, β = 0)", _layernorm_transposed()),
+]
+
+
 CLAIMS: list[Claim] = [
     Claim("exp-jacobian", "∂(e^z)/∂z = diag(e^z)  (z a 1×N row, elementwise e^z)",
           _jacobian_claim("exp", lambda z: np.diag(np.exp(z[0])))),
@@ -243,6 +416,7 @@ CLAIMS: list[Claim] = [
     Claim("chain-of-jacobians",
           "elementwise δ^[l] = chain of full Jacobians ∂𝓛/∂a^[L] ∂a^[L]/∂z^[L] Π_k W^[k+1]ᵀ diag(g'(z^[k]))",
           _chain_of_jacobians),
+    *NETWORK_CLAIMS,
 ]
 
 

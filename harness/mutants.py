@@ -1,18 +1,25 @@
 """Deliberately wrong backprops: the mistakes learners make, each a plugin backend.
 
-Every mutant is the manual backprop with one mistake switched on. They exist to prove the
+Every mutant is the manual backprop with one mistake switched on: ``Mutant`` for the MLP
+form (``Model``), ``NetworkMutant`` for catalog networks (``Network``, through
+``harness.network.backprop`` with one layer's backward replaced). They exist to prove the
 harness catches wrong gradients (``python -m harness selfcheck``, and the tests). Each is a
 plugin like a user's: built with no arguments, with ``name`` and ``gradients``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 
 from .activations import ACTIVATIONS, SOFTMAX
 from .backends.manual import forward_pass, output_delta
+from .catalog import LAYERS
 from .losses import cost
 from .model import Model
+from .network import Backward, Network, backprop
 
 Array = np.ndarray
 
@@ -105,6 +112,167 @@ PerturbedElement = _mutant("PerturbedElement", "one-element-1e-5", "dW^[1][0,0] 
                            perturb=("dW1", 1e-5))
 TransposesDW = _mutant("TransposesDW", "transposes-dW", "returns dW^[l]ᵀ", transpose_dW=True)
 
-# The self-check's mutants, each a mistake learners make.
+
+# --------------------------------------------------------------------------- catalog networks
+
+
+class NetworkMutant:
+    """A catalog network's manual backprop with one mistake (none here: correct).
+
+    The mistake is a layer's backward replaced (``backward_of``), the network changed before
+    the pass (``network``: a forward that is wrong too), or the gradients edited after
+    (``edit``). ``why_not`` says why a network cannot show the mistake (it lacks the layer).
+    """
+
+    name = "network-mutant"
+    kind = "analytic"
+    mistake = ""
+    needs = ""  # the layer kind the mistake is in ("" for none)
+
+    def backward_of(self) -> dict[str, Backward]:
+        return {}
+
+    def network(self, net: Network) -> Network:
+        return net
+
+    def edit(self, net: Network, arrays: dict[str, Array], out: dict[str, Array]) -> dict[str, Array]:
+        return out
+
+    def gradients(self, model: Network, arrays: dict[str, Array]) -> dict[str, Array]:
+        if not isinstance(model, Network):
+            raise TypeError(f"{self.name} is a mistake in a catalog layer; this case is an MLP")
+        return self.edit(model, arrays, backprop(self.network(model), arrays, self.backward_of()))
+
+    @classmethod
+    def why_not(cls, net: Network, arrays: dict[str, Array]) -> str | None:
+        """Why the mistake cannot change anything on this network, or None."""
+        if cls.needs and not any(spec.kind == cls.needs for spec in net.network):
+            return f"no {cls.needs} layer"
+        return None
+
+
+def _dropouts(net: Network) -> list:
+    return [spec for spec in net.network if spec.kind == "dropout"]
+
+
+class BatchnormStatsConstant(NetworkMutant):
+    name = "batchnorm-stats-constant"
+    mistake = "batchnorm dx = dx̂/σ: μ and σ taken as constants (no −Σ dx̂, −x̂ Σ dx̂∘x̂)"
+    needs = "batchnorm"
+
+    def backward_of(self):
+        def backward(spec, dy, cache):
+            _, inv_sigma, gamma = cache
+            _, grads = LAYERS["batchnorm"].backward(spec, dy, cache)  # dγ, dβ stay right
+            return dy * gamma * inv_sigma, grads
+        return {"batchnorm": backward}
+
+
+class DropoutUnscaled(NetworkMutant):
+    name = "dropout-unscaled"
+    mistake = "dropout dx = dy ∘ mask, without the 1/(1 − p) of the forward"
+    needs = "dropout"
+
+    def backward_of(self):
+        return {"dropout": lambda spec, dy, mask: (dy * mask, {})}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if any(spec["rate"] > 0 for spec in _dropouts(net)):
+            return None
+        return super().why_not(net, arrays) or "dropout rate 0: the scale 1/(1 − p) is 1"
+
+
+class DropoutOtherMask(NetworkMutant):
+    name = "dropout-other-mask"
+    mistake = "dropout backward with another mask (the forward's, rolled by one row)"
+    needs = "dropout"
+
+    def backward_of(self):
+        return {"dropout": lambda spec, dy, mask: (dy * np.roll(mask, 1, axis=0) / (1 - spec["rate"]), {})}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        for spec in _dropouts(net):
+            mask = arrays[spec.key("mask")]
+            if not np.array_equal(np.roll(mask, 1, axis=0), mask):
+                return None
+        return super().why_not(net, arrays) or "every row of the mask is the same: rolled, it is unchanged"
+
+
+class LayernormOverBatch(NetworkMutant):
+    """Layer norm's statistics taken per feature over the batch, in the forward and the
+    backward alike: on an N×n input that is batch norm, so the mutant runs batch norm in its
+    place, with the same γ, β. Its backward is the right one for its own forward: the
+    disagreement starts in the forward (J, a^[i])."""
+
+    name = "layernorm-over-batch"
+    mistake = "layernorm's μ, σ over the batch (axis 0) instead of the features, forward and backward"
+    needs = "layernorm"
+
+    def network(self, net):
+        specs = tuple(dataclasses.replace(s, kind="batchnorm") if s.kind == "layernorm" else s
+                      for s in net.network)
+        return dataclasses.replace(net, network=specs)
+
+
+class _L2Factor(NetworkMutant):
+    """dW of the L2 term as k·W with the wrong k: backprop's right 2c·W is taken off again."""
+
+    @staticmethod
+    def coefficient(lam: float, m: int) -> float:
+        """k of the mutant's k·W."""
+        raise NotImplementedError
+
+    def edit(self, net, arrays, out):
+        m = arrays["X"].shape[0]
+        right, wrong = 2 * net.l2_coefficient(m), self.coefficient(net.l2, m)
+        for key in net.regularised():
+            W = arrays[key]
+            out[f"d{key}"] = out[f"d{key}"] - right * W + wrong * W
+        return out
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if not (net.l2 and net.regularised()):
+            return "no L2 term (l2 = 0 or no weight matrix)"
+        m = arrays["X"].shape[0]
+        if math.isclose(cls.coefficient(net.l2, m), 2 * net.l2_coefficient(m)):
+            return f"for l2_form {net.l2_form} with m = {m} this is the right gradient"
+        return None
+
+
+class L2TwiceLambda(_L2Factor):
+    name = "l2-2λW"
+    mistake = "L2 gradient 2λW whatever the form (d/dW of λ Σ W², right only for form sum)"
+
+    @staticmethod
+    def coefficient(lam, m):
+        return 2 * lam
+
+
+class L2HalfLambda(_L2Factor):
+    name = "l2-λW/2"
+    mistake = "L2 gradient (λ/2) W: the ½ of λ/2 Σ W² kept, the 2 of d(W²)/dW dropped"
+
+    @staticmethod
+    def coefficient(lam, m):
+        return lam / 2
+
+
+class L2WithoutMean(_L2Factor):
+    name = "l2-without-1/m"
+    mistake = "L2 gradient λW whatever the form (for half_mean, the 1/m forgotten)"
+
+    @staticmethod
+    def coefficient(lam, m):
+        return lam
+
+
+NETWORK_MUTANTS = [BatchnormStatsConstant, DropoutUnscaled, DropoutOtherMask, LayernormOverBatch,
+                   L2TwiceLambda, L2HalfLambda, L2WithoutMean]
+
+# The self-check's mutants, each a mistake learners make: MLP ones, then catalog network ones.
 MUTANTS = [ForgetsGPrime, GInsteadOfGPrime, ForgetsMean, DWFromWrongLayer, WNotTransposed,
-           SoftmaxElementwise, DbNotSummed, OffByOneLayer, ScaledLayer, PerturbedElement]
+           SoftmaxElementwise, DbNotSummed, OffByOneLayer, ScaledLayer, PerturbedElement,
+           *NETWORK_MUTANTS]

@@ -4,11 +4,26 @@ where it is detectable. ``python -m harness selfcheck [--out DIR]``; exit 1 belo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .cases import Case
+from .catalog import build_spec
 from .model import Model
-from .mutants import MUTANTS, PerturbedElement, SoftmaxElementwise
+from .mutants import MUTANTS, NetworkMutant, PerturbedElement, SoftmaxElementwise
+from .network import Network
 from .runner import run_case
+
+
+def build_network(input: tuple[int, ...], layers: list[dict[str, Any]], loss: str, dtype: str,
+                  l2: float = 0.0, l2_form: str = "half") -> Network:
+    """A ``Network`` from layers written as in a case file ({"layer": "dense", "units": 5}).
+    For the harness's own fixed networks: the case loader's checks of user input are not run."""
+    specs, shape = [], tuple(input)
+    for i, raw in enumerate(layers, start=1):
+        specs.append(build_spec(raw, i, shape))
+        shape = specs[-1].out_shape
+    return Network(tuple(input), tuple(specs), loss, dtype, float(l2), l2_form)
+
 
 # Square hidden layers, so that the shape-preserving mistakes (Wᵀ vs W, a^[l] vs a^[l-1],
 # the layer off by one) give arrays of the right shape and must be caught by their values.
@@ -23,9 +38,44 @@ CASES = [
     for dt in ("float64", "float32")
 ]
 
+# Catalog networks with every layer a network mutant is about (batchnorm, dropout, layernorm)
+# and an L2 term, in two orders and two L2 forms. No relu: fd has no kink to step around.
+NETWORK_CASES = [
+    Case(f"bn-drop-ln-ce-{dt}", build_network((6,), [
+        {"layer": "dense", "units": 5, "activation": "tanh"},
+        {"layer": "dropout", "rate": 0.25},
+        {"layer": "dense", "units": 6},
+        {"layer": "batchnorm"},
+        {"layer": "sigmoid"},
+        {"layer": "dense", "units": 5, "activation": "tanh"},
+        {"layer": "layernorm"},
+        {"layer": "dense", "units": 4},
+    ], "cross_entropy", dt, l2=0.1, l2_form="half"), 8, 21)
+    for dt in ("float64", "float32")
+] + [
+    Case(f"ln-drop-bn-sse-{dt}", build_network((5,), [
+        {"layer": "dense", "units": 6},
+        {"layer": "layernorm"},
+        {"layer": "tanh"},
+        {"layer": "dropout", "rate": 0.5},
+        {"layer": "dense", "units": 6, "activation": "elu"},
+        {"layer": "batchnorm"},
+        {"layer": "dense", "units": 3},
+    ], "half_sse", dt, l2=0.2, l2_form="half_mean"), 6, 22)
+    for dt in ("float64", "float32")
+]
+CASES += NETWORK_CASES
+
 
 def excluded(mutant: type, case: Case) -> str | None:
     """Why a mutant cannot show on a case, or None when it must be caught there."""
+    network_case = isinstance(case.model, Network)
+    if issubclass(mutant, NetworkMutant):
+        if not network_case:
+            return "a catalog layer's mistake; an MLP case has no catalog layers"
+        return mutant.why_not(case.model, case.arrays())
+    if network_case:
+        return "an MLP mistake (Model's W, b, g walked by hand); not a catalog network's"
     if mutant is SoftmaxElementwise and not (case.model.loss == "half_sse" and case.model.activations[-1] == "softmax"):
         return "the softmax Jacobian is used only by half_sse through softmax (CE and BCE use ŷ − ȳ)"
     if mutant is PerturbedElement and case.model.dtype == "float32":
@@ -72,7 +122,12 @@ def table(outcomes: list[Outcome]) -> tuple[str, float]:
         rows = [o for o in outcomes if o.mutant == name]
         run = [o for o in rows if o.detected is not None]
         hit = [o for o in run if o.detected]
-        excl = [f"{o.case}: {o.by}" for o in rows if o.detected is None]
+        # one entry per reason: the form exclusions name every case of the other form
+        reasons: dict[str, list[str]] = {}
+        for o in rows:
+            if o.detected is None:
+                reasons.setdefault(o.by, []).append(o.case)
+        excl = [f"{', '.join(cases)}: {reason}" for reason, cases in reasons.items()]
         lines.append(f"| `{name}` | {rows[0].mistake} | {len(run)} | {len(hit)}/{len(run)} | "
                      f"{hit[0].by if hit else '—'} | {'; '.join(excl) or '—'} |")
     eligible = [o for o in outcomes if o.detected is not None]

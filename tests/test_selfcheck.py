@@ -5,7 +5,8 @@ import numpy as np
 from conftest import run_cli
 from harness.cases import Case
 from harness.model import Model
-from harness.mutants import MUTANTS, Mutant
+from harness.mutants import MUTANTS, Mutant, NetworkMutant
+from harness.network import Network
 from harness.selfcheck import CASES, run_selfcheck, table
 
 
@@ -18,16 +19,22 @@ def test_every_mutant_is_caught_where_detectable(builtin):
         ran = [o for o in outcomes if o.mutant == m.name and o.detected is not None]
         assert ran, m.name
     assert len(outcomes) == len(MUTANTS) * len(CASES)
+    assert {type(c.model) for c in CASES} == {Model, Network}
 
 
 def test_the_unmutated_backend_is_not_detected(builtin, monkeypatch):
-    """Control: the same machinery with no mistake switched on reports nothing."""
+    """Control: the same machinery with no mistake switched on reports nothing, on every case
+    of its form (MLP or catalog network) and is excluded from the other form's."""
     import harness.selfcheck as sc
 
     Correct = type("Correct", (Mutant,), {"name": "correct", "mistake": "none"})
-    monkeypatch.setattr(sc, "MUTANTS", [Correct])
+    CorrectNetwork = type("CorrectNetwork", (NetworkMutant,), {"name": "correct-network", "mistake": "none"})
+    monkeypatch.setattr(sc, "MUTANTS", [Correct, CorrectNetwork])
     outcomes = sc.run_selfcheck([builtin[n] for n in ("manual", "torch", "jax", "fd")])
-    assert outcomes and all(o.detected is False for o in outcomes)
+    ran = {(o.mutant, o.case) for o in outcomes if o.detected is not None}
+    assert ran == {("correct", c.name) for c in CASES if isinstance(c.model, Model)} | \
+        {("correct-network", c.name) for c in CASES if isinstance(c.model, Network)}
+    assert all(o.detected is False for o in outcomes if o.detected is not None)
 
 
 def test_cli(tmp_path):
