@@ -20,7 +20,7 @@ import numpy as np
 Array = np.ndarray
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_TANH_C = 0.044715
+GELU_TANH_C = 0.044715
 LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0
 
@@ -64,14 +64,14 @@ def _gelu_prime(z: Array) -> Array:
 
 
 def _gelu_tanh(z: Array) -> Array:
-    t = np.tanh(_SQRT_2_OVER_PI * (z + _GELU_TANH_C * z**3))
+    t = np.tanh(_SQRT_2_OVER_PI * (z + GELU_TANH_C * z**3))
     return 0.5 * z * (1 + t)
 
 
 def _gelu_tanh_prime(z: Array) -> Array:
-    u = _SQRT_2_OVER_PI * (z + _GELU_TANH_C * z**3)
+    u = _SQRT_2_OVER_PI * (z + GELU_TANH_C * z**3)
     t = np.tanh(u)
-    du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * z * z)
+    du = _SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * z * z)
     return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du
 
 

@@ -149,3 +149,10 @@ def compare(case: str, quantity: str, a_name: str, a: Array, b_name: str, b: Arr
                       passed=not np.count_nonzero(off),
                       note="" if n_checked or not x.size else
                       "nothing compared: every element masked (not computed, or inconclusive)")
+
+
+def fmt(x: float) -> str:
+    """A difference or tolerance as report tables show it: 3.1e-08, 0, inf."""
+    if not np.isfinite(x):
+        return "inf" if x > 0 else str(x)
+    return "0" if x == 0 else f"{x:.1e}"

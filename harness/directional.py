@@ -8,9 +8,12 @@ measures the same K numbers as (J(θ + hv) − J(θ − hv)) / 2h.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .model import Model
+if TYPE_CHECKING:  # model.py imports this module (N_DIRECTIONS); not the other way round
+    from .model import Model
 
 Array = np.ndarray
 N_DIRECTIONS = 8

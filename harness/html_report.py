@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .model import Model
-from .report import _fmt
+from .claims_report import claim_cell, claims_table
+from .compare import fmt as _fmt
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
 
@@ -134,7 +135,6 @@ def _claims_section(out: Path) -> str:
     path = out / "claims.csv"
     if not path.exists():
         return ""
-    from .report import _claim_cell, claims_table
 
     try:
         frame = pd.read_csv(path)
@@ -146,7 +146,7 @@ def _claims_section(out: Path) -> str:
                 f"be read ({html.escape(type(e).__name__)}); run python -m harness claims again.</p>")
     # The cells of claims.md, from the same function: the two never show different numbers.
     rows = [{"claim": r["claim"], "formula": r["formula"], "dtype": r["dtype"],
-             **{fw: _claim_cell(r["fw"].get(fw)) for fw in frameworks}}
+             **{fw: claim_cell(r["fw"].get(fw)) for fw in frameworks}}
             for r in table]
     n_bad = int((~frame.passed).sum())
     head = "every claim holds" if not n_bad else f"{n_bad} failing instances"
@@ -192,10 +192,9 @@ def _pairs_table(result: RunResult) -> str:
 
 
 def render(result: RunResult, environment: dict, out: Path) -> str:
-    from .report import verdict
 
     comps = result.comparisons
-    v = verdict(result)
+    v = result.verdict.text
     body = [
         "<h1>Backprop cross-validation report</h1>",
         f'<div class="verdict {"ok" if result.passed else "bad"}" id="verdict">Verdict: {html.escape(v)}</div>',

@@ -14,10 +14,11 @@ import numpy as np
 
 from .catalog import L2_FORMS, LAYERS, NETWORK_LOSSES, LayerError, build_spec
 from .errors import did_you_mean
+from .fields import _Fields, _parse_labels, _show
 from .network import Network
 
 if TYPE_CHECKING:
-    from .cases import Case, _Fields
+    from .cases import Case
 
 MAX_INPUT_DIMS = 3  # [n], [T, D], [C, H, W]
 MAX_VALUE_DIMS = 5  # X of N×C×H×W is the deepest array a case gives
@@ -26,8 +27,6 @@ MLP_KEYS = ("layers", "activations", "output")
 
 def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: int) -> Network:
     """The ``Network`` of a case table that has ``network``."""
-    from .cases import _show
-
     for key in MLP_KEYS:
         if key in f.raw:
             f.fail(key, f"give either `network` (a list of layers) or `layers` + `activations` "
@@ -108,8 +107,6 @@ def check_batch(f: _Fields, net: Network, batch: int) -> None:
 
 def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, np.ndarray]:
     """Explicit arrays of ``[case.values]``: X, the targets, parameters, extra inputs."""
-    from .cases import _parse_labels
-
     raw = f.get("values", dict, {})
     target = NETWORK_LOSSES[net.loss].target
     params = net.param_shapes()
@@ -163,8 +160,6 @@ def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, 
 
 def _numbers(f: _Fields, fld: str, val: Any, dtype: str) -> np.ndarray:
     """A rectangular array of finite numbers, at most MAX_VALUE_DIMS deep, that fits ``dtype``."""
-    from .cases import _show
-
     level = [val]
     for depth in range(MAX_VALUE_DIMS + 1):
         if not all(isinstance(v, list) for v in level):
@@ -288,9 +283,7 @@ def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras,
     return {"input": [n_in], "network": layers, "loss": loss, "dtype": dtype, "l2": lam, "l2_form": form}
 
 
-def network_of(raw: dict) -> Network:
+def network_of(raw: dict, max_dim: int, max_depth: int) -> Network:
     """The Network of a drawn table (``draw_network``), through the same checks as a file's."""
-    from .cases import MAX_DEPTH, MAX_DIM, _Fields
-
     f = _Fields({"name": "drawn", **raw}, {"name", *raw}, "<sweep>", "drawn")
-    return parse_network(f, raw["loss"], raw["dtype"], MAX_DIM, MAX_DEPTH)
+    return parse_network(f, raw["loss"], raw["dtype"], max_dim, max_depth)

@@ -21,6 +21,7 @@ from .backends import Backend, NotApplicable, check_output, kind_of, notes_of
 from .backends.build import UnavailableBackend, build_backends  # noqa: F401 - UnavailableBackend re-exported
 from .cases import Case
 from .compare import Comparison, compare
+from .errors import describe  # noqa: F401 - re-exported: runner.describe is public
 from .directional import directions, project
 from .rounding import rounding_floor
 from .tolerances import lookup, pair_kind
@@ -107,28 +108,6 @@ class RunResult:
     @property
     def passed(self) -> bool:
         return self.verdict.passed
-
-
-def describe(e: BaseException) -> str:
-    """``Type: message`` on one line, even for an exception whose ``__str__`` raises."""
-    try:
-        line = getattr(e, "xval_message", None)  # raised in a plugin's own process (isolated.py)
-    except BaseException:  # noqa: BLE001 - a user's __getattr__ may raise anything
-        line = None
-    if isinstance(line, str):
-        return line
-    try:
-        name = type(e).__name__
-    except Exception:  # noqa: BLE001
-        name = "exception"
-    try:
-        text = str(e)
-    except BaseException as inner:  # noqa: BLE001 - the user's __str__ may do anything
-        try:
-            text = f"<str() of the exception raised {type(inner).__name__}>"
-        except BaseException:  # noqa: BLE001
-            text = "<str() of the exception failed>"
-    return f"{name}: {text}".strip().replace("\n", " ")
 
 
 def _traceback() -> str:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..activations import ACTIVATIONS, SOFTMAX, forward as g
+from ..activations import ACTIVATIONS, ELU_ALPHA, GELU_TANH_C, LEAKY_SLOPE, SOFTMAX, forward as g
 from ..directional import directions
 from ..losses import cost, per_example_loss
 from ..model import Model
@@ -162,13 +162,13 @@ def _g_complex(name: str, z: Array) -> Array:
         if name == "relu":
             return np.where(right, z, 0)
         if name == "leaky_relu":
-            return np.where(right, z, 0.01 * z)
+            return np.where(right, z, LEAKY_SLOPE * z)
         if name == "elu":
-            return np.where(right, z, np.expm1(z))
+            return np.where(right, z, ELU_ALPHA * np.expm1(z))
         if name == "softplus":
             return np.where(right, z + np.log1p(np.exp(-z)), np.log1p(np.exp(z)))
         if name == "gelu_tanh":
-            return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+            return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + GELU_TANH_C * z**3)))
         if name == SOFTMAX:
             e = np.exp(z - np.real(z).max(axis=-1, keepdims=True))
             return e / e.sum(axis=-1, keepdims=True)

@@ -46,7 +46,7 @@ def _serve(conn, spec: str) -> None:
     os.dup2(2, 1)  # the plugin's prints go to stderr, never into --json on stdout
     sys.stdout = sys.stderr
     from ..errors import InputError
-    from ..runner import describe
+    from ..errors import describe
     from . import Gradients, check_output, get, kind_of, load_plugin, notes_of
 
     try:
