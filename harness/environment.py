@@ -36,7 +36,7 @@ def _blas() -> str:
 
 
 def _torch() -> dict:
-    if "torch" not in sys.modules:
+    if sys.modules.get("torch") is None:  # not loaded (or blocked: a machine without the extra)
         return {"loaded": False}
     import torch
 
@@ -52,7 +52,7 @@ def _torch() -> dict:
 
 
 def _jax() -> dict:
-    if "jax" not in sys.modules:
+    if sys.modules.get("jax") is None:
         return {"loaded": False}
     import jax
 

@@ -277,7 +277,7 @@ def pin_threads() -> None:
         else:
             os.environ[key] = value
     threadpool_limits(1)
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:  # None: blocked, as a test does to hide the extra
         sys.modules["torch"].set_num_threads(1)
 
 
@@ -294,7 +294,7 @@ def _init_worker(specs: Sequence[str], trust_kinds: Collection[str], timeout: fl
     pin_threads()
     _WORKER_BACKENDS = build_backends(specs, timeout, names)
     _WORKER_TRUST = frozenset(trust_kinds)
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:  # None: blocked, as a test does to hide the extra
         sys.modules["torch"].set_num_threads(1)
 
 

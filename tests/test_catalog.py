@@ -817,9 +817,6 @@ def test_network_check_flags_the_mutant(name, what, mutant, first, network_cases
         assert c.quantity == first, (what, pair, c.message())
 
 
-@pytest.mark.xfail(strict=True, reason="torch_backend._network_gradients asks autograd for a{i} of "
-                   "leading layers without parameters (flatten, dropout, an activation on X): they do "
-                   "not require grad, and torch.autograd.grad raises")
 @pytest.mark.parametrize("first", ['{layer = "flatten"}', '{layer = "dropout", rate = 0.5}', '{layer = "tanh"}'])
 def test_network_may_start_with_a_layer_without_parameters(first, builtin, tmp_path):
     from harness.cases import load_file

@@ -40,7 +40,11 @@ class JaxBackend:
     kind = "analytic"
 
     def __init__(self) -> None:
-        import jax
+        try:
+            import jax
+        except ImportError as e:  # an extra of the package since the catalog issue
+            raise ImportError(f"jax is not installed ({e}); install it with pip install -c constraints.txt "
+                              "'backprop-xval[jax]'") from e
 
         jax.config.update("jax_enable_x64", True)
         if not jax.config.jax_enable_x64:

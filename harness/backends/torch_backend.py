@@ -20,7 +20,11 @@ class TorchBackend:
     kind = "analytic"
 
     def __init__(self) -> None:
-        import torch
+        try:
+            import torch
+        except ImportError as e:  # an extra of the package since the catalog issue
+            raise ImportError(f"torch is not installed ({e}); install it with pip install -c constraints.txt "
+                              "'backprop-xval[torch]'") from e
         import torch.nn.functional as F
 
         self.torch, self.F = torch, F
@@ -74,7 +78,9 @@ class TorchBackend:
         keys = list(net.param_shapes())
         params = {k: torch.from_numpy(np.array(arrays[k])).requires_grad_() for k in keys}
         m = arrays["X"].shape[0]
-        a = t["X"]
+        # X joins the graph too: a network may start with a layer that has no parameters
+        # (flatten, dropout, an activation), and ∂J/∂a1 is still asked for.
+        a = t["X"].requires_grad_()
         values: dict[str, object] = {}
         for spec in net.network:
             layer = LAYERS[spec.kind]

@@ -1,0 +1,36 @@
+"""torch and jax are extras: without them the harness runs its numpy backends, and a framework
+backend asked for reports, on every case, that it is not installed and how to install it."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+# Make `import torch` and `import jax` fail in the child, as on a machine without the extras.
+SCRIPT = """
+import sys
+sys.modules["torch"] = None
+sys.modules["jax"] = None
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-c", SCRIPT, *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def test_numpy_backends_run_without_the_frameworks(tmp_path):
+    proc = _run("run", "cases/networks.toml", "--backends", "manual,manual_columns,fd",
+                "--out", tmp_path / "out", "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ALL AGREE" in proc.stdout
+
+
+def test_a_missing_framework_is_an_error_per_case_that_says_how_to_install_it(tmp_path):
+    proc = _run("run", "cases/networks.toml", "--backends", "manual,torch",
+                "--out", tmp_path / "out", "--quiet", "--allow-uncompared")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "torch is not installed" in report and "backprop-xval[torch]" in report
