@@ -93,6 +93,43 @@ def gradients(sizes: list[str], rounds: int) -> None:
                    t["manual"] / t["manual forward"] <= 3)
 
 
+CATALOG_NETWORK = """
+[[case]]
+name = "bn-dropout-{size}-{dtype}"
+input = [{n}]
+batch = {m}
+dtype = "{dtype}"
+loss = "cross_entropy"
+l2 = 0.01
+network = [
+  {{layer = "dense", units = {h}}}, {{layer = "batchnorm"}}, {{layer = "relu"}}, {{layer = "dropout", rate = 0.3}},
+  {{layer = "dense", units = {h}}}, {{layer = "batchnorm"}}, {{layer = "relu"}}, {{layer = "dropout", rate = 0.3}},
+  {{layer = "dense", units = 10}},
+]
+"""
+CATALOG_SIZES = {"mid": (256, 512, 256), "large": (1024, 2048, 512)}  # n_0, hidden width, batch
+
+
+def catalog(sizes: list[str], rounds: int) -> None:
+    print("\nOne gradient of an MLP with batch norm, dropout and L2 (catalog layers), manual vs torch vs jax")
+    backends = {n: get(n) for n in ("manual", "torch", "jax")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in ("float32", "float64"):
+            for size in sizes:
+                n, h, m = CATALOG_SIZES[size]
+                path = Path(tmp) / f"{size}-{dtype}.toml"
+                path.write_text(CATALOG_NETWORK.format(size=size, dtype=dtype, n=n, h=h, m=m))
+                case = load_file(path)[0]
+                arrays = case.arrays()
+                fns = {k: (lambda b=b: b.gradients(case.model, arrays)) for k, b in backends.items()}
+                t = interleaved(fns, rounds)
+                tag = f"{size} bn-dropout {n}-{h}-{h}-10 m={m} {dtype}"
+                for k in ("manual", "torch", "jax"):
+                    report(f"{tag}: {k} seconds", t[k], "measured", None, "s")
+                report(f"{tag}: manual / torch", t["manual"] / t["torch"], "≤ 1.0", t["manual"] <= t["torch"])
+                report(f"{tag}: jax / torch", t["jax"] / t["torch"], "measured", None)
+
+
 def overhead() -> None:
     print("\nHarness overhead on a run of mid-size cases (manual, torch, jax)")
     cases = [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
@@ -211,13 +248,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--sizes", default="mid,large", help=f"of {','.join(SIZES)}")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="gradients,overhead,compile,fd,sweep")
+    parser.add_argument("--only", default="gradients,catalog,overhead,compile,fd,sweep")
     args = parser.parse_args()
     only = args.only.split(",")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"benchmarks {stamp} on {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}")
     if "gradients" in only:
         gradients(args.sizes.split(","), args.rounds)
+    if "catalog" in only:
+        catalog(args.sizes.split(","), args.rounds)
     if "overhead" in only:
         overhead()
     if "compile" in only:
