@@ -22,7 +22,7 @@ from .report import Progress, summary_table, write_report
 from .backends import build
 from .runner import pin_threads, run, run_parallel
 
-DEFAULT_CASES = "cases/default.toml"
+DEFAULT_CASES = ["cases/default.toml", "cases/networks.toml"]  # MLPs; catalog networks
 DEFAULT_OUT = "reports/latest"
 
 
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "finite differences.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("run", help="run cases through every backend and compare every pair")
-    p.add_argument("casefiles", nargs="*", default=[DEFAULT_CASES], metavar="CASEFILE",
-                   help=f"TOML case files (default: {DEFAULT_CASES})")
+    p.add_argument("casefiles", nargs="*", default=list(DEFAULT_CASES), metavar="CASEFILE",
+                   help=f"TOML case files (default: {' '.join(DEFAULT_CASES)})")
     p.add_argument("--backends", default=",".join(registry.DEFAULT),
                    help="comma-separated backend names (default: %(default)s)")
     p.add_argument("--backend", action="append", default=[], metavar="FILE.py:ClassName",
@@ -170,11 +170,11 @@ def _backend_names(spec: str) -> list[str]:
 
 
 def _default_cases(paths: list[str]) -> list[str]:
-    """`cases/default.toml` from the current directory, else from the checkout harness runs from."""
-    if paths == [DEFAULT_CASES] and not Path(DEFAULT_CASES).exists():
-        beside = Path(__file__).resolve().parent.parent / DEFAULT_CASES
-        if beside.exists():
-            return [str(beside)]
+    """The default case files from the current directory, else from the checkout harness runs from."""
+    if paths == DEFAULT_CASES and not all(Path(p).exists() for p in DEFAULT_CASES):
+        beside = [Path(__file__).resolve().parent.parent / p for p in DEFAULT_CASES]
+        if all(p.exists() for p in beside):
+            return [str(p) for p in beside]
     return paths
 
 

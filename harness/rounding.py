@@ -20,6 +20,7 @@ import numpy as np
 from .activations import ACTIVATIONS, SOFTMAX
 from .backends.manual import ManualBackend
 from .cases import Case
+from .directional import directions, project
 from .network import Network, backprop
 
 Array = np.ndarray
@@ -100,6 +101,8 @@ def perturbation_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]
     eps = float(np.finfo(net.np_dtype).eps)
     moved_keys = ["X", *net.param_shapes()]
     base = backprop(net, inputs)
+    dirs = directions(net)
+    base["Jv"] = project(net, base, dirs)  # vᵀ∇J, for a backend that measured only that
     spread = {q: np.zeros(np.shape(v)) for q, v in base.items()}
     rng = np.random.default_rng([case.seed, 7919])
     with np.errstate(all="ignore"):
@@ -109,6 +112,7 @@ def perturbation_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]
                 v = inputs[k]
                 moved[k] = (v * (1 + eps * rng.uniform(-1, 1, v.shape))).astype(v.dtype)
             out = backprop(net, moved)
+            out["Jv"] = project(net, out, dirs)
             for q in spread:
                 spread[q] = np.maximum(spread[q], np.abs(out[q].astype(np.float64) - base[q]))
         return {q: FLOOR_FACTOR * (s + 0.1 * (s.max() if s.size else 0.0)) for q, s in spread.items()}

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..directional import directions
 from ..network import Network, cost, forward
+from ..tolerances import TOLERANCES
 from .base import Gradients, NotApplicable
 
 Array = np.ndarray
@@ -71,10 +72,21 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
     h0 = fd.step if fd.step is not None else (eps * J_size) ** fd.method.exponent
     offsets = [float(o.real) for o in fd.method.offsets]
     out: dict[str, Array] = {"J": np.asarray(ev.J0, dtype=dt)}
+    # The forward values of the pass the nudges start from (in the working precision, cast).
+    out.update({q: v.astype(dt) for q, v in ev.values.items() if q != "a0"})
     rule = (f"h = {fd.step:g} fixed" if fd.step is not None
             else f"h = (ε·max(1,|J|))^{fd.method.exponent:.3g}, J of the whole batch")
     notes = [f"{fd.method.name} differences, {rule}, J in {fd.precision}"]
     crossed_counts: dict[str, int] = {}
+
+    tol = TOLERANCES.get((net.dtype, fd.kind))
+    unresolved: dict[str, int] = {}
+
+    def truncation(theta: float, d: float, J_at) -> float:
+        """A forward difference's own error, about D(h) − D(2h) (its error grows like h)."""
+        p = float(np.asarray(theta + 2 * h0, dtype=work))
+        J2, _ = J_at(p)
+        return abs(d - (J2 - ev.J0) / (p - theta))
 
     def quotient(theta: float, J_at) -> tuple[float, bool]:
         """The method's difference quotient at one coordinate; J_at(value) -> (J, crossed)."""
@@ -99,15 +111,25 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
         grad = np.zeros(flat.size)
         mask = np.ones(flat.size, dtype=bool)
         n_crossed = 0
+        n_unresolved = 0
         for c in idx:
             theta = float(flat[c])
             d, crossed = quotient(theta, lambda v, c=c: J_at(c, v))
             if crossed:
                 n_crossed += 1
                 continue
+            # A forward difference (the nudge's h = 1e-3 above all) errs by about h·J''/2; where
+            # that alone would exceed half its tolerance row it cannot tell, so it does not say.
+            if fd.method.name == "forward" and tol is not None:
+                allowed = tol.atol * J_size + tol.rtol * abs(d)
+                if truncation(theta, d, lambda v, c=c: J_at(c, v)) > 0.5 * allowed:
+                    n_unresolved += 1
+                    continue
             grad[c], mask[c] = d, False
         if n_crossed:
             crossed_counts[quantity] = n_crossed
+        if n_unresolved:
+            unresolved[quantity] = n_unresolved
         result = grad.reshape(base.shape).astype(dt)
         return np.ma.MaskedArray(result, mask=mask.reshape(base.shape)) if mask.any() else result
 
@@ -121,8 +143,9 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
         out["Jv"] = _directional(net, f, ev, h0).astype(dt)
         for k, theta in params.items():
             out[f"d{k}"] = np.ma.MaskedArray(np.zeros(theta.shape, dtype=dt), mask=True)
-        notes.append(f"directional strategy: vᵀ∇J for {len(out['Jv'])} seeded directions "
-                     f"({net.n_params} parameters > {fd.max_coords})")
+        why = (f"{net.n_params} parameters > {fd.max_coords}" if fd.strategy == "auto"
+               else "asked for")
+        notes.append(f"directional strategy: vᵀ∇J for {len(out['Jv'])} seeded directions ({why})")
     else:
         for k, idx in fd._coordinates({k: v.size for k, v in params.items()}).items():
             start = owner[k].index - 1  # the layers below the parameter's own do not move
@@ -150,7 +173,11 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
     if crossed_counts:
         notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0, a hinge "
                      "margin at 0), not compared: " + ", ".join(f"{q} {n}" for q, n in crossed_counts.items()))
-    inconclusive = sum(crossed_counts.values())
+    if unresolved:
+        notes.append("inconclusive where the forward difference's own truncation error, about "
+                     "D(h) − D(2h), exceeds half its tolerance (J bends too fast for this step), "
+                     "not compared: " + ", ".join(f"{q} {n}" for q, n in unresolved.items()))
+    inconclusive = sum(crossed_counts.values()) + sum(unresolved.values())
     return Gradients(out, notes="; ".join(notes), inconclusive=inconclusive)
 
 
