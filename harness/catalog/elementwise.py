@@ -29,17 +29,18 @@ def act_kinks(name: str, z):
 
 
 class Activation(Layer):
-    """a = g(x) elementwise; backward da_prev = da ∘ g'(x) (the diagonal Jacobian diag(g'(x)))."""
+    """a = g(z) elementwise, z the layer's input; backward dz = da ∘ g'(z) (the diagonal
+    Jacobian diag(g'(z)))."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.attrs = {}
         if name == act.SOFTMAX:
-            self.formula = "ŷ = e^x / Σ_k e^(x_k), over the last axis"
-            self.derivative = "dx = ŷ ∘ (dŷ − Σ_k dŷ_k ŷ_k)  (Jacobian diag(ŷ) − ŷᵀŷ)"
+            self.formula = "ŷ = e^z / Σ_k e^(z_k), over the last axis"
+            self.derivative = "dz = ŷ ∘ (dŷ − Σ_k dŷ_k ŷ_k)  (Jacobian diag(ŷ) − ŷᵀŷ)"
         else:
             a = act.ACTIVATIONS[name]
-            self.formula, self.derivative = f"a = {a.formula}", f"dx = da ∘ g'(x), g'(x) = {a.derivative}"
+            self.formula, self.derivative = f"a = {a.formula}", f"dz = da ∘ g'(z), g'(z) = {a.derivative}"
         self.torch_name = act.DEFINITIONS[name]["torch"]
         self.jax_name = act.DEFINITIONS[name]["jax"]
 

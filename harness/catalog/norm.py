@@ -93,7 +93,8 @@ class BatchNorm(_Norm):
 
     name = "batchnorm"
     formula = "y = γ (x − μ_B)/√(σ_B² + eps) + β, per feature over the batch"
-    derivative = "dx = (1/(mσ))(m dx̂ − Σ dx̂ − x̂ Σ dx̂∘x̂), dx̂ = dy∘γ; dγ = Σ dy∘x̂, dβ = Σ dy"
+    derivative = ("dx = (1/(mσ))(m dx̂ − Σ dx̂ − x̂ Σ dx̂∘x̂), dx̂ = dy∘γ; dγ = Σ dy∘x̂, dβ = Σ dy "
+                  "(Σ and m over a feature's values: the batch, and its positions or steps)")
     torch_name = "F.batch_norm(x, None, None, γ, β, training=True, eps=eps)"
     jax_name = "jax.nn.standardize(x, axis=batch axes, epsilon=eps, algorithm='stable') * γ + β"
     differences = ("Normalisation uses the biased variance in both frameworks (and here); torch's "
@@ -109,8 +110,8 @@ class BatchNorm(_Norm):
 
     def check_batch(self, spec, batch):
         if batch * math.prod(spec.in_shape) // spec.in_shape[self.feature_axis(len(spec.in_shape) + 1) - 1] < 2:
-            return ("batchnorm over a batch of 1 with 2-D input: each feature's one value is its "
-                    "own mean, so the variance is 0 and x̂ is 0 (use batch >= 2)")
+            return ("batchnorm over a batch of 1 with one value per feature (no positions or steps): each "
+                    "value is its own mean, so the variance is 0 and x̂ is 0 (use batch >= 2)")
         return None
 
     def torch(self, spec, fw, x, p, inp):
@@ -132,7 +133,8 @@ class LayerNorm(_Norm):
 
     name = "layernorm"
     formula = "y = γ (x − μ)/√(σ² + eps) + β, per example over the last axis"
-    derivative = "batchnorm's, with the sums over the last axis; dγ, dβ summed over the rest"
+    derivative = ("dx = (1/(Dσ))(D dx̂ − Σ_f dx̂ − x̂ Σ_f dx̂∘x̂), dx̂ = dy∘γ (Σ_f over the D features "
+                  "of one row); dγ = Σ_rows dy∘x̂, dβ = Σ_rows dy")
     torch_name = "F.layer_norm(x, (D,), γ, β, eps=eps)"
     jax_name = "jax.nn.standardize(x, axis=-1, epsilon=eps, algorithm='stable') * γ + β"
     differences = ("Both frameworks use the biased variance and eps inside the square root; "
