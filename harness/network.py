@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -56,6 +57,11 @@ class Network:
 
     def param_specs(self) -> dict[str, tuple[Spec, str, Any]]:
         """{key: (layer spec, local name, Param)} in layer order."""
+        return dict(self._param_specs)
+
+    @cached_property
+    def _param_specs(self) -> dict[str, tuple[Spec, str, Any]]:
+        # Cached: finite differences ask for the keys on every one of thousands of forward passes.
         out = {}
         for spec in self.network:
             for local, param in LAYERS[spec.kind].params(spec).items():
@@ -67,7 +73,7 @@ class Network:
 
     def regularised(self) -> list[str]:
         """The parameters the L2 term covers: weight matrices, not biases, gamma or beta."""
-        return [k for k, (_, _, p) in self.param_specs().items() if p.regularised]
+        return [k for k, (_, _, p) in self._param_specs.items() if p.regularised]
 
     def input_specs(self, m: int) -> dict[str, tuple[Spec, str, tuple[int, ...], Callable]]:
         """Extra inputs (not differentiated): {key: (spec, local name, shape, draw)}."""
@@ -149,16 +155,20 @@ class Network:
         return l2_coefficient(self.l2, self.l2_form, m) if self.l2 else 0.0
 
 
-def _layer_arrays(spec: Spec, arrays: Mapping[str, Array], names) -> dict[str, Array]:
-    return {local: arrays[spec.key(local)] for local in names}
+@lru_cache(maxsize=4096)
+def _keys(spec: Spec) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """((local, key) of each parameter, (local, key) of each extra input) of one layer."""
+    layer = LAYERS[spec.kind]
+    return (tuple((local, spec.key(local)) for local in layer.params(spec)),
+            tuple((local, spec.key(local)) for local in layer.inputs(spec, 1)))
 
 
 def layer_params(spec: Spec, arrays: Mapping[str, Array]) -> dict[str, Array]:
-    return _layer_arrays(spec, arrays, LAYERS[spec.kind].params(spec))
+    return {local: arrays[key] for local, key in _keys(spec)[0]}
 
 
-def layer_inputs(spec: Spec, arrays: Mapping[str, Array], m: int) -> dict[str, Array]:
-    return _layer_arrays(spec, arrays, LAYERS[spec.kind].inputs(spec, m))
+def layer_inputs(spec: Spec, arrays: Mapping[str, Array], m: int | None = None) -> dict[str, Array]:
+    return {local: arrays[key] for local, key in _keys(spec)[1]}
 
 
 def targets(net: Network, arrays: Mapping[str, Array]) -> dict[str, Array]:

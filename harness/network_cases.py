@@ -241,6 +241,7 @@ def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
 # their own input shapes and join when they are in the catalog).
 SWEEP_LAYERS = ("batchnorm", "layernorm", "dropout")
 SWEEP_LOSSES = tuple(NETWORK_LOSSES)
+MIN_NORMALISED = 4  # features a sweep's layernorm or batchnorm normalises, at least
 
 
 def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras, dtypes, l2, forms) -> dict:
@@ -261,6 +262,10 @@ def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras,
         act = hidden[int(rng.integers(0, len(hidden)))]
         fused = bool(rng.integers(0, 2))
         norm = norms[int(rng.integers(0, len(norms)))] if norms and rng.integers(0, 2) else None
+        if norm:
+            # Normalising 2 or 3 values pins x̂ near ±1 and passes almost no gradient: all
+            # below it is then rounding noise, a degenerate network rather than a check.
+            units = max(units, MIN_NORMALISED)
         drop = "dropout" in extras and bool(rng.integers(0, 2))
         rate = round(float(rng.uniform(0.0, 0.5)), 2)
         if fused and not norm:

@@ -129,7 +129,8 @@ def markdown(result: RunResult, command: str = "") -> str:
     if kinks:
         total = sum(n for _, _, n in kinks)
         lines.append(f"- Inconclusive, not compared: {total} finite-difference coordinates whose nudge "
-                     "crossed a kink (" + ", ".join(f"{c}: {b} {n}" for c, b, n in kinks) + ").")
+                     "crossed a kink or that no step resolved; each case's notes say which ("
+                     + ", ".join(f"{c}: {b} {n}" for c, b, n in kinks) + ").")
     lines += [
         "",
         "## Tolerances",
@@ -249,8 +250,8 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
         lines.append(f"  ! {e.case}: backend {e.backend} raised {e.message}")
     n_kink = sum(n for r in result.cases for n in r.inconclusive.values())
     if n_kink:
-        lines.append(f"  ~ {n_kink} finite-difference coordinates inconclusive (a nudge crossed a kink), "
-                     "not compared")
+        lines.append(f"  ~ {n_kink} finite-difference coordinates inconclusive (a nudge crossed a kink, "
+                     "or no step resolved them), not compared")
     lines.append("")
     lines.append(f"{verdict(result).upper()}: {len(result.cases)} cases, backends "
                  f"{', '.join(result.backends)}, {len(result.comparisons)} comparisons"

@@ -10,8 +10,12 @@ sample on a large case) or, above ``max_coords`` with the central method, along 
 directions (vᵀ∇J); the intermediates z{i}, a{i} are nudged element by element, running only
 the layers above them.
 
-A nudge that moves any kinked value across its kink (relu, leaky_relu at 0; a hinge margin
-at 0) is inconclusive: those coordinates are masked, counted, not compared. Numpy only.
+Every central or forward quotient is checked by a second one at 2h, which measures its
+truncation error; where that uses more than TRUNCATION_SHARE of the tolerance (batch norm
+over a few examples bends J fast), the central rule retries at the step the measured curvature
+calls for. A coordinate no step resolves, and one whose nudge moves any kinked value across its
+kink (relu, leaky_relu at 0; a hinge margin at 0), is inconclusive: masked, counted, not
+compared. Numpy only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from ..tolerances import TOLERANCES
 from .base import Gradients, NotApplicable
 
 Array = np.ndarray
+# Of its tolerance row, the most a difference quotient's own truncation error may use: where
+# more, the central rule tries the step the measured curvature calls for, and a coordinate no
+# step resolves (or a fixed step, like the nudge's 1e-3, does not) is inconclusive, not compared.
+TRUNCATION_SHARE = 0.25
 
 
 def _crossed(base: list, other: list) -> bool:
@@ -82,15 +90,8 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
     tol = TOLERANCES.get((net.dtype, fd.kind))
     unresolved: dict[str, int] = {}
 
-    def truncation(theta: float, d: float, J_at) -> float:
-        """A forward difference's own error, about D(h) − D(2h) (its error grows like h)."""
-        p = float(np.asarray(theta + 2 * h0, dtype=work))
-        J2, _ = J_at(p)
-        return abs(d - (J2 - ev.J0) / (p - theta))
-
-    def quotient(theta: float, J_at) -> tuple[float, bool]:
-        """The method's difference quotient at one coordinate; J_at(value) -> (J, crossed)."""
-        h = h0
+    def quotient(theta: float, J_at, h: float) -> tuple[float, bool]:
+        """The method's difference quotient at one coordinate with step h; J_at(value) -> (J, crossed)."""
         pts, Js, crossed = [], [], False
         for o in offsets:
             p = float(np.asarray(theta + o * h, dtype=work))
@@ -106,26 +107,45 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
         half = (Js[2] - Js[3]) / (pts[2] - pts[3])
         return (4 * half - central) / 3, crossed
 
+    # A quotient's error grows like h^k (central k = 2, forward 1, Richardson 4): a second
+    # quotient at 2h measures it, |D(2h) − D(h)| / (2^k − 1).
+    order = {"central": 2, "forward": 1, "richardson": 4}.get(fd.method.name)
+
+    def resolved(theta: float, J_at) -> tuple[float | None, bool]:
+        """The derivative at one coordinate, None if no step resolves it (see TRUNCATION_SHARE)."""
+        d, crossed = quotient(theta, J_at, h0)
+        if crossed or order is None or tol is None:
+            return d, crossed
+        allowed = TRUNCATION_SHARE * (tol.atol * J_size + tol.rtol * abs(d))
+        d2, crossed = quotient(theta, J_at, 2 * h0)
+        error = abs(d2 - d) / (2**order - 1)
+        if crossed or error <= allowed:
+            return d, crossed
+        if fd.step is not None:
+            return None, False  # a fixed step (the nudge's 1e-3) is what it is: it cannot tell
+        # J bends faster than the rule assumed (error = c·h^k): the step at which the measured
+        # c·h^k meets the round-off ε·max(1,|J|)/h, and its own check there.
+        c = error / h0**order
+        h1 = min(h0 / 2, (eps * J_size / c) ** (1 / (order + 1)))
+        d, c1 = quotient(theta, J_at, h1)
+        d2, c2 = quotient(theta, J_at, 2 * h1)
+        if c1 or c2:
+            return d, True
+        return (d if abs(d2 - d) / (2**order - 1) <= allowed else None), False
+
     def measure(quantity: str, base: Array, idx: Array, J_at) -> Array:
         flat = base.reshape(-1)
         grad = np.zeros(flat.size)
         mask = np.ones(flat.size, dtype=bool)
-        n_crossed = 0
-        n_unresolved = 0
+        n_crossed = n_unresolved = 0
         for c in idx:
-            theta = float(flat[c])
-            d, crossed = quotient(theta, lambda v, c=c: J_at(c, v))
+            d, crossed = resolved(float(flat[c]), lambda v, c=c: J_at(c, v))
             if crossed:
                 n_crossed += 1
-                continue
-            # A forward difference (the nudge's h = 1e-3 above all) errs by about h·J''/2; where
-            # that alone would exceed half its tolerance row it cannot tell, so it does not say.
-            if fd.method.name == "forward" and tol is not None:
-                allowed = tol.atol * J_size + tol.rtol * abs(d)
-                if truncation(theta, d, lambda v, c=c: J_at(c, v)) > 0.5 * allowed:
-                    n_unresolved += 1
-                    continue
-            grad[c], mask[c] = d, False
+            elif d is None:
+                n_unresolved += 1
+            else:
+                grad[c], mask[c] = d, False
         if n_crossed:
             crossed_counts[quantity] = n_crossed
         if n_unresolved:
@@ -174,9 +194,8 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
         notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0, a hinge "
                      "margin at 0), not compared: " + ", ".join(f"{q} {n}" for q, n in crossed_counts.items()))
     if unresolved:
-        notes.append("inconclusive where the forward difference's own truncation error, about "
-                     "D(h) − D(2h), exceeds half its tolerance (J bends too fast for this step), "
-                     "not compared: " + ", ".join(f"{q} {n}" for q, n in unresolved.items()))
+        notes.append("inconclusive where the quotient's own truncation error, measured at 2h, "
+                     "exceeds a quarter of its tolerance and no step resolves it, not compared: " + ", ".join(f"{q} {n}" for q, n in unresolved.items()))
     inconclusive = sum(crossed_counts.values()) + sum(unresolved.values())
     return Gradients(out, notes="; ".join(notes), inconclusive=inconclusive)
 

@@ -17,6 +17,7 @@ Arrays carry the batch axis first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -66,10 +67,14 @@ class Spec:
     out_shape: Shape
 
     def __getitem__(self, name: str) -> Any:
-        return dict(self.attrs)[name]
+        return self._attrs[name]
 
     def get(self, name: str, default: Any = None) -> Any:
-        return dict(self.attrs).get(name, default)
+        return self._attrs.get(name, default)
+
+    @cached_property
+    def _attrs(self) -> dict[str, Any]:
+        return dict(self.attrs)
 
     @property
     def activation(self) -> str | None:
