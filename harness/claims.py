@@ -124,8 +124,8 @@ class Context:
         return out
 
     def _run(self, case: Case, arrays: dict[str, Array]) -> dict[str, dict[str, Array]]:
-        """Each framework's results on a catalog network. fd reports gradients only: the
-        values z{i}, a{i} it nudged are those of the numpy forward, added here."""
+        """Each framework's results on a catalog network (for fd, the values z{i}, a{i} of the
+        numpy forward its nudges start from, which it also returns)."""
         _, values, _ = network_forward(case.model, arrays)
         return {name: {**values, **fw.gradients(case.model, arrays)} for name, fw in self.fw.items()}
 
@@ -436,7 +436,14 @@ def check(claim: Claim, ctx: Context) -> list[Outcome]:
 
 
 def run_claims(frameworks: dict[str, object], dtypes=DTYPES, claims=None) -> list[Outcome]:
-    """Every claim in every dtype against the given frameworks ({"torch": ..., ...})."""
+    """Every claim in every dtype against the given frameworks ({"torch": ..., ...}), each a
+    ``backends.JacobianBackend`` (TypeError otherwise: the claims need its ``jacobian``)."""
+    from .backends import JacobianBackend
+
+    for name, fw in frameworks.items():
+        if not isinstance(fw, JacobianBackend):
+            raise TypeError(f"{name} has no jacobian(op, x, **kw): the claims need a "
+                            "backends.JacobianBackend")
     out = []
     for dtype in dtypes:
         ctx = Context(frameworks, dtype)

@@ -97,3 +97,16 @@ def test_backends_are_built_in_one_place():
         if re.search(r"IsolatedBackend\(", path.read_text()):
             builders.append(path.name)
     assert builders == []
+
+
+def test_claims_ask_for_the_declared_jacobian_protocol():
+    """What claims need from a backend (its Jacobian) is part of the declared protocol: a
+    backend without it is refused up front, not met with an AttributeError halfway."""
+    import pytest
+
+    from harness.backends import JacobianBackend, get
+    from harness.claims import run_claims
+
+    assert isinstance(get("fd"), JacobianBackend) and not isinstance(get("manual"), JacobianBackend)
+    with pytest.raises(TypeError, match="jacobian"):
+        run_claims({"manual": get("manual")})

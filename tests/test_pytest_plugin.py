@@ -250,3 +250,30 @@ def test_case_files_outside_the_rootdir_keep_their_paths_in_the_ids(tmp_path):
     assert len(ids) == len(set(ids)) == 2 * 18
     assert "../one/cases.toml::tanh-3-layer::dW2::manual-vs-fd" in ids
     assert "../two/cases.toml::tanh-3-layer::dW2::manual-vs-fd" in ids
+
+
+NETWORK_CASE = """
+[[case]]
+name = "bn-net"
+input = [4]
+batch = 6
+loss = "multiclass_hinge"
+l2 = 0.1
+network = [{layer = "dense", units = 5}, {layer = "batchnorm"}, {layer = "tanh"},
+           {layer = "dropout", rate = 0.5}, {layer = "dense", units = 3}]
+"""
+
+
+def test_network_cases_are_items_too_and_a_wrong_layer_backward_fails(tmp_path):
+    """A catalog network: one item per quantity of its algorithm order and pair; a plugin whose
+    batch-norm backward treats μ and σ as constants fails first at the layer below the norm."""
+    (tmp_path / "net.toml").write_text(NETWORK_CASE)
+    ok = _pytest(tmp_path, "--xval", "net.toml", "--xval-backends", "manual,torch")
+    assert ok.returncode == 0, ok.stdout[-2000:]
+    assert "17 passed" in ok.stdout  # J, a1..a5, da5..da1, dW1 db1 dgamma2 dbeta2 dW5 db5
+    (tmp_path / "wrong.py").write_text(
+        "from harness.mutants import BatchnormStatsConstant as Wrong\n")
+    bad = _pytest(tmp_path, "--xval", "net.toml", "--xval-backends", "manual",
+                  "--xval-backend", "wrong.py:Wrong")
+    assert bad.returncode == 1
+    assert "FAILED net.toml::bn-net::da1::manual-vs-batchnorm-stats-constant" in bad.stdout

@@ -13,9 +13,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from ..errors import InputError, did_you_mean
-from .base import Backend, BackendOutputError, Gradients, NotApplicable, check_output, kind_of, notes_of
+from .base import Backend, BackendOutputError, Gradients, JacobianBackend, NotApplicable, check_output, kind_of, notes_of
 
-__all__ = ["Backend", "BackendOutputError", "Gradients", "NotApplicable", "notes_of", "BUILTIN", "DEFAULT", "check_output", "get",
+__all__ = ["Backend", "BackendOutputError", "Gradients", "JacobianBackend", "NotApplicable", "notes_of", "BUILTIN", "DEFAULT", "check_output", "get",
            "kind_of", "load_plugin", "check_plugin_spec", "available"]
 
 # name -> (module, factory, arguments): imported only when that backend is asked for.

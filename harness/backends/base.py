@@ -30,6 +30,18 @@ class Backend(Protocol):
     def gradients(self, model: Model, arrays: dict[str, Array]) -> Mapping[str, Array]: ...
 
 
+@runtime_checkable
+class JacobianBackend(Backend, Protocol):
+    """A backend that also gives the full Jacobian J[i, j] = ∂f_i/∂x_j of one step of the
+    network at one row x (1×n): what ``harness.claims`` checks the derivation's per-step
+    statements against. ``op``: "exp", an activation name (softmax included), "linear" (a ↦
+    a W + b, with ``W``, ``b``), or "loss" (a^[L] ↦ 𝓛, with ``loss`` and the target row ``Y``).
+    The torch, jax and fd backends have it, each by its own means (autograd, ``jax.jacfwd``,
+    central differences)."""
+
+    def jacobian(self, op: str, x: Array, **kw) -> Array: ...
+
+
 class Gradients(dict):
     """A backend's arrays (a dict, as ``gradients`` returns), with what the backend says about
     them travelling beside, not among them: ``notes`` (one line for the report: which method
