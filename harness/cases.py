@@ -392,16 +392,7 @@ def _parse_case(raw: dict, src: str, label: str, budget: _MemoryBudget) -> Case:
                        f"known: {', '.join(LOSSES)}")
     acts = _parse_activations(f, L, loss)
     _check_output(f, acts[-1], loss, layers[-1])
-    dtype = f.get("dtype", str, "float64")
-    if dtype not in DTYPES:
-        f.fail("dtype", f"unknown dtype {_show(dtype)}{did_you_mean(dtype, DTYPES)}; "
-                        "known: float32, float64")
-    seed = f.int_range("seed", 0, 0, MAX_SEED)
-    scale = f.get("input_scale", (int, float), 1.0)
-    # Compared, not converted: float() of an integer beyond 1e308 raises, and NaN fails both.
-    if not 0 < scale <= MAX_INPUT_SCALE:
-        f.fail("input_scale", f"must be a number in (0, {MAX_INPUT_SCALE:g}], got {_show(scale)}")
-    description = f.get("description", str, "")
+    dtype, seed, scale, description = _common(f)
     model = Model(tuple(layers), tuple(acts), loss, dtype)
     values = _parse_values(f, model)
     batch = f.int_range("batch", None, 1, MAX_DIM)
@@ -420,7 +411,7 @@ def _parse_case(raw: dict, src: str, label: str, budget: _MemoryBudget) -> Case:
             f.fail(f"values.{key}", f"has {values[key].shape[0]} rows, batch is {batch}")
     if "y" in values and values["y"].shape[0] != batch:
         f.fail("values.y", f"has {values['y'].shape[0]} labels, batch is {batch}")
-    return Case(name, model, batch, seed, src, float(scale), description, values)
+    return Case(name, model, batch, seed, src, scale, description, values)
 
 
 def _common(f: _Fields) -> tuple[str, int, float, str]:

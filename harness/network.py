@@ -171,6 +171,26 @@ def layer_inputs(spec: Spec, arrays: Mapping[str, Array], m: int | None = None) 
     return {local: arrays[key] for local, key in _keys(spec)[1]}
 
 
+def walk(net: Network, x: Any, params: Mapping[str, Any], inputs: Mapping[str, Any],
+         layer_forward: Callable, activation: Callable, tap: Callable = lambda q, v: v) -> tuple[Any, dict]:
+    """The forward pass in any framework's arrays: ``layer_forward(layer, spec, x, p, inp)`` runs
+    one catalog layer (its ``torch`` or ``jax`` form), ``activation(name, z)`` a fused one, and
+    ``tap(key, value)`` may stand in for each recorded value (jax adds a zero to take ∂J/∂ of
+    it). Returns the output s and {z{i}, a{i}}."""
+    values: dict[str, Any] = {}
+    a = x
+    for spec in net.network:
+        i = spec.index
+        param_keys, input_keys = _keys(spec)
+        y = layer_forward(LAYERS[spec.kind], spec, a, {local: params[key] for local, key in param_keys},
+                          {local: inputs[key] for local, key in input_keys})
+        if spec.activation:
+            y = values[f"z{i}"] = tap(f"z{i}", y)
+            y = activation(spec.activation, y)
+        a = values[f"a{i}"] = tap(f"a{i}", y)
+    return a, values
+
+
 def targets(net: Network, arrays: Mapping[str, Array]) -> dict[str, Array]:
     return {k: arrays[k] for k in ("y", "Y") if k in arrays}
 

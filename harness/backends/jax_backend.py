@@ -122,7 +122,8 @@ class JaxBackend:
         if key not in self._compiled:
             from types import SimpleNamespace
 
-            from ..catalog import LAYERS, NETWORK_LOSSES
+            from ..catalog import NETWORK_LOSSES
+            from ..network import walk
 
             jax, jnp = self.jax, self.jnp
             fw = SimpleNamespace(jax=jax, jnp=jnp)
@@ -130,20 +131,9 @@ class JaxBackend:
             def J(params, taps, X, T, inputs):
                 # taps: zeros added to every z{i}, a{i}; ∂J/∂tap is ∂J/∂value on the real graph.
                 m = X.shape[0]
-                a = X
-                values = {}
-                for spec in net.network:
-                    layer = LAYERS[spec.kind]
-                    p = {local: params[spec.key(local)] for local in layer.params(spec)}
-                    inp = {local: inputs[spec.key(local)] for local in layer.inputs(spec, m)}
-                    y = layer.jax(spec, fw, a, p, inp)
-                    if spec.activation:
-                        y = y + taps[f"z{spec.index}"]
-                        values[f"z{spec.index}"] = y
-                        y = self.act[spec.activation](y)
-                    y = y + taps[f"a{spec.index}"]
-                    values[f"a{spec.index}"] = y
-                    a = y
+                a, values = walk(net, X, params, inputs,
+                                 lambda layer, spec, x, p, inp: layer.jax(spec, fw, x, p, inp),
+                                 lambda name, z: self.act[name](z), lambda q, v: v + taps[q])
                 J = NETWORK_LOSSES[net.loss].jax(fw, a, T)
                 c = net.l2_coefficient(m)
                 if c:

@@ -70,7 +70,8 @@ class TorchBackend:
         parameters and every recorded intermediate (z{i}, a{i}) of the real graph."""
         from types import SimpleNamespace
 
-        from ..catalog import LAYERS, NETWORK_LOSSES
+        from ..catalog import NETWORK_LOSSES
+        from ..network import walk
 
         torch = self.torch
         fw = SimpleNamespace(torch=torch, F=self.F)
@@ -80,18 +81,9 @@ class TorchBackend:
         m = arrays["X"].shape[0]
         # X joins the graph too: a network may start with a layer that has no parameters
         # (flatten, dropout, an activation), and ∂J/∂a1 is still asked for.
-        a = t["X"].requires_grad_()
-        values: dict[str, object] = {}
-        for spec in net.network:
-            layer = LAYERS[spec.kind]
-            p = {local: params[spec.key(local)] for local in layer.params(spec)}
-            inp = {local: t[spec.key(local)] for local in layer.inputs(spec, m)}
-            y = layer.torch(spec, fw, a, p, inp)
-            if spec.activation:
-                values[f"z{spec.index}"] = y
-                y = self.act[spec.activation](y)
-            values[f"a{spec.index}"] = y
-            a = y
+        a, values = walk(net, t["X"].requires_grad_(), params, t,
+                         lambda layer, spec, x, p, inp: layer.torch(spec, fw, x, p, inp),
+                         lambda name, z: self.act[name](z))
         J = NETWORK_LOSSES[net.loss].torch(fw, a, t)
         c = net.l2_coefficient(m)
         if c:
