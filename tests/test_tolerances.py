@@ -14,6 +14,9 @@ from harness.runner import run
 from harness.tolerances import TOLERANCES
 
 ROOT = Path(__file__).resolve().parent.parent
+# One xdist worker takes the whole module (make test runs --dist loadgroup): its fixture runs
+# every shipped case through every backend and variant, and would otherwise run on both.
+pytestmark = pytest.mark.xdist_group("tolerances")
 MIN_MARGIN = 10.0
 # The nudge's tolerance is its own truncation error (h = 1e-3): a smaller margin is its nature.
 # Finite differences carry their own round-off too; on the hardest shipped case (saturated
