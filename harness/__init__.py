@@ -28,6 +28,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "compare": ("compare", "compare"),
     "InputError": ("errors", "InputError"),
     "Model": ("model", "Model"),
+    "Network": ("network", "Network"),
+    "Gradients": ("backends", "Gradients"),
+    "NotApplicable": ("backends", "NotApplicable"),
     "write_report": ("report", "write_report"),
     "BackendError": ("runner", "BackendError"),
     "CaseResult": ("runner", "CaseResult"),
@@ -39,8 +42,8 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
-    "Backend", "BackendError", "Case", "CaseResult", "Comparison", "InputError", "Model",
-    "RunResult", "TOLERANCES", "Tolerance", "compare", "get_backend", "load_file", "load_files",
+    "Backend", "BackendError", "Case", "CaseResult", "Comparison", "Gradients", "InputError",
+    "Model", "Network", "NotApplicable", "RunResult", "TOLERANCES", "Tolerance", "compare", "get_backend", "load_file", "load_files",
     "run", "run_case", "write_report",
 ]
 
@@ -81,11 +84,12 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the names, without importing them at run time
-    from .backends import Backend, get as get_backend
+    from .backends import Backend, Gradients, NotApplicable, get as get_backend
     from .cases import Case, load_file, load_files
     from .compare import Comparison, compare
     from .errors import InputError
     from .model import Model
+    from .network import Network
     from .report import write_report
     from .runner import BackendError, CaseResult, RunResult, run, run_case
     from .tolerances import TOLERANCES, Tolerance
