@@ -16,20 +16,39 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+CASES = """
+[[case]]
+name = "mlp"
+layers = [3, 4, 2]
+activations = ["tanh", "softmax"]
+loss = "cross_entropy"
+batch = 5
+
+[[case]]
+name = "bn-net"
+input = [3]
+batch = 5
+loss = "multiclass_hinge"
+network = [{layer = "dense", units = 4}, {layer = "batchnorm"}, {layer = "relu"}, {layer = "dense", units = 3}]
+"""
+
+
 def _run(*args):
     return subprocess.run([sys.executable, "-c", SCRIPT, *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
 
 
 def test_numpy_backends_run_without_the_frameworks(tmp_path):
-    proc = _run("run", "cases/networks.toml", "--backends", "manual,manual_columns,fd",
+    (tmp_path / "c.toml").write_text(CASES)
+    proc = _run("run", tmp_path / "c.toml", "--backends", "manual,manual_columns,fd",
                 "--out", tmp_path / "out", "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ALL AGREE" in proc.stdout
 
 
 def test_a_missing_framework_is_an_error_per_case_that_says_how_to_install_it(tmp_path):
-    proc = _run("run", "cases/networks.toml", "--backends", "manual,torch",
+    (tmp_path / "c.toml").write_text(CASES)
+    proc = _run("run", tmp_path / "c.toml", "--backends", "manual,torch",
                 "--out", tmp_path / "out", "--quiet", "--allow-uncompared")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     report = (tmp_path / "out" / "report.md").read_text()

@@ -27,6 +27,7 @@ MIN_MARGIN_FOR = {"nudge": 3.0, "finite_difference": 5.0, "forward_difference": 
 # (a dβ of 1e-7 at a scale of 0.1, torch vs jax). 8× still leaves the row far from its edge.
 MIN_MARGIN_FOR_ROW = {("float32", "analytic"): 8.0}
 VARIANTS = ("fd-forward", "nudge", "fd-richardson", "fd-complex", "fd-directional")
+NETWORK_VARIANTS = ("fd-forward", "nudge")
 
 
 def structurally_zero(case, quantity: str) -> bool:
@@ -46,13 +47,20 @@ def structurally_zero(case, quantity: str) -> bool:
 def worst_used(builtin):
     from harness.backends import get
 
-    cases = [c for f in sorted((ROOT / "cases").glob("*.toml")) for c in load_file(f)]
-    result = run(cases, list(builtin.values()) + [get(v) for v in VARIANTS])
-    assert not result.errors, [e.message for e in result.errors]
-    assert result.passed, [c.message() for c in result.comparisons if not c.passed][:5]
+    files = sorted((ROOT / "cases").glob("*.toml"))
+    mlps = [c for f in files if f.name != "networks.toml" for c in load_file(f)]
+    networks = load_file(ROOT / "cases" / "networks.toml")
+    # The catalog networks take the variants that bring a row of their own: fd-richardson and
+    # fd-directional share fd's row, and complex step is not written for networks.
+    results = [run(mlps, list(builtin.values()) + [get(v) for v in VARIANTS]),
+               run(networks, list(builtin.values()) + [get(v) for v in NETWORK_VARIANTS])]
+    comparisons = [c for r in results for c in r.comparisons]
+    for result in results:
+        assert not result.errors, [e.message for e in result.errors]
+        assert result.passed, [c.message() for c in result.comparisons if not c.passed][:5]
     worst = defaultdict(float)
-    by_name = {c.name: c for c in cases}
-    for c in result.comparisons:
+    by_name = {c.name: c for c in mlps + networks}
+    for c in comparisons:
         if not structurally_zero(by_name[c.case], c.quantity):
             worst[(c.dtype, c.kind)] = max(worst[(c.dtype, c.kind)], c.tol_used)
     return dict(worst)

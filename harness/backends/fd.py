@@ -647,19 +647,20 @@ class FiniteDifferenceBackend:
         return self._central("Jv", np.zeros(len(dirs), dtype=X.dtype), np.arange(len(dirs)), np.float64,
                              self._noise[("z", 1)], J_rows, lambda c: reach[c], self._act_elems)
 
-    def _coordinates(self, sizes: dict[str, int]) -> dict[str, Array]:
+    def _coordinates(self, sizes: dict[str, int], limit: int | None = None) -> dict[str, Array]:
         """Flat indices to check per array: all, or a seeded sample of about max_coords.
 
         A sample gives every array a floor of min(size, MIN_PER_ARRAY) coordinates first (so a
         small db^[l] next to a large W^[l] is never left unchecked), then spreads the rest
         uniformly over all elements.
         """
+        limit = self.max_coords if limit is None else limit
         total = sum(sizes.values())
-        if total <= self.max_coords:
+        if total <= limit:
             return {k: np.arange(n) for k, n in sizes.items()}
         rng = np.random.default_rng(self.seed)
         floor = {k: min(n, MIN_PER_ARRAY) for k, n in sizes.items()}
-        rest = max(0, self.max_coords - sum(floor.values()))
+        rest = max(0, limit - sum(floor.values()))
         out = {}
         for k, n in sizes.items():
             share = min(n, floor[k] + int(round(rest * n / total)))
