@@ -16,7 +16,7 @@ from harness.tolerances import TOLERANCES
 ROOT = Path(__file__).resolve().parent.parent
 # One xdist worker takes the whole module (make test runs --dist loadgroup): its fixture runs
 # every shipped case through every backend and variant, and would otherwise run on both.
-pytestmark = pytest.mark.xdist_group("tolerances")
+pytestmark = pytest.mark.xdist_group(name="tolerances")
 MIN_MARGIN = 10.0
 # The nudge's tolerance is its own truncation error (h = 1e-3): a smaller margin is its nature.
 # Finite differences carry their own round-off too; on the hardest shipped case (saturated
@@ -43,7 +43,7 @@ def structurally_zero(case, quantity: str) -> bool:
             and net[i].kind == "batchnorm")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept while xdist interleaves other modules' tests
 def worst_used(builtin):
     from harness.backends import get
 
