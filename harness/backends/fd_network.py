@@ -32,7 +32,10 @@ Array = np.ndarray
 # more, the central rule tries the step the measured curvature calls for, and a coordinate no
 # step resolves (or a fixed step, like the nudge's 1e-3, does not) is inconclusive, not compared.
 TRUNCATION_SHARE = 0.1
-INTERMEDIATE_COORDS = 512  # the intermediates z{i}, a{i} nudged per case, at most (a sample)
+# Coordinates nudged per case, at most (a seeded sample beyond, at least 32 of every array):
+# every nudge of a network runs its layers in Python, twice over for the 2h check.
+PARAM_COORDS = 1024
+INTERMEDIATE_COORDS = 512  # the intermediates z{i}, a{i}
 
 
 def _crossed(base: list, other: list) -> bool:
@@ -174,7 +177,8 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
                else "asked for")
         notes.append(f"directional strategy: vᵀ∇J for {len(out['Jv'])} seeded directions ({why})")
     else:
-        for k, idx in fd._coordinates({k: v.size for k, v in params.items()}).items():
+        sample = fd._coordinates({k: v.size for k, v in params.items()}, min(fd.max_coords, PARAM_COORDS))
+        for k, idx in sample.items():
             start = owner[k].index - 1  # the layers below the parameter's own do not move
 
             def J_at(c, v, k=k, start=start):
