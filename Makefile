@@ -13,7 +13,7 @@ report: $(STAMP)
 	$(BIN)/python -m harness claims
 	$(BIN)/python -m harness run
 
-# Two pytest-xdist workers: the suite takes about 8 minutes on 2 cores (cold JAX cache) instead of 15.
+# Two pytest-xdist workers: about 8 minutes on 2 cores on a clean clone (cold JAX cache).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 
