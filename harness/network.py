@@ -167,7 +167,7 @@ def layer_params(spec: Spec, arrays: Mapping[str, Array]) -> dict[str, Array]:
     return {local: arrays[key] for local, key in _keys(spec)[0]}
 
 
-def layer_inputs(spec: Spec, arrays: Mapping[str, Array], m: int | None = None) -> dict[str, Array]:
+def layer_inputs(spec: Spec, arrays: Mapping[str, Array]) -> dict[str, Array]:
     return {local: arrays[key] for local, key in _keys(spec)[1]}
 
 
@@ -209,7 +209,6 @@ def forward(net: Network, arrays: Mapping[str, Array], start: int = 0, x: Array 
     ``sides``: a list that collects each kinked step's ``kink_sides`` (finite differences).
     Returns the output s, the values {z{i}, a{i}} and the caches for ``backward``.
     """
-    m = arrays["X"].shape[0]
     a = arrays["X"] if start == 0 else x
     values: dict[str, Array] = {}
     caches: dict[int, Any] = {}
@@ -222,7 +221,7 @@ def forward(net: Network, arrays: Mapping[str, Array], start: int = 0, x: Array 
         layer = LAYERS[spec.kind]
         if sides is not None:
             sides.append(layer.kink_sides(spec, a))
-        y, caches[spec.index] = layer.forward(spec, a, layer_params(spec, arrays), layer_inputs(spec, arrays, m))
+        y, caches[spec.index] = layer.forward(spec, a, layer_params(spec, arrays), layer_inputs(spec, arrays))
         if spec.activation:
             values[f"z{spec.index}"] = y
             if sides is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class JaxBackend:
         import jax.numpy as jnp
 
         self.jax, self.jnp = jax, jnp
+        self.fw = SimpleNamespace(jax=jax, jnp=jnp)  # what the catalog's jax forms receive
         self.cache_dir = enable_compilation_cache(jax)
         from ..activations import JAX
 
@@ -63,7 +65,9 @@ class JaxBackend:
         """One jitted function per (activations, loss); jit itself caches per shape and dtype."""
         key = (activations, loss)
         if key not in self._compiled:
-            jax, jnp, act = self.jax, self.jnp, self.act
+            from ..catalog import NETWORK_LOSSES
+
+            jax, act, fw = self.jax, self.act, self.fw
 
             def J(params, taps, X, T):
                 # taps = (tz, ta): zeros added to z^[l] and a^[l]. ∂J/∂tz^[l] is ∂J/∂z^[l] on
@@ -78,16 +82,9 @@ class JaxBackend:
                         a = a + ta[l]
                     zs.append(z)
                     as_.append(a)
-                if loss == "cross_entropy":  # T = y, class indices
-                    logp = jax.nn.log_softmax(z, axis=1)
-                    J = -jnp.mean(jnp.take_along_axis(logp, T[:, None], axis=1))
-                elif loss == "binary_cross_entropy":  # from the logits
-                    ll = T * jax.nn.log_sigmoid(z) + (1 - T) * jax.nn.log_sigmoid(-z)
-                    J = -jnp.mean(jnp.sum(ll, axis=1))
-                elif loss == "half_sse":
-                    J = 0.5 * jnp.mean(jnp.sum((a - T) ** 2, axis=1))
-                else:
-                    raise ValueError(f"unknown loss {loss!r}")
+                # The catalog's jax form of the loss: from the logits where it applies the
+                # output function itself (cross-entropy, BCE), from a^[L] otherwise.
+                J = NETWORK_LOSSES[loss].jax(fw, z if NETWORK_LOSSES[loss].applies else a, T)
                 return J, (zs, as_)
 
             self._compiled[key] = jax.jit(jax.value_and_grad(J, argnums=(0, 1), has_aux=True))
@@ -100,13 +97,13 @@ class JaxBackend:
         dt = model.np_dtype
         params = [(jnp.asarray(arrays[f"W{l}"], dtype=dt), jnp.asarray(arrays[f"b{l}"], dtype=dt))
                   for l in range(1, model.L + 1)]
-        T = arrays["y"] if model.loss == "cross_entropy" else arrays["Y"]
+        T = {k: jnp.asarray(arrays[k]) for k in ("y", "Y") if k in arrays}
         m = arrays["X"].shape[0]
         tz = [jnp.zeros((m, n), dtype=dt) for n in model.layers[1:]]
         ta = [jnp.zeros((m, n), dtype=dt) for n in model.layers[1:-1]]
         fn = self._value_and_grad(tuple(model.activations), model.loss)
         (J, (zs, as_)), (grads, (dz, da)) = fn(params, (tz, ta), jnp.asarray(arrays["X"], dtype=dt),
-                                                jnp.asarray(T))
+                                                T)
         out = {"J": np.asarray(J)}
         for l, (dW, db) in enumerate(grads, start=1):
             out[f"dW{l}"], out[f"db{l}"] = np.asarray(dW), np.asarray(db)
@@ -120,13 +117,10 @@ class JaxBackend:
         """One jitted function per network (its layers, loss and L2 are static)."""
         key = ("network", net)
         if key not in self._compiled:
-            from types import SimpleNamespace
-
             from ..catalog import NETWORK_LOSSES
             from ..network import walk
 
-            jax, jnp = self.jax, self.jnp
-            fw = SimpleNamespace(jax=jax, jnp=jnp)
+            jax, jnp, fw = self.jax, self.jnp, self.fw
 
             def J(params, taps, X, T, inputs):
                 # taps: zeros added to every z{i}, a{i}; ∂J/∂tap is ∂J/∂value on the real graph.

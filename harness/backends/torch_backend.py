@@ -7,6 +7,8 @@ default dtype).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from ..model import Model
@@ -28,6 +30,7 @@ class TorchBackend:
         import torch.nn.functional as F
 
         self.torch, self.F = torch, F
+        self.fw = SimpleNamespace(torch=torch, F=F)  # what the catalog's torch forms receive
         from ..activations import TORCH
 
         # The definitions of harness.activations, in torch ops: written there, with its constants.
@@ -68,13 +71,10 @@ class TorchBackend:
     def _network_gradients(self, net: Network, arrays: dict[str, Array]) -> dict[str, Array]:
         """Each catalog layer's torch forward, then one ``torch.autograd.grad`` of J for the
         parameters and every recorded intermediate (z{i}, a{i}) of the real graph."""
-        from types import SimpleNamespace
-
         from ..catalog import NETWORK_LOSSES
         from ..network import walk
 
-        torch = self.torch
-        fw = SimpleNamespace(torch=torch, F=self.F)
+        torch, fw = self.torch, self.fw
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         keys = list(net.param_shapes())
         params = {k: torch.from_numpy(np.array(arrays[k])).requires_grad_() for k in keys}
@@ -100,18 +100,13 @@ class TorchBackend:
         return out
 
     def _cost(self, model: Model, z_L, a_L, arrays: dict[str, Array]):
-        torch, F = self.torch, self.F
-        m = z_L.shape[0]
-        if model.loss == "cross_entropy":
-            # log-softmax inside, from the logits; reduction="mean" averages over the m examples.
-            return F.cross_entropy(z_L, torch.from_numpy(arrays["y"]))
-        Y = torch.from_numpy(np.ascontiguousarray(arrays["Y"]))
-        if model.loss == "binary_cross_entropy":
-            # Sum over outputs, mean over examples. reduction="mean" would divide by m·N.
-            return F.binary_cross_entropy_with_logits(z_L, Y, reduction="sum") / m
-        if model.loss == "half_sse":
-            return 0.5 * F.mse_loss(a_L, Y, reduction="sum") / m
-        raise ValueError(f"unknown loss {model.loss!r}")
+        """J by the catalog's torch form of the loss: from the logits z^[L] where the loss applies
+        the output function itself (cross-entropy, BCE), from a^[L] otherwise."""
+        from ..catalog import NETWORK_LOSSES
+
+        loss = NETWORK_LOSSES[model.loss]
+        T = {k: self.torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in ("y", "Y") if k in arrays}
+        return loss.torch(self.fw, z_L if loss.applies else a_L, T)
 
     def jacobian(self, op: str, x: Array, **kw) -> Array:
         """The full Jacobian J[i, j] = ∂f_i/∂x_j of a map of one row x (1×n), by autograd.
