@@ -227,6 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 _terminated = False  # SIGTERM was received
+INTERRUPTED = (130, 143)  # exit codes after Ctrl-C and SIGTERM, as a shell reports them
 
 
 class _Terminated(KeyboardInterrupt):
