@@ -133,6 +133,9 @@ def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, 
             if key[0] == "b" and arr.ndim == 1 and len(want) == 2:
                 arr = arr[None, :]  # b may be written as a flat row
             if arr.shape != want:
+                spec, local = net.param_specs()[key][:2]
+                if msg := LAYERS[spec.kind].param_mismatch(spec, local, arr.shape):
+                    f.fail(fld, of + msg)
                 f.fail(fld, f"{of}shape {'×'.join(map(str, arr.shape))} does not fit its layer: "
                             f"{'×'.join(map(str, want))}")
         else:

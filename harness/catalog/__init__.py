@@ -11,6 +11,7 @@ from typing import Any
 from ..activations import ACTIVATIONS, ALL_NAMES
 from ..errors import did_you_mean
 from .base import LAYERS, REQUIRED, Attr, Layer, LayerError, Param, Shape, Spec
+from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .dense import Dense
 from .dropout import Dropout
 from .elementwise import ACTIVATION_LAYERS, act_backward, act_kinks
@@ -21,7 +22,8 @@ from .reshape import Flatten
 __all__ = ["LAYERS", "Layer", "LayerError", "Param", "Spec", "Attr", "NETWORK_LOSSES", "NetworkLoss",
            "L2_FORMS", "l2_coefficient", "build_spec", "act_backward", "act_kinks"]
 
-_TYPES: list[Layer] = [Dense(), *ACTIVATION_LAYERS, Flatten(), Dropout(), BatchNorm(), LayerNorm()]
+_TYPES: list[Layer] = [Dense(), *ACTIVATION_LAYERS, Flatten(), Dropout(), BatchNorm(), LayerNorm(),
+                     Conv2d(), MaxPool2d(), AvgPool2d()]
 LAYERS.update({t.name: t for t in _TYPES})
 
 
@@ -67,7 +69,7 @@ def build_spec(raw: Any, index: int, in_shape: Shape) -> Spec:
             raise LayerError(key, f"expected {_type_name(attr.types)}, got {val!r:.40}")
         if attr.check is not None and (msg := attr.check(val)):
             raise LayerError(key, msg)
-        attrs[key] = val
+        attrs[key] = tuple(val) if isinstance(val, list) else val  # a Spec is hashed
     if layer.fused_activation and attrs.get("activation") is not None:
         a = attrs["activation"]
         if a not in ALL_NAMES:

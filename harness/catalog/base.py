@@ -121,6 +121,11 @@ class Layer:
         """An error message for an explicit extra input that does not fit, else None."""
         return None
 
+    def param_mismatch(self, spec: Spec, local: str, shape: Shape) -> str | None:
+        """Why an explicit parameter of ``shape`` does not fit, when the layer can say more
+        than "the shape differs" (a conv kernel's channel count, say), else None."""
+        return None
+
     def check_batch(self, spec: Spec, batch: int) -> str | None:
         """An error message when the layer cannot work on this batch size, else None."""
         return None

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .base import Array, Attr, Layer, Param, Spec
+from .base import Array, Attr, Layer, LayerError, Param, Spec
 
 
 def _positive(v: int) -> str | None:
@@ -46,6 +46,9 @@ class Dense(Layer):
     fused_activation = True
 
     def out_shape(self, attrs, in_shape):
+        if len(in_shape) == 3:  # [C, H, W]: acting on W alone is never what a classifier head means
+            raise LayerError("", f"dense on a [C, H, W] input {list(in_shape)} would act on each row "
+                                 "of each channel: add {layer = \"flatten\"} before it")
         return in_shape[:-1] + (attrs["units"],)
 
     def params(self, spec: Spec) -> dict[str, Param]:
