@@ -239,6 +239,9 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
                 f"{m.dtype} · batch {c.batch} · seed {c.seed} · input scale {c.input_scale:g} · {m.n_params} parameters")
         extra = [f"<p>{html.escape(c.description)}</p>"] if c.description else []
         extra += [f"<p class='meta'>{html.escape(b)}: {html.escape(n)}</p>" for b, n in r.notes.items()]
+        if r.ties:
+            extra.append(f"<p class='meta'>max-pool ties: {r.ties['windows']} windows, {r.ties['elements']} "
+                         "elements not compared (the gradient there is a choice)</p>")
         extra += [f"<p><b>Error in {html.escape(e.backend)}:</b> {html.escape(e.message)}</p>" for e in r.errors]
         for pair, x in r.first_disagreements().items():
             layer = Model.layer_of(x.quantity)

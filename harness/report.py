@@ -131,6 +131,13 @@ def markdown(result: RunResult, command: str = "") -> str:
         lines.append(f"- Inconclusive, not compared: {total} finite-difference coordinates whose nudge "
                      "crossed a kink or that no step resolved; each case's notes say which ("
                      + ", ".join(f"{c}: {b} {n}" for c, b, n in kinks) + ").")
+    tied = [(r.case.name, r.ties) for r in result.cases if r.ties]
+    if tied:
+        lines.append(f"- Ties, not compared: {sum(t['windows'] for _, t in tied)} max-pool windows whose "
+                     "maximum is attained twice; the gradient there is a choice (torch and jax take the "
+                     "first maximum), so the elements that depend on it are masked in every backend ("
+                     + ", ".join(f"{c}: {t['windows']} windows, {t['elements']} elements" for c, t in tied)
+                     + ").")
     lines += [
         "",
         "## Tolerances",
@@ -192,7 +199,11 @@ def _case_section(r: CaseResult) -> list[str]:
             checked = sum(int(np.ma.count(out[q])) for q in masked)
             total = sum(out[q].size for q in masked)
             lines.append(f"`{backend}` checked {checked} of {total} elements of {', '.join(masked)} "
-                         "(a seeded sample on large cases, minus kink crossings).")
+                         "(a seeded sample on large cases, minus kink crossings and max-pool ties).")
+    if r.ties:
+        lines.append(f"Max-pool ties: {r.ties['windows']} windows with their maximum attained twice; "
+                     f"{r.ties['elements']} elements depend on which one gets the gradient and are not "
+                     "compared.")
     for backend, note in r.notes.items():
         lines.append(f"`{backend}`: {note}.")
     for e in r.errors:
@@ -252,6 +263,11 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     if n_kink:
         lines.append(f"  ~ {n_kink} finite-difference coordinates inconclusive (a nudge crossed a kink, "
                      "or no step resolved them), not compared")
+    n_tied = sum(r.ties.get("windows", 0) for r in result.cases)
+    if n_tied:
+        lines.append(f"  ~ {n_tied} max-pool windows tied (maximum attained twice): the "
+                     f"{sum(r.ties['elements'] for r in result.cases if r.ties)} elements that depend "
+                     "on them are not compared")
     lines.append("")
     lines.append(f"{verdict(result).upper()}: {len(result.cases)} cases, backends "
                  f"{', '.join(result.backends)}, {len(result.comparisons)} comparisons"

@@ -53,7 +53,7 @@ def to_dict(result: RunResult, environment: dict) -> dict:
             "dtype": m.dtype, "batch": c.batch, "seed": c.seed, "input_scale": c.input_scale,
             "n_params": m.n_params, "passed": r.passed, "state": r.state,
             "first_disagreements": {pair: x.quantity for pair, x in r.first_disagreements().items()},
-            "notes": dict(r.notes), "inconclusive": dict(r.inconclusive),
+            "notes": dict(r.notes), "inconclusive": dict(r.inconclusive), "ties": dict(r.ties),
             "seconds": dict(r.seconds),
         })
     comparisons = []

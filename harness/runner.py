@@ -23,7 +23,9 @@ from .cases import Case
 from .compare import Comparison, compare
 from .errors import describe  # noqa: F401 - re-exported: runner.describe is public
 from .directional import directions, project
+from .network import Network
 from .rounding import rounding_floor
+from .ties import chooses, tie_masks
 from .tolerances import lookup, pair_kind
 
 Array = np.ndarray
@@ -48,6 +50,7 @@ class CaseResult:
     notes: dict[str, str] = field(default_factory=dict)  # per backend, from its result's notes
     inconclusive: dict[str, int] = field(default_factory=dict)  # per backend: not compared
     kind_notes: dict[str, str] = field(default_factory=dict)  # per backend: declared kind not honoured
+    ties: dict[str, int] = field(default_factory=dict)  # max-pool ties: windows, elements not compared
 
     @property
     def state(self) -> str:
@@ -191,6 +194,9 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
                 if implied is not None:
                     out["Jv"] = implied
 
+    if isinstance(model, Network) and chooses(model):
+        _mask_ties(result, model, inputs)
+
     kinds = {}
     for b in backends:
         kinds[b.name], note = effective_kind(b, trust_kinds)
@@ -220,6 +226,26 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
         # the table alone flags something: a well-conditioned run never pays for it.
         result.comparisons = compare_all(rounding_floor(case, inputs))
     return result
+
+
+def _mask_ties(result: CaseResult, net: Network, inputs: dict[str, Array]) -> None:
+    """Mask, in every backend's output, the elements that depend on how a tied max-pool
+    window routes its gradient (``harness.ties``): a choice, not a disagreement."""
+    try:
+        masks, windows = tie_masks(net, inputs, seed=result.case.seed)
+    except Exception as e:  # noqa: BLE001 - the reference forward failing is the manual arm's error to report
+        result.notes["ties"] = f"max-pool ties could not be located ({type(e).__name__}: {e}); nothing masked"
+        return
+    if not windows:
+        return
+    params = {f"d{k}" for k in net.param_shapes()}
+    for out in result.outputs.values():
+        for q, m in masks.items():
+            if q in out:
+                out[q] = np.ma.masked_array(out[q], mask=np.ma.getmaskarray(out[q]) | m)
+        if "Jv" in out and params & masks.keys():  # vᵀ∇J mixes every parameter's gradient
+            out["Jv"] = np.ma.masked_all(np.shape(out["Jv"]), dtype=np.asarray(out["Jv"]).dtype)
+    result.ties = {"windows": windows, "elements": sum(int(m.sum()) for m in masks.values())}
 
 
 # Set by a signal handler (the CLI's SIGTERM) besides raising: an exception raised from a

@@ -147,6 +147,13 @@ class Layer:
         None for a smooth layer. A nudge that changes any side is inconclusive."""
         return None
 
+    def ties(self, spec: Spec, x: Array, dy: Array, tol: Array, rng: np.random.Generator
+             ) -> tuple[Array, int] | None:
+        """For a layer whose gradient is a choice at some inputs (max pooling at a tied
+        maximum): the change in dx that another valid choice makes (nonzero wherever the
+        choice matters) and the number of such places; None when the layer never chooses."""
+        return None
+
     def describe(self, spec: Spec) -> str:
         return self.name
 

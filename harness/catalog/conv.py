@@ -266,21 +266,26 @@ class MaxPool2d(_Pool):
         win = windows(x, k, s)
         return win.reshape(win.shape[:4] + (-1,)).argmax(axis=-1)
 
-    def ties(self, spec, x, tol):
-        """The windows whose maximum is attained more than once, to within ``tol`` (absolute,
-        broadcast per window): a boolean N×C×H×W array of each such window's near-maxima."""
+    def ties(self, spec, x, dy, tol, rng):
+        """How much the gradient at the input may change with the choice of maximum in the
+        windows whose maximum is attained more than once (to within ``tol``, absolute): a
+        difference of two valid routings of ``dy``, random zero-sum weights over each such
+        window's near-maxima (nonzero wherever the choice matters), and the number of windows."""
         k, s = self.geometry(spec)
         win = windows(x, k, s)
-        top = win.max(axis=(-2, -1), keepdims=True)
-        near = win >= top - tol[..., None, None]
-        tied = near.sum(axis=(-2, -1)) > 1
-        out = np.zeros(x.shape, dtype=bool)
+        near = win >= win.max(axis=(-2, -1), keepdims=True) - tol
+        tied = (near.sum(axis=(-2, -1)) > 1) & (dy != 0)
+        weights = np.where(near & tied[..., None, None], rng.uniform(1.0, 2.0, near.shape), 0.0)
+        count = np.maximum(near.sum(axis=(-2, -1), keepdims=True), 1)
+        weights = np.where(near, weights - weights.sum(axis=(-2, -1), keepdims=True) / count, 0.0)
+        weights *= dy[..., None, None]
+        delta = np.zeros(x.shape)
         Ho, Wo = tied.shape[2:]
         (kh, kw), (sh, sw) = k, s
         for u in range(kh):
             for v in range(kw):
-                out[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] |= near[..., u, v] & tied
-        return out, int(tied.sum())
+                delta[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += weights[..., u, v]
+        return delta.astype(x.dtype), int(tied.sum())
 
 
 class AvgPool2d(_Pool):
