@@ -91,6 +91,9 @@ def _probe(layer: Layer, in_dims: tuple[str, ...]) -> tuple[Any, dict[int, str]]
             continue
         if float in attr.types:  # a rate, a scale: shown as the attribute's value, not a size
             raw[key] = 0.5
+        elif list in attr.types:  # a window [kh, kw]: small primes, so that it fits the input
+            raw[key] = [5, 7]
+            symbol.update({5: "kh", 7: "kw"})
         elif int in attr.types:
             raw[key] = next(primes)
             symbol[raw[key]] = key
