@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -129,6 +130,157 @@ def catalog(sizes: list[str], rounds: int) -> None:
                 report(f"{tag}: manual / torch", t["manual"] / t["torch"], "≤ 1.0", t["manual"] <= t["torch"])
                 report(f"{tag}: jax / torch", t["jax"] / t["torch"], "measured", None)
 
+
+CONV_NETWORK = """
+[[case]]
+name = "convnet-{dtype}"
+input = [3, 32, 32]
+batch = {m}
+dtype = "{dtype}"
+loss = "cross_entropy"
+seed = 7
+network = [
+  {{layer = "conv2d", filters = 16, kernel = 3, padding = 1}}, {{layer = "relu"}}, {{layer = "maxpool2d", size = 2}},
+  {{layer = "conv2d", filters = 32, kernel = 3, padding = 1}}, {{layer = "relu"}}, {{layer = "maxpool2d", size = 2}},
+  {{layer = "flatten"}}, {{layer = "dense", units = 10}},
+]
+"""
+CONV_BATCH = 32
+
+
+def conv_case(tmp: Path, dtype: str) -> Case:
+    path = tmp / f"convnet-{dtype}.toml"
+    path.write_text(CONV_NETWORK.format(dtype=dtype, m=CONV_BATCH))
+    return load_file(path)[0]
+
+
+def conv_gemms(net, m: int) -> list[tuple[int, int, int]]:
+    """(rows, inner, cols) of each conv layer's forward as one im2col GEMM: (m·Ho·Wo) × (C·kh·kw) × F."""
+    out = []
+    for spec in net.network:
+        if spec.kind == "conv2d":
+            F, Ho, Wo = spec.out_shape
+            C = spec.in_shape[0]
+            kh, kw = (spec["kernel"],) * 2 if isinstance(spec["kernel"], int) else spec["kernel"]
+            out.append((m * Ho * Wo, C * kh * kw, F))
+    return out
+
+
+def conv_layers(case: Case, rounds: int) -> dict[str, float]:
+    """Each layer's numpy forward and backward on the network's own values (the upstream
+    gradient of the manual arm), and the conv-shaped GEMMs, interleaved round by round."""
+    from harness.catalog import LAYERS
+    from harness.network import backprop, forward, layer_inputs, layer_params
+
+    net, arrays = case.model, case.arrays()
+    _, values, caches = forward(net, arrays)
+    grads = backprop(net, arrays)
+    fns = {}
+    x = arrays["X"]
+    for spec in net.network:
+        layer, i = LAYERS[spec.kind], spec.index
+        p, inp, dy = layer_params(spec, arrays), layer_inputs(spec, arrays), grads[f"da{i}"]
+        tag = f"{i} {spec.describe()}"
+        fns[f"{tag} forward"] = lambda l=layer, s=spec, x=x, p=p, inp=inp: l.forward(s, x, p, inp)
+        fns[f"{tag} backward"] = lambda l=layer, s=spec, dy=dy, c=caches[i]: l.backward(s, dy, c)
+        x = values[f"a{i}"]
+    rng = np.random.default_rng(0)
+    for r, k, n in conv_gemms(net, CONV_BATCH):
+        a = rng.standard_normal((r, k)).astype(net.dtype)
+        b = rng.standard_normal((k, n)).astype(net.dtype)
+        fns[f"GEMM {r}×{k}×{n}"] = lambda a=a, b=b: a @ b
+    return interleaved(fns, rounds)
+
+
+@contextmanager
+def one_thread(torch):
+    """The serial CLI's setting (harness.runner.pin_threads): one BLAS thread, one torch thread;
+    both restored afterwards. XLA's threads are fixed when JAX starts and stay as they are."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def conv(rounds: int, fd_dtypes: tuple[str, ...] = ("float64",)) -> None:
+    print(f"\nOne gradient of a conv net on {CONV_BATCH} images of 3×32×32 (conv16 3×3 p1, relu, maxpool 2, "
+          "conv32 3×3 p1, relu, maxpool 2, flatten, dense 10, cross-entropy), manual vs torch vs jax")
+    from harness.network import backprop, cost, forward
+
+    backends = {n: get(n) for n in ("manual", "torch", "jax")}
+    torch = backends["torch"].torch
+    print("  'torch' is TorchBackend.gradients as the harness runs it: one autograd.grad of J for the parameters "
+          "and for every tap it returns (X, and z, a of each layer); 'manual' is ManualBackend.gradients (= "
+          "backprop: forward values and every da included); 'manual backprop' calls harness.network.backprop "
+          "bare; 'manual forward' is the numpy forward and J. Timed at one BLAS and one torch thread, as the "
+          "CLI runs cases (pin_threads); jax with the XLA threads it started with. The last lines repeat "
+          f"manual vs torch at the process default ({torch.get_num_threads()} torch threads, BLAS unpinned).")
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = {dtype: conv_case(Path(tmp), dtype) for dtype in ("float32", "float64")}
+        with one_thread(torch):
+            for dtype, case in cases.items():
+                net, arrays = case.model, case.arrays()
+                tag = f"convnet m={CONV_BATCH} {dtype}"
+                fns = {k: (lambda b=b: b.gradients(net, arrays)) for k, b in backends.items()}
+                fns["manual backprop"] = lambda: backprop(net, arrays)
+                fns["manual forward"] = lambda: cost(net, arrays, forward(net, arrays)[0])
+                t = interleaved(fns, rounds)
+                for k in ("manual", "manual backprop", "manual forward", "torch", "jax"):
+                    report(f"{tag}: {k} seconds", t[k], "measured", None, "s")
+                report(f"{tag}: manual / torch", t["manual"] / t["torch"], "≤ 1.5", t["manual"] <= 1.5 * t["torch"])
+                report(f"{tag}: manual backprop (bare) / torch", t["manual backprop"] / t["torch"], "≤ 1.5",
+                       t["manual backprop"] <= 1.5 * t["torch"])
+                report(f"{tag}: jax / torch", t["jax"] / t["torch"], "measured", None)
+                report(f"{tag}: manual gradient ÷ its forward", t["manual"] / t["manual forward"], "≤ 3",
+                       t["manual"] / t["manual forward"] <= 3)
+
+                layers = conv_layers(case, rounds)
+                total = sum(v for k, v in layers.items() if not k.startswith("GEMM"))
+                for k, v in layers.items():
+                    if not k.startswith("GEMM"):
+                        report(f"{tag}: layer {k} ms", v * 1e3, f"measured, {v / total:.0%} of the layers' sum",
+                               None, "ms")
+                gemms = conv_gemms(net, CONV_BATCH)
+                gemm_flops = sum(2 * r * k * n for r, k, n in gemms)
+                gemm_rate = gemm_flops / sum(v for k, v in layers.items() if k.startswith("GEMM")) / 1e9
+                conv_time = sum(v for k, v in layers.items() if "conv" in k)
+                conv_rate = 3 * gemm_flops / conv_time / 1e9  # forward, dW and dx: one GEMM's FLOPs each
+                shapes = " + ".join(f"{r}×{k}×{n}" for r, k, n in gemms)
+                report(f"{tag}: GEMM rate, numpy matmul {shapes}", gemm_rate, "measured", None, "GFLOP/s")
+                report(f"{tag}: manual conv rate (3 GEMMs' FLOPs ÷ conv fwd+bwd)", conv_rate, "measured", None,
+                       "GFLOP/s")
+                report(f"{tag}: manual conv rate ÷ GEMM rate", conv_rate / gemm_rate, "reported", None)
+
+            fd = get("fd")
+            for dtype in fd_dtypes:
+                arrays = cases[dtype].arrays()
+                t0 = time.perf_counter()
+                result = fd.gradients(cases[dtype].model, arrays)
+                seconds = time.perf_counter() - t0
+                print(f"  fd notes: {getattr(result, 'notes', '')}")
+                report(f"convnet m={CONV_BATCH} {dtype}: fd gradients() as the harness runs it", seconds, "≤ 10",
+                       seconds <= 10, "s")
+                t0 = time.perf_counter()
+                FiniteDifferenceBackend(intermediates=False).gradients(cases[dtype].model, arrays)
+                seconds = time.perf_counter() - t0
+                report(f"convnet m={CONV_BATCH} {dtype}: fd, its vᵀ∇J part alone (no z, a nudges)", seconds,
+                       "measured (≤ 10 if meant)", None, "s")
+
+        for dtype, case in cases.items():  # the process default threads, as the other sections run
+            net, arrays = case.model, case.arrays()
+            t = interleaved({k: (lambda b=backends[k]: b.gradients(net, arrays)) for k in ("manual", "torch")},
+                            rounds)
+            report(f"convnet m={CONV_BATCH} {dtype}, default threads: manual / torch", t["manual"] / t["torch"],
+                   "measured", None)
+            report(f"convnet m={CONV_BATCH} {dtype}, default threads: manual seconds", t["manual"], "measured",
+                   None, "s")
+            report(f"convnet m={CONV_BATCH} {dtype}, default threads: torch seconds", t["torch"], "measured",
+                   None, "s")
 
 def overhead() -> None:
     print("\nHarness overhead on a run of mid-size cases (manual, torch, jax)")
@@ -248,7 +400,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--sizes", default="mid,large", help=f"of {','.join(SIZES)}")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="gradients,catalog,overhead,compile,fd,sweep")
+    parser.add_argument("--only", default="gradients,catalog,conv,overhead,compile,fd,sweep")
     args = parser.parse_args()
     only = args.only.split(",")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -257,6 +409,8 @@ def main() -> None:
         gradients(args.sizes.split(","), args.rounds)
     if "catalog" in only:
         catalog(args.sizes.split(","), args.rounds)
+    if "conv" in only:
+        conv(args.rounds)
     if "overhead" in only:
         overhead()
     if "compile" in only:

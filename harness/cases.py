@@ -30,7 +30,8 @@ CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "
 # Keys of the network form only (harness.network_cases); the MLP form refuses them.
 NETWORK_ONLY_KEYS = ("input", "l2", "l2_form")
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
-              "batch", "input_scale", "layers", "l2", "l2_forms"}
+              "batch", "input_scale", "layers", "l2", "l2_forms", "input", "blocks", "filters"}
+NETWORK_SWEEP_KEYS = ("layers", "l2", "l2_forms", "input", "blocks", "filters")
 TOP_KEYS = {"case", "sweep"}
 
 # --------------------------------------------------------------------------- limits
@@ -559,7 +560,7 @@ def _expand_sweep(raw: dict, src: str, label: str, budget: _MemoryBudget) -> lis
     prefix = f.get("name", str)
     if not prefix.strip():
         f.fail("name", "must not be empty")
-    if "layers" in raw or "l2" in raw or "l2_forms" in raw:
+    if any(k in raw for k in NETWORK_SWEEP_KEYS):
         return _expand_network_sweep(f, prefix, src, budget)
     count = f.int_range("count", ..., 1, MAX_SWEEP_COUNT)
     seed = f.int_range("seed", 0, 0, MAX_SEED)
@@ -619,12 +620,19 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     depth = _range(f, "depth", [1, 4], 1, MAX_DEPTH)
     width = _range(f, "width", [1, 16], 1, MAX_DIM)
     batch = _range(f, "batch", [2, 16], 1, MAX_DIM)
-    if count * (4 * depth[1] + 1) > MAX_SWEEP_WIDTHS:
-        f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} layers, count × (4·depth hi + 1)")
     hidden = _names(f, "activations", list(ACTIVATIONS), set(ACTIVATIONS))
     losses = _names(f, "losses", list(nc.SWEEP_LOSSES), set(nc.SWEEP_LOSSES))
     dtypes = _names(f, "dtypes", list(DTYPES), set(DTYPES))
-    extras = _names(f, "layers", list(nc.SWEEP_LAYERS), set(nc.SWEEP_LAYERS))
+    # Without `layers`, the non-spatial ones: a conv sweep names its conv2d or pools.
+    extras = _names(f, "layers", [k for k in nc.SWEEP_LAYERS if k not in nc.SPATIAL_LAYERS],
+                    set(nc.SWEEP_LAYERS))
+    spatial = _spatial_settings(f, extras)
+    per_case = 4 * depth[1] + 1 + (0 if spatial is None else
+                                   nc.LAYERS_PER_BLOCK * spatial["blocks"][1] + 1)
+    if count * per_case > MAX_SWEEP_WIDTHS:
+        f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} layers, count × (4·depth hi + 1"
+                        f"{'' if spatial is None else ' + 4·blocks hi + 1'}); "
+                        f"{count} × {per_case} = {count * per_case:,}")
     forms = _names(f, "l2_forms", list(nc.L2_FORMS), set(nc.L2_FORMS))
     l2 = f.get("l2", list, [0.0, 0.0], what="[lo, hi]")
     if (len(l2) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -634,7 +642,7 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     cases = []
     for i in range(count):
         name = f"{prefix}-{i:03d}"
-        raw = nc.draw_network(rng, depth, width, hidden, losses, extras, dtypes, l2, forms)
+        raw = nc.draw_network(rng, depth, width, hidden, losses, extras, dtypes, l2, forms, spatial)
         m = int(rng.integers(batch[0], batch[1] + 1))
         case_seed = int(rng.integers(0, 2**31))
         try:
@@ -647,6 +655,47 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
                    sum_field="count", name=name)
         cases.append(Case(name, net, m, case_seed, src, 1.0, f"from sweep {prefix!r}"))
     return cases
+
+
+def _spatial_settings(f: _Fields, extras: list[str]) -> dict | None:
+    """``input``, ``blocks`` and ``filters`` of a conv sweep (one whose ``layers`` name conv2d or
+    a pool), None for a dense one; each given to a dense sweep is an error naming it."""
+    from . import network_cases as nc
+
+    spatial = [e for e in extras if e in nc.SPATIAL_LAYERS]
+    if not spatial:
+        for key in ("input", "blocks", "filters"):
+            if key in f.raw:
+                f.fail(key, "only for a conv sweep: add conv2d, maxpool2d or avgpool2d to "
+                            "`layers` (a dense sweep draws its input width from `width`)")
+        return None
+    if "filters" in f.raw and "conv2d" not in extras:
+        f.fail("filters", "the sweep draws no conv2d (add it to `layers`), so nothing has filters")
+    raw = f.get("input", list, nc.DEFAULT_SPATIAL_INPUT,
+                what="[C, H, W], each a size or a range [lo, hi]")
+    if len(raw) != 3:
+        f.fail("input", f"a conv sweep's input is [C, H, W], each a size or a range [lo, hi]; "
+                        f"got {len(raw)} entries: {_show(raw)}")
+    ranges = []
+    for i, (axis, r) in enumerate(zip("CHW", raw)):
+        lo_hi = [r, r] if isinstance(r, int) and not isinstance(r, bool) else r
+        if (not isinstance(lo_hi, list) or len(lo_hi) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
+                or not 1 <= lo_hi[0] <= lo_hi[1]):
+            f.fail(f"input[{i}]", f"{axis} must be a size >= 1 or a range [lo, hi] with "
+                                  f"1 <= lo <= hi, got {_show(r)}")
+        if lo_hi[1] > MAX_DIM:
+            f.fail(f"input[{i}]", f"{axis} must be at most {_limit(MAX_DIM)}, got {_show(r)}")
+        ranges.append(lo_hi)
+    depth_hi = _range(f, "depth", [1, 4], 1, MAX_DEPTH)[1]
+    room = (MAX_DEPTH - 4 * depth_hi - 1) // nc.LAYERS_PER_BLOCK
+    blocks = _range(f, "blocks", nc.DEFAULT_BLOCKS, 1, MAX_DEPTH)
+    if blocks[1] > room:
+        f.fail("blocks", f"a network has at most {MAX_DEPTH} layers: with depth up to {depth_hi}, "
+                         f"blocks (up to {nc.LAYERS_PER_BLOCK} layers each) must be at most "
+                         f"{max(room, 0)}, got {_show(blocks)}")
+    filters = _range(f, "filters", nc.DEFAULT_FILTERS, 1, MAX_DIM)
+    return {"input": ranges, "blocks": blocks, "filters": filters}
 
 
 def _range(f: _Fields, key: str, default: list[int], lo: int, hi: int) -> list[int]:

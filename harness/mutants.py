@@ -9,14 +9,18 @@ plugin like a user's: built with no arguments, with ``name`` and ``gradients``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 
 from .activations import ACTIVATIONS, SOFTMAX
 from .backends.manual import forward_pass, output_delta
-from .catalog import LAYERS
+from .catalog import LAYERS, Layer
+from .catalog.conv import correlate, dilate, pad, windows
+from .catalog.norm import BatchNorm
 from .losses import cost
 from .model import Model
 from .network import Backward, Network, backprop
@@ -120,8 +124,10 @@ class NetworkMutant:
     """A catalog network's manual backprop with one mistake (none here: correct).
 
     The mistake is a layer's backward replaced (``backward_of``), the network changed before
-    the pass (``network``: a forward that is wrong too), or the gradients edited after
-    (``edit``). ``why_not`` says why a network cannot show the mistake (it lacks the layer).
+    the pass (``network``: a forward that is wrong too), a layer type run in place of the
+    catalog's, forward and backward (``layer_of``: a forward with the wrong axes, say), or the
+    gradients edited after (``edit``). ``why_not`` says why a network cannot show the mistake
+    (it lacks the layer).
     """
 
     name = "network-mutant"
@@ -130,6 +136,10 @@ class NetworkMutant:
     needs = ""  # the layer kind the mistake is in ("" for none)
 
     def backward_of(self) -> dict[str, Backward]:
+        return {}
+
+    def layer_of(self) -> dict[str, Layer]:
+        """{kind: Layer} that stands in for the catalog's type of that name during the pass."""
         return {}
 
     def network(self, net: Network) -> Network:
@@ -141,7 +151,9 @@ class NetworkMutant:
     def gradients(self, model: Network, arrays: dict[str, Array]) -> dict[str, Array]:
         if not isinstance(model, Network):
             raise TypeError(f"{self.name} is a mistake in a catalog layer; this case is an MLP")
-        return self.edit(model, arrays, backprop(self.network(model), arrays, self.backward_of()))
+        with _standing_in(self.layer_of()):
+            out = backprop(self.network(model), arrays, self.backward_of())
+        return self.edit(model, arrays, out)
 
     @classmethod
     def why_not(cls, net: Network, arrays: dict[str, Array]) -> str | None:
@@ -149,6 +161,19 @@ class NetworkMutant:
         if cls.needs and not any(spec.kind == cls.needs for spec in net.network):
             return f"no {cls.needs} layer"
         return None
+
+
+@contextlib.contextmanager
+def _standing_in(layers: dict[str, Layer]):
+    """The catalog's LAYERS with ``layers`` in place of their namesakes, for the duration of
+    one manual pass (the runner calls the backends of a case one after another, in one
+    thread: no other arm runs while the mutant's layer stands in)."""
+    saved = {kind: LAYERS[kind] for kind in layers}
+    LAYERS.update(layers)
+    try:
+        yield
+    finally:
+        LAYERS.update(saved)
 
 
 def _dropouts(net: Network) -> list:
@@ -269,8 +294,261 @@ class L2WithoutMean(_L2Factor):
         return lam
 
 
+# ------------------------------------------------------------ convolution and pooling
+# A layer's input gradient da^[i-1] is compared only above layer 1 (∂J/∂X is no quantity): a
+# mistake in a dx alone needs the layer at index 2 or more.
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
+def _of(net: Network, *kinds: str, above_first: bool = False) -> list:
+    return [s for s in net.network if s.kind in kinds and (s.index > 1 or not above_first)]
+
+
+def _window(spec) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(kh, kw), (sh, sw) of a conv2d, maxpool2d or avgpool2d spec."""
+    if spec.kind == "conv2d":
+        return _pair(spec["kernel"]), _pair(spec["stride"])
+    return LAYERS[spec.kind].geometry(spec)
+
+
+def _strided(spec) -> bool:
+    """A stride > 1 in a direction with more than one window (with one, i·s = i = 0)."""
+    (sh, sw), (_, Ho, Wo) = _window(spec)[1], spec.out_shape
+    return (sh > 1 and Ho > 1) or (sw > 1 and Wo > 1)
+
+
+def _spread(dy: Array, shape: tuple[int, ...], k: tuple[int, int], s: tuple[int, int],
+            weight: Callable[[int, int], Array] | None = None) -> Array:
+    """dx of x's ``shape``: each window (i, j) at rows i·s_h …, columns j·s_w … gets
+    ``weight(u, v)`` (dy when None) at its offset (u, v); overlapping windows add."""
+    (kh, kw), (sh, sw) = k, s
+    Ho, Wo = dy.shape[2:]
+    dx = np.zeros(shape, dtype=dy.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += dy if weight is None else weight(u, v)
+    return dx
+
+
+def _conv_dx(dz: Array, x_pad: Array, W: Array, spec, s: tuple[int, int], flip: bool = True) -> Array:
+    """conv2d's dx as the catalog computes it (the full correlation of dz, dilated by ``s``,
+    with W flipped and F↔C swapped), with the stride and the flip as given."""
+    (ph, pw), (kh, kw), (Hp, Wp) = _pair(spec["padding"]), W.shape[2:], x_pad.shape[2:]
+    dz_full = pad(dilate(dz, s, (Hp - kh + 1, Wp - kw + 1)), (kh - 1, kw - 1))
+    kernel = W[:, :, ::-1, ::-1] if flip else W
+    dx_pad = correlate(dz_full, kernel.transpose(1, 0, 2, 3), (1, 1))
+    return dx_pad[:, :, ph:Hp - ph, pw:Wp - pw]
+
+
+class ConvUnflippedKernel(NetworkMutant):
+    name = "conv-dx-unflipped-kernel"
+    mistake = ("conv dx = full correlation of dz with W itself (F↔C swapped), not with W rotated "
+               "by 180°: the transposed convolution's flip forgotten")
+    needs = "conv2d"
+
+    def backward_of(self):
+        def backward(spec, dz, cache):
+            x_pad, W = cache
+            _, grads = LAYERS["conv2d"].backward(spec, dz, cache)  # dW, db stay right
+            return _conv_dx(dz, x_pad, W, spec, _pair(spec["stride"]), flip=False), grads
+        return {"conv2d": backward}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if any(_window(s)[0] != (1, 1) for s in _of(net, "conv2d", above_first=True)):
+            return None
+        return super().why_not(net, arrays) or ("no conv2d above layer 1 with a kernel larger than 1×1 "
+                                                "(a 1×1 kernel is its own flip; layer 1's dx is no quantity)")
+
+
+class ConvDWLastExample(NetworkMutant):
+    """The learner loops over the examples and writes ``dW = …`` where ``dW += …`` belongs:
+    the last example's contribution is all that is left (the mean over the batch, the other
+    way to lose the sum, is dW/m: a scale, caught like ``layer-1-times-2``)."""
+
+    name = "conv-dW-last-example"
+    mistake = ("conv dW from the last example only: dW = (example n's dW) in the loop over the "
+               "batch, where dW += belongs")
+    needs = "conv2d"
+
+    def backward_of(self):
+        def backward(spec, dz, cache):
+            x_pad, W = cache
+            dx, grads = LAYERS["conv2d"].backward(spec, dz, cache)
+            _, last = LAYERS["conv2d"].backward(spec, dz[-1:], (x_pad[-1:], W))
+            return dx, {**grads, "W": last["W"]}
+        return {"conv2d": backward}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if arrays["X"].shape[0] < 2 and _of(net, "conv2d"):
+            return "a batch of 1: the last example's dW is the sum"
+        return super().why_not(net, arrays)
+
+
+def _bias_cancelled(net: Network, spec) -> bool:
+    """Whether a batch norm above the layer cancels its bias b[f]: nothing between them but
+    layers that keep a per-channel shift a shift (pools, flatten), so ∂J/∂b = 0."""
+    if spec.activation:
+        return False
+    for above in net.network[spec.index:]:
+        if above.kind == "batchnorm":
+            return True
+        if above.kind not in ("maxpool2d", "avgpool2d", "flatten", "identity"):
+            return False
+    return False
+
+
+class ConvDbPositionMean(NetworkMutant):
+    """db as the dense layer's Σ_rows dz, over the batch only: an F×Ho×Wo array, made to fit
+    b (F) by the mean over the positions ("the bias is shared, so average it"). Each position
+    adds its own share to ∂J/∂b, so the right db is the sum: the mutant's is 1/(Ho·Wo) of it."""
+
+    name = "conv-db-batch-sum-position-mean"
+    mistake = ("conv db = Σ_n dz (the dense layer's Σ_rows), then the mean over the Ho×Wo "
+               "positions to fit b's shape: 1/(Ho·Wo) of Σ_{n,i,j} dz")
+    needs = "conv2d"
+
+    def backward_of(self):
+        def backward(spec, dz, cache):
+            dx, grads = LAYERS["conv2d"].backward(spec, dz, cache)
+            if "b" in grads:
+                grads["b"] = dz.sum(axis=0).mean(axis=(1, 2))
+            return dx, grads
+        return {"conv2d": backward}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        for spec in _of(net, "conv2d"):
+            if spec["bias"] and spec.out_shape[1] * spec.out_shape[2] > 1 and not _bias_cancelled(net, spec):
+                return None
+        return super().why_not(net, arrays) or ("no conv2d with a bias, more than one output position, "
+                                                "and no batch norm above that cancels the bias (∂J/∂b = 0)")
+
+
+class MaxPoolSpread(NetworkMutant):
+    name = "maxpool-gradient-spread"
+    mistake = ("max-pool dx = dy copied to every element of its window (upsampled, the arg-max "
+               "mask forgotten), not to the arg-max alone")
+    needs = "maxpool2d"
+
+    def backward_of(self):
+        def backward(spec, dy, cache):
+            shape, _ = cache  # the arg-max, ignored
+            return _spread(dy, shape, *_window(spec)), {}
+        return {"maxpool2d": backward}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if any(_window(s)[0] != (1, 1) for s in _of(net, "maxpool2d", above_first=True)):
+            return None
+        return super().why_not(net, arrays) or "no maxpool2d above layer 1 with a window of more than one element"
+
+
+class AvgPoolUnscaled(NetworkMutant):
+    name = "avgpool-without-1/k²"
+    mistake = "average-pool dx = dy copied to every element of its window, without the 1/(kh·kw)"
+    needs = "avgpool2d"
+
+    def backward_of(self):
+        return {"avgpool2d": lambda spec, dy, shape: (_spread(dy, shape, *_window(spec)), {})}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if any(_window(s)[0] != (1, 1) for s in _of(net, "avgpool2d", above_first=True)):
+            return None
+        return super().why_not(net, arrays) or "no avgpool2d above layer 1 with a window of more than one element"
+
+
+class _BatchNormPerPosition(BatchNorm):
+    """Batch norm with its statistics over the batch axis alone: on N×C×H×W, per (c, h, w)
+    (x.mean(axis=0), the dense layer's batch norm, where axis=(0, 2, 3) belongs). γ and β stay
+    per channel; the backward is the right one for this forward."""
+
+    def axes(self, ndim):
+        return (0,)
+
+
+class BatchnormPerPosition(NetworkMutant):
+    """Spatial batch norm normalised per position, not per channel: μ, σ of each (c, h, w)
+    over the m examples only, in the forward and the backward alike. The disagreement starts
+    in the forward (the layer's a^[i], J)."""
+
+    name = "spatial-batchnorm-per-position"
+    mistake = ("spatial batchnorm's μ, σ per (c, h, w) over the batch only (axis 0), not per "
+               "channel over the batch and positions (axes 0, 2, 3), forward and backward")
+    needs = "batchnorm"
+
+    def layer_of(self):
+        return {"batchnorm": _BatchNormPerPosition()}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        for spec in _of(net, "batchnorm"):
+            if len(spec.in_shape) > 1 and math.prod(spec.in_shape) > spec.in_shape[0]:
+                return None
+        return super().why_not(net, arrays) or ("no batchnorm with positions: on a vector input the "
+                                                "statistics are per feature over the batch anyway")
+
+
+class ConvBackwardIgnoresStride(NetworkMutant):
+    """The backward's windows at the stride-1 places: the loop's ``x_pad[n, :, i:i+kh, j:j+kw]``
+    with the forward's ``i*s`` forgotten, in dW and in dx alike (dz is scattered back to the
+    first Ho×Wo stride-1 windows)."""
+
+    name = "conv-backward-stride-1"
+    mistake = ("conv backward as if stride 1: output (i, j) sent back to window x_pad[i:i+kh, j:j+kw], "
+               "not x_pad[i·s:i·s+kh, j·s:j·s+kw], in dW and dx")
+    needs = "conv2d"
+
+    def backward_of(self):
+        def backward(spec, dz, cache):
+            x_pad, W = cache
+            Ho, Wo = dz.shape[2:]
+            grads = {"W": np.tensordot(dz, windows(x_pad, W.shape[2:], (1, 1))[:, :, :Ho, :Wo],
+                                       axes=([0, 2, 3], [0, 2, 3]))}
+            if spec["bias"]:
+                grads["b"] = dz.sum(axis=(0, 2, 3))  # no window: right
+            return _conv_dx(dz, x_pad, W, spec, (1, 1)), grads
+        return {"conv2d": backward}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if any(_strided(s) for s in _of(net, "conv2d")):
+            return None
+        return super().why_not(net, arrays) or "no conv2d with a stride > 1 along more than one window"
+
+
+class PoolBackwardIgnoresStride(NetworkMutant):
+    name = "pool-backward-stride-1"
+    mistake = ("max- and average-pool backward as if stride 1: window (i, j)'s gradient lands at "
+               "rows i…, columns j… of dx, not i·s…, j·s…")
+
+    def backward_of(self):
+        def maxpool(spec, dy, cache):
+            shape, arg = cache
+            (kh, kw), _ = _window(spec)
+            return _spread(dy, shape, (kh, kw), (1, 1), lambda u, v: np.where(arg == u * kw + v, dy, 0)), {}
+
+        def avgpool(spec, dy, shape):
+            k, _ = _window(spec)
+            return _spread(dy / (k[0] * k[1]), shape, k, (1, 1)), {}
+        return {"maxpool2d": maxpool, "avgpool2d": avgpool}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if any(_strided(s) for s in _of(net, "maxpool2d", "avgpool2d", above_first=True)):
+            return None
+        return "no maxpool2d or avgpool2d above layer 1 with a stride > 1 along more than one window"
+
+
 NETWORK_MUTANTS = [BatchnormStatsConstant, DropoutUnscaled, DropoutOtherMask, LayernormOverBatch,
-                   L2TwiceLambda, L2HalfLambda, L2WithoutMean]
+                   L2TwiceLambda, L2HalfLambda, L2WithoutMean,
+                   ConvUnflippedKernel, ConvDWLastExample, ConvDbPositionMean, MaxPoolSpread,
+                   AvgPoolUnscaled, BatchnormPerPosition, ConvBackwardIgnoresStride, PoolBackwardIgnoresStride]
 
 # The self-check's mutants, each a mistake learners make: MLP ones, then catalog network ones.
 MUTANTS = [ForgetsGPrime, GInsteadOfGPrime, ForgetsMean, DWFromWrongLayer, WNotTransposed,

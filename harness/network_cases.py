@@ -240,26 +240,46 @@ def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
 
 # ----------------------------------------------------------------------------- sweeps
 
-# The layer types a sweep composes around its dense layers (conv and sequence layers come with
-# their own input shapes and join when they are in the catalog).
-SWEEP_LAYERS = ("batchnorm", "layernorm", "dropout")
+# The layer types a sweep composes around its dense layers. The spatial ones (conv2d and the
+# pools) make a conv sweep: blocks on a [C, H, W] input, then flatten, then the dense head.
+SPATIAL_LAYERS = ("conv2d", "maxpool2d", "avgpool2d")
+SWEEP_LAYERS = ("batchnorm", "layernorm", "dropout", *SPATIAL_LAYERS)
 SWEEP_LOSSES = tuple(NETWORK_LOSSES)
 MIN_NORMALISED = 4  # features a sweep's layernorm or batchnorm normalises, at least
+MAX_KERNEL = 4  # a conv sweep's kernels are 1..4 along each axis (at most the padded input)
+MAX_POOL = 3  # and its pooling windows 2..3 (at most the input)
+MAX_PADDING = 1
+MAX_STRIDE = 2
+LAYERS_PER_BLOCK = 4  # conv2d, batchnorm, activation, pool
+DEFAULT_BLOCKS = [1, 2]
+DEFAULT_FILTERS = [1, 4]
+DEFAULT_SPATIAL_INPUT = [[1, 3], [5, 12], [5, 12]]
 
 
-def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras, dtypes, l2, forms) -> dict:
+def _draw(rng: np.random.Generator, lo_hi) -> int:
+    return int(rng.integers(lo_hi[0], lo_hi[1] + 1))
+
+
+def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras, dtypes, l2, forms,
+                 spatial: dict | None = None) -> dict:
     """One random network of a sweep, as the raw table a case file would hold.
 
     ``depth`` dense layers, the last one the output; each hidden dense is followed, each with
     probability ½ and in this order, by a norm from ``extras``, its activation (fused into the
-    dense or as a layer of its own), and dropout. The draw order is fixed: a sweep's seed
-    names its cases.
+    dense or as a layer of its own), and dropout. With ``spatial`` (a conv sweep: ``input``,
+    ``blocks`` and ``filters`` ranges) the dense head sits on ``_draw_blocks``'s convolutional
+    blocks and a flatten. The draw order is fixed: a sweep's seed names its cases.
     """
     L = int(rng.integers(depth[0], depth[1] + 1))
     loss = losses[int(rng.integers(0, len(losses)))]
-    n_in = int(rng.integers(width[0], width[1] + 1))
-    norms = [e for e in extras if e in ("batchnorm", "layernorm")]
     layers: list[dict] = []
+    if spatial is None:
+        shape = [int(rng.integers(width[0], width[1] + 1))]
+    else:
+        shape = [_draw(rng, r) for r in spatial["input"]]
+        _draw_blocks(rng, tuple(shape), spatial, hidden, extras, layers)
+        layers.append({"layer": "flatten"})
+    norms = [e for e in extras if e in ("batchnorm", "layernorm")]
     for _ in range(L - 1):
         units = int(rng.integers(max(width[0], 2), max(width[1], 2) + 1))
         act = hidden[int(rng.integers(0, len(hidden)))]
@@ -288,7 +308,60 @@ def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras,
     lam = float(rng.uniform(l2[0], l2[1])) if l2[1] > 0 else 0.0
     form = forms[int(rng.integers(0, len(forms)))]
     dtype = dtypes[int(rng.integers(0, len(dtypes)))]
-    return {"input": [n_in], "network": layers, "loss": loss, "dtype": dtype, "l2": lam, "l2_form": form}
+    return {"input": shape, "network": layers, "loss": loss, "dtype": dtype, "l2": lam, "l2_form": form}
+
+
+def _pair_or_int(h: int, w: int) -> int | list[int]:
+    return h if h == w else [h, w]
+
+
+def _draw_blocks(rng: np.random.Generator, shape: tuple[int, int, int], spatial: dict, hidden,
+                 extras, layers: list[dict]) -> None:
+    """The convolutional blocks of a conv sweep's network, appended to ``layers``: each is a
+    conv2d (when ``extras`` has it) with its activation, fused or a layer of its own, or after a
+    spatial batch norm (probability ½, when ``extras`` has batchnorm and there are at least
+    MIN_NORMALISED positions), then with probability ½ (always, without conv2d) a pool of
+    ``extras``. Every size is drawn to fit the input it gets, so every network is valid:
+    kernel k ≤ H + 2p along each axis (padding at most k − 1), pool window ≤ H."""
+    _, H, W = shape
+    conv = "conv2d" in extras
+    pools = [e for e in extras if e in ("maxpool2d", "avgpool2d")]
+    for _ in range(_draw(rng, spatial["blocks"])):
+        if conv:
+            ks, ss, ps = [], [], []
+            for n in (H, W):
+                p = int(rng.integers(0, MAX_PADDING + 1))
+                k = int(rng.integers(1, min(MAX_KERNEL, n + 2 * p) + 1))
+                p = min(p, k - 1)  # padding beyond k − 1 only adds outputs made of zeros
+                s = int(rng.integers(1, MAX_STRIDE + 1))
+                ks.append(k), ss.append(s), ps.append(p)
+            F = _draw(rng, spatial["filters"])
+            act = hidden[int(rng.integers(0, len(hidden)))]
+            fused = bool(rng.integers(0, 2))
+            norm = "batchnorm" in extras and bool(rng.integers(0, 2))
+            H, W = ((n + 2 * p - k) // s + 1 for n, k, s, p in zip((H, W), ks, ss, ps))
+            layer: dict[str, Any] = {"layer": "conv2d", "filters": F, "kernel": _pair_or_int(*ks)}
+            if ss != [1, 1]:
+                layer["stride"] = _pair_or_int(*ss)
+            if ps != [0, 0]:
+                layer["padding"] = _pair_or_int(*ps)
+            norm = norm and H * W >= MIN_NORMALISED
+            if norm:
+                layer["bias"] = False  # batch norm subtracts the mean per channel, b with it
+                layers += [layer, {"layer": "batchnorm"}, {"layer": act}]
+            elif fused:
+                layers.append({**layer, "activation": act})
+            else:
+                layers += [layer, {"layer": act}]
+        if pools and H * W > 1 and (not conv or rng.integers(0, 2)):  # a 1×1 window is a copy
+            kind = pools[int(rng.integers(0, len(pools)))]
+            size = [int(rng.integers(min(2, n), min(MAX_POOL, n) + 1)) for n in (H, W)]
+            stride = [int(rng.integers(1, k + 1)) for k in size]  # below the size: overlapping
+            layer = {"layer": kind, "size": _pair_or_int(*size)}
+            if stride != size:
+                layer["stride"] = _pair_or_int(*stride)
+            layers.append(layer)
+            H, W = ((n - k) // s + 1 for n, k, s in zip((H, W), size, stride))
 
 
 def network_of(raw: dict, max_dim: int, max_depth: int) -> Network:

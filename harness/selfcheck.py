@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .backends import Gradients, notes_of
 from .cases import Case
 from .catalog import build_spec
 from .model import Model
 from .mutants import MUTANTS, NetworkMutant, PerturbedElement, SoftmaxElementwise
 from .network import Network
-from .runner import run_case
+from .runner import effective_kind, run_case
 
 
 def build_network(input: tuple[int, ...], layers: list[dict[str, Any]], loss: str, dtype: str,
@@ -38,8 +39,9 @@ CASES = [
     for dt in ("float64", "float32")
 ]
 
-# Catalog networks with every layer a network mutant is about (batchnorm, dropout, layernorm)
-# and an L2 term, in two orders and two L2 forms. No relu: fd has no kink to step around.
+# Catalog networks with every layer a network mutant is about (batchnorm, dropout, layernorm,
+# conv2d, maxpool2d, avgpool2d) and an L2 term, in three L2 forms. No relu: fd has no kink to
+# step around (a max pool's are its own, where a nudge changes a window's arg-max).
 NETWORK_CASES = [
     Case(f"bn-drop-ln-ce-{dt}", build_network((6,), [
         {"layer": "dense", "units": 5, "activation": "tanh"},
@@ -62,6 +64,23 @@ NETWORK_CASES = [
         {"layer": "batchnorm"},
         {"layer": "dense", "units": 3},
     ], "half_sse", dt, l2=0.2, l2_form="half_mean"), 6, 22)
+    for dt in ("float64", "float32")
+] + [
+    # A small convolutional network with every conv mutant's layer where its mistake shows:
+    # the pools and the second conv above layer 1 (their dx is compared), the first conv's
+    # bias not cancelled by a batch norm (the second's is), strides > 1 along two windows
+    # (the max pool's default, the second conv's), a spatial batch norm over 2×2 positions,
+    # an L2 term in the form the cases above leave out. Tiny: fd runs on it once per dtype.
+    Case(f"conv-pool-bn-{dt}", build_network((1, 5, 5), [
+        {"layer": "conv2d", "filters": 2, "kernel": 2, "activation": "tanh"},
+        {"layer": "maxpool2d", "size": 2},
+        {"layer": "conv2d", "filters": 3, "kernel": 2, "stride": 2, "padding": 1},
+        {"layer": "batchnorm"},
+        {"layer": "sigmoid"},
+        {"layer": "avgpool2d", "size": 2, "stride": 1},
+        {"layer": "flatten"},
+        {"layer": "dense", "units": 3},
+    ], "cross_entropy", dt, l2=0.05, l2_form="sum"), 2, 23)
     for dt in ("float64", "float32")
 ]
 CASES += NETWORK_CASES
@@ -92,15 +111,49 @@ class Outcome:
     by: str  # "quantity pair" of the first disagreement, the contract error, or the exclusion reason
 
 
+class _Replay:
+    """A reference backend's result on one case, computed once and handed back to every
+    mutant's run of that case: the references do not depend on the mutant, and running fd
+    again for each of them was most of the self-check's time. Each replay is a fresh dict
+    (the runner edits its outputs in place: tie masks, vᵀ∇J); an error is raised again."""
+
+    def __init__(self, backend, case: Case) -> None:
+        self.name = backend.name
+        # The tolerance row the runner would give the backend itself; a finite-difference
+        # row is honoured for the replay through run_case's trust_kinds (see ``trusted``).
+        self.kind, _ = effective_kind(backend)
+        try:
+            self._result, self._error = backend.gradients(case.model, case.arrays()), None
+        except Exception as e:  # noqa: BLE001 - raised again in every run, which records it
+            self._result, self._error = None, e
+
+    def gradients(self, model, arrays):
+        if self._error is not None:
+            raise self._error
+        if not isinstance(self._result, dict):
+            return self._result  # not a dict: the runner's contract check says so
+        notes, inconclusive = notes_of(self._result)
+        return Gradients(self._result, notes=notes, inconclusive=inconclusive)
+
+
+def trusted(replays: list[_Replay]) -> set[str]:
+    """The replays whose backend's own finite-difference row the runner honours."""
+    return {r.name for r in replays if r.kind != "analytic"}
+
+
 def run_selfcheck(backends: list) -> list[Outcome]:
     out = []
+    references: dict[str, list[_Replay]] = {}
     for mutant in MUTANTS:
         for case in CASES:
             reason = excluded(mutant, case)
             if reason:
                 out.append(Outcome(mutant.name, mutant.mistake, case.name, None, reason))
                 continue
-            r = run_case(case, [*backends, mutant()])
+            if case.name not in references:
+                references[case.name] = [_Replay(b, case) for b in backends]
+            replays = references[case.name]
+            r = run_case(case, [*replays, mutant()], trust_kinds=trusted(replays))
             errors = [e for e in r.errors if e.backend == mutant.name]
             firsts = [c for pair, c in r.first_disagreements().items() if mutant.name in pair]
             if errors:

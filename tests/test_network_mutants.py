@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from harness.cases import Case
-from harness.mutants import (MUTANTS, NETWORK_MUTANTS, BatchnormStatsConstant, DropoutOtherMask,
-                             DropoutUnscaled, L2HalfLambda, L2TwiceLambda, L2WithoutMean,
-                             LayernormOverBatch, NetworkMutant)
+from harness.mutants import (MUTANTS, NETWORK_MUTANTS, AvgPoolUnscaled, BatchnormPerPosition,
+                             BatchnormStatsConstant, ConvBackwardIgnoresStride, ConvDbPositionMean,
+                             ConvDWLastExample, ConvUnflippedKernel, DropoutOtherMask, DropoutUnscaled,
+                             L2HalfLambda, L2TwiceLambda, L2WithoutMean, LayernormOverBatch, MaxPoolSpread,
+                             NetworkMutant, PoolBackwardIgnoresStride)
 from harness.network import Network, backprop
 from harness.runner import run_case
 from harness.selfcheck import CASES, NETWORK_CASES, build_network, excluded
@@ -102,6 +104,169 @@ def test_l2_mutants_change_dW_by_the_wrong_factor_only(mutant, k):
     for key in net.regularised():
         np.testing.assert_allclose(wrong[f"d{key}"] - right[f"d{key}"], (k - 1) * net.l2 * arrays[key],
                                    rtol=1e-10, atol=1e-15)
+
+
+# ------------------------------------------------------------ convolution and pooling
+
+CONV = next(c for c in NETWORK_CASES if c.name == "conv-pool-bn-float64")
+CONV_MUTANTS = [ConvUnflippedKernel, ConvDWLastExample, ConvDbPositionMean, MaxPoolSpread, AvgPoolUnscaled,
+                BatchnormPerPosition, ConvBackwardIgnoresStride, PoolBackwardIgnoresStride]
+# Other geometry than the self-check's: non-square kernels and strides, padding on one axis,
+# a strided average pool and an overlapping max pool above layer 1, half_sse.
+VARIANT = Case("conv-variant", build_network((2, 8, 7), [
+    {"layer": "conv2d", "filters": 3, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 0], "activation": "elu"},
+    {"layer": "avgpool2d", "size": [2, 3]},
+    {"layer": "batchnorm"},
+    {"layer": "conv2d", "filters": 2, "kernel": [2, 1], "padding": [1, 0], "activation": "tanh"},
+    {"layer": "maxpool2d", "size": 2, "stride": 1},
+    {"layer": "flatten"},
+    {"layer": "dense", "units": 2},
+], "half_sse", "float64"), 3, 5)
+
+
+def test_every_conv_mutant_is_a_network_mutant_and_runs_on_the_conv_cases():
+    assert set(CONV_MUTANTS) <= set(NETWORK_MUTANTS)
+    for case in [c for c in NETWORK_CASES if c.name.startswith("conv-")] + [VARIANT]:
+        assert {m.name for m in CONV_MUTANTS if excluded(m, case)} == set(), case.name
+
+
+def test_conv_mutants_are_caught_by_torch_on_other_geometry(builtin):
+    """Each conv mutant disagrees with torch on the variant network too, and the correct
+    backward agrees with it there (torch only: a jax compile per new network costs seconds)."""
+    correct = type("Correct", (NetworkMutant,), {"name": "correct"})()
+    assert _disagrees_with(VARIANT, builtin, correct, ("torch",)) == set()
+    caught = {m.name for m in CONV_MUTANTS if _disagrees_with(VARIANT, builtin, m(), ("torch",))}
+    assert caught == {m.name for m in CONV_MUTANTS}
+
+
+@pytest.mark.parametrize("mutant,kind", [(ConvUnflippedKernel, "conv2d"), (MaxPoolSpread, "maxpool2d"),
+                                         (AvgPoolUnscaled, "avgpool2d"), (PoolBackwardIgnoresStride, "maxpool2d")],
+                         ids=lambda x: getattr(x, "name", x))
+def test_a_conv_or_pool_dx_mistake_changes_only_what_lies_below_the_layer(mutant, kind):
+    i = max(s.index for s in CONV.model.network if s.kind == kind)  # the topmost: above layer 1
+    changed, *_ = _changed(mutant, CONV)
+    assert f"da{i - 1}" in changed
+    assert all(_below(q, i) for q in changed), sorted(changed)
+    assert not {f"dW{i}", f"db{i}"} & changed  # a conv's own dW, db stay right
+
+
+def test_the_unflipped_kernel_is_right_for_a_kernel_that_is_its_own_flip():
+    """The mistake is the flip alone: with every kernel of the upper conv rotated-180°-symmetric
+    the mutant's dx is the right one."""
+    i = max(s.index for s in CONV.model.network if s.kind == "conv2d")
+    W = CONV.arrays()[f"W{i}"]
+    symmetric = Case("sym", CONV.model, CONV.batch, CONV.seed, values={f"W{i}": W + W[:, :, ::-1, ::-1]})
+    changed, *_ = _changed(ConvUnflippedKernel, symmetric)
+    assert changed == set()
+
+
+def test_conv_dW_last_example_is_the_last_term_of_the_sum_over_the_batch():
+    """The right dW (L2 term aside) is the sum of one term per example, each the conv's
+    backward on that example's input and dz; the mutant's is the last term."""
+    from harness.catalog import LAYERS
+    from harness.network import layer_params
+
+    changed, right, wrong, arrays = _changed(ConvDWLastExample, CONV)
+    convs = [s for s in CONV.model.network if s.kind == "conv2d"]
+    assert changed == {f"dW{s.index}" for s in convs}
+    l2 = 2 * CONV.model.l2_coefficient(CONV.batch)
+    for spec in convs:
+        i, conv = spec.index, LAYERS["conv2d"]
+        x = arrays["X"] if i == 1 else right[f"a{i - 1}"]
+        dz = right[f"dz{i}"] if spec.activation else right[f"da{i}"]
+        terms = [conv.backward(spec, dz[n:n + 1], conv.forward(spec, x[n:n + 1], layer_params(spec, arrays), {})[1])[1]["W"]
+                 for n in range(CONV.batch)]
+        np.testing.assert_allclose(sum(terms) + l2 * arrays[f"W{i}"], right[f"dW{i}"], rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(terms[-1] + l2 * arrays[f"W{i}"], wrong[f"dW{i}"], rtol=1e-12, atol=1e-15)
+
+
+def test_conv_db_position_mean_is_the_sum_over_the_positions():
+    i = 1  # layer 1's bias (layer 3's is cancelled by the batch norm above it: ∂J/∂b = 0)
+    changed, right, wrong, _ = _changed(ConvDbPositionMean, CONV)
+    assert f"db{i}" in changed and changed <= {f"db{s.index}" for s in CONV.model.network if s.kind == "conv2d"}
+    _, Ho, Wo = CONV.model.network[i - 1].out_shape
+    np.testing.assert_allclose(wrong[f"db{i}"] * Ho * Wo, right[f"db{i}"], rtol=1e-12)
+
+
+def test_maxpool_spread_sends_gradient_to_elements_the_right_dx_leaves_at_exactly_zero():
+    i = _index(CONV, "maxpool2d")
+    _, right, wrong, _ = _changed(MaxPoolSpread, CONV)
+    off = right[f"da{i - 1}"] == 0  # every element that is no window's arg-max
+    assert off.mean() > 0.5  # 2×2 windows without overlap: 3 in 4 of the elements
+    assert np.all(wrong[f"da{i - 1}"][off] != 0)
+    # every element gets its window's dy: summed over a window, k² times the window's dy
+    np.testing.assert_allclose(wrong[f"da{i - 1}"].sum(), 4 * right[f"da{i}"].sum(), rtol=1e-12)
+
+
+def test_avgpool_unscaled_is_k_squared_times_the_right_dx():
+    i = _index(CONV, "avgpool2d")
+    _, right, wrong, _ = _changed(AvgPoolUnscaled, CONV)
+    k = CONV.model.network[i - 1]["size"]
+    np.testing.assert_allclose(wrong[f"da{i - 1}"], k * k * right[f"da{i - 1}"], rtol=1e-12, atol=1e-30)
+
+
+def test_batchnorm_per_position_normalises_each_position_over_the_batch():
+    """The forward is wrong from the layer up (nothing below it changes), and its output is the
+    per-(c, h, w) normalisation: each position's values over the batch have mean β_c."""
+    i = _index(CONV, "batchnorm")
+    changed, right, wrong, arrays = _changed(BatchnormPerPosition, CONV)
+    assert {"J", f"a{i}"} <= changed
+    assert not {q for q in changed if q[0] in "za" and int(q[1:]) < i}, sorted(changed)
+    beta = arrays[f"beta{i}"][:, None, None]
+    np.testing.assert_allclose(wrong[f"a{i}"].mean(axis=0), np.broadcast_to(beta, wrong[f"a{i}"].shape[1:]),
+                               atol=1e-12)
+    assert not np.allclose(right[f"a{i}"].mean(axis=0), beta, atol=1e-3)
+    from harness.catalog import LAYERS
+    from harness.catalog.norm import BatchNorm
+    assert type(LAYERS["batchnorm"]) is BatchNorm  # the stand-in is gone after the pass
+
+
+def test_the_stride_mutants_are_right_without_a_stride():
+    """Stride 1 everywhere: the mutants compute exactly what the catalog does (hence excluded)."""
+    flat = Case("stride-1", build_network((1, 5, 5), [
+        {"layer": "conv2d", "filters": 2, "kernel": 2, "activation": "tanh"},
+        {"layer": "maxpool2d", "size": 2, "stride": 1},
+        {"layer": "conv2d", "filters": 2, "kernel": 2},
+        {"layer": "avgpool2d", "size": 2, "stride": 1},
+        {"layer": "flatten"}, {"layer": "dense", "units": 2}], "half_sse", "float64"), 2, 0)
+    for mutant in (ConvBackwardIgnoresStride, PoolBackwardIgnoresStride):
+        assert "stride" in excluded(mutant, flat)
+        changed, *_ = _changed(mutant, flat)
+        assert changed == set(), mutant.name
+
+
+def test_conv_mutants_are_excluded_where_the_mistake_cannot_show():
+    def case(input, layers, batch=2):
+        return Case("x", build_network(input, [*layers, {"layer": "flatten"}, {"layer": "dense", "units": 2}],
+                                       "half_sse", "float64"), batch, 0)
+
+    conv1 = {"layer": "conv2d", "filters": 2, "kernel": 1}
+    # a 1×1 kernel is its own flip; layer 1's dx is no quantity
+    assert "1×1" in excluded(ConvUnflippedKernel, case((2, 3, 3), [conv1, conv1]))
+    assert excluded(ConvUnflippedKernel, case((2, 3, 3), [{"layer": "conv2d", "filters": 2, "kernel": 2}]))
+    assert "batch of 1" in excluded(ConvDWLastExample, case((1, 3, 3), [conv1], batch=1))
+    # one output position: the mean is the sum; no bias; a bias a batch norm above cancels
+    assert excluded(ConvDbPositionMean, case((1, 2, 2), [{"layer": "conv2d", "filters": 2, "kernel": 2}]))
+    assert excluded(ConvDbPositionMean, case((1, 3, 3), [{**conv1, "bias": False}]))
+    assert excluded(ConvDbPositionMean, case((1, 4, 4), [conv1, {"layer": "maxpool2d", "size": 2},
+                                                          {"layer": "batchnorm"}]))
+    assert not excluded(ConvDbPositionMean, case((1, 4, 4), [{**conv1, "activation": "tanh"},
+                                                              {"layer": "batchnorm"}]))
+    for mutant, pool in ((MaxPoolSpread, "maxpool2d"), (AvgPoolUnscaled, "avgpool2d")):
+        assert excluded(mutant, case((1, 4, 4), [{"layer": pool, "size": 2}]))  # layer 1
+        assert excluded(mutant, case((1, 4, 4), [conv1, {"layer": pool, "size": 1}]))  # 1×1 window
+        assert not excluded(mutant, case((1, 4, 4), [conv1, {"layer": pool, "size": 2}]))
+    assert "vector" in excluded(BatchnormPerPosition, Case("v", build_network(
+        (3,), [{"layer": "dense", "units": 4}, {"layer": "batchnorm"}, {"layer": "dense", "units": 2}],
+        "half_sse", "float64"), 4, 0))
+    assert excluded(BatchnormPerPosition, case((2, 3, 3), [{"layer": "conv2d", "filters": 2, "kernel": 3},
+                                                           {"layer": "batchnorm"}]))  # 1×1 positions
+    # a stride along one window only: i·s = 0 = i
+    assert excluded(ConvBackwardIgnoresStride, case((1, 3, 5), [{"layer": "conv2d", "filters": 2, "kernel": [3, 1],
+                                                                 "stride": [2, 1]}]))
+    assert not excluded(ConvBackwardIgnoresStride, case((1, 5, 5), [{"layer": "conv2d", "filters": 2, "kernel": 3,
+                                                                     "stride": [2, 1]}]))
+    assert excluded(PoolBackwardIgnoresStride, case((1, 4, 4), [{"layer": "avgpool2d", "size": 2}]))  # layer 1
 
 
 # ----------------------------------------------------------------------------- excluded
