@@ -179,10 +179,11 @@ def conv_layers(case: Case, rounds: int) -> dict[str, float]:
     x = arrays["X"]
     for spec in net.network:
         layer, i = LAYERS[spec.kind], spec.index
-        p, inp, dy = layer_params(spec, arrays), layer_inputs(spec, arrays), grads[f"da{i}"]
+        p, inp = layer_params(spec, arrays), layer_inputs(spec, arrays)
+        dy = grads[f"dz{i}" if spec.activation else f"da{i}"]  # what backprop hands the layer's backward
         tag = f"{i} {spec.describe()}"
-        fns[f"{tag} forward"] = lambda l=layer, s=spec, x=x, p=p, inp=inp: l.forward(s, x, p, inp)
-        fns[f"{tag} backward"] = lambda l=layer, s=spec, dy=dy, c=caches[i]: l.backward(s, dy, c)
+        fns[f"{tag} forward"] = lambda f=layer.forward, s=spec, x=x, p=p, inp=inp: f(s, x, p, inp)
+        fns[f"{tag} backward"] = lambda f=layer.backward, s=spec, dy=dy, c=caches[i]: f(s, dy, c)
         x = values[f"a{i}"]
     rng = np.random.default_rng(0)
     for r, k, n in conv_gemms(net, CONV_BATCH):
