@@ -15,11 +15,11 @@ import math
 from typing import Callable
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .activations import ACTIVATIONS, SOFTMAX
 from .backends.manual import forward_pass, output_delta
 from .catalog import LAYERS, Layer
-from .catalog.conv import correlate, dilate, pad, windows
 from .catalog.norm import BatchNorm
 from .losses import cost
 from .model import Model
@@ -333,14 +333,38 @@ def _spread(dy: Array, shape: tuple[int, ...], k: tuple[int, int], s: tuple[int,
     return dx
 
 
-def _conv_dx(dz: Array, x_pad: Array, W: Array, spec, s: tuple[int, int], flip: bool = True) -> Array:
-    """conv2d's dx as the catalog computes it (the full correlation of dz, dilated by ``s``,
-    with W flipped and F↔C swapped), with the stride and the flip as given."""
-    (ph, pw), (kh, kw), (Hp, Wp) = _pair(spec["padding"]), W.shape[2:], x_pad.shape[2:]
-    dz_full = pad(dilate(dz, s, (Hp - kh + 1, Wp - kw + 1)), (kh - 1, kw - 1))
-    kernel = W[:, :, ::-1, ::-1] if flip else W
-    dx_pad = correlate(dz_full, kernel.transpose(1, 0, 2, 3), (1, 1))
-    return dx_pad[:, :, ph:Hp - ph, pw:Wp - pw]
+# The conv mutants compute what they change themselves (numpy, as the catalog's docstring
+# writes it), not with conv.py's helpers; of the layer's forward cache they take only its
+# first two entries, x_pad and W.
+
+
+def _conv_cache(cache) -> tuple[Array, Array]:
+    """x_pad and W: the first two entries of conv2d's forward cache."""
+    return cache[0], cache[1]
+
+
+def _windows(x: Array, k: tuple[int, int], s: tuple[int, int]) -> Array:
+    """The N×C×Ho×Wo×kh×kw view of x's windows at stride s."""
+    return sliding_window_view(x, k, axis=(2, 3))[:, :, ::s[0], ::s[1]]
+
+
+def _conv_dW(dz: Array, x_pad: Array, k: tuple[int, int], s: tuple[int, int]) -> Array:
+    """Σ_{n,i,j} dz[n, f, i, j] · (window (i, j) of x_pad at stride s): F×C×kh×kw."""
+    Ho, Wo = dz.shape[2:]
+    return np.tensordot(dz, _windows(x_pad, k, s)[:, :, :Ho, :Wo], axes=([0, 2, 3], [0, 2, 3]))
+
+
+def _conv_dx(dz: Array, x_pad_shape: tuple[int, ...], W: Array, spec, s: tuple[int, int],
+             flip: bool = True) -> Array:
+    """conv2d's dx as the full correlation of dz, dilated by ``s`` and padded by k − 1, with
+    W rotated by 180° (not, if ``flip`` is off) and its F, C axes swapped; padding cropped."""
+    (ph, pw), (kh, kw), (Hp, Wp) = _pair(spec["padding"]), W.shape[2:], x_pad_shape[2:]
+    N, F, Ho, Wo = dz.shape
+    full = np.zeros((N, F, Hp + kh - 1, Wp + kw - 1), dtype=dz.dtype)
+    full[:, :, kh - 1:kh - 1 + s[0] * Ho:s[0], kw - 1:kw - 1 + s[1] * Wo:s[1]] = dz
+    kernel = (W[:, :, ::-1, ::-1] if flip else W).transpose(1, 0, 2, 3)  # C×F×kh×kw
+    dx_pad = np.tensordot(_windows(full, (kh, kw), (1, 1)), kernel, axes=([1, 4, 5], [1, 2, 3]))
+    return dx_pad.transpose(0, 3, 1, 2)[:, :, ph:Hp - ph, pw:Wp - pw]
 
 
 class ConvUnflippedKernel(NetworkMutant):
@@ -351,9 +375,9 @@ class ConvUnflippedKernel(NetworkMutant):
 
     def backward_of(self):
         def backward(spec, dz, cache):
-            x_pad, W = cache
+            x_pad, W = _conv_cache(cache)
             _, grads = LAYERS["conv2d"].backward(spec, dz, cache)  # dW, db stay right
-            return _conv_dx(dz, x_pad, W, spec, _pair(spec["stride"]), flip=False), grads
+            return _conv_dx(dz, x_pad.shape, W, spec, _pair(spec["stride"]), flip=False), grads
         return {"conv2d": backward}
 
     @classmethod
@@ -376,10 +400,9 @@ class ConvDWLastExample(NetworkMutant):
 
     def backward_of(self):
         def backward(spec, dz, cache):
-            x_pad, W = cache
+            x_pad, W = _conv_cache(cache)
             dx, grads = LAYERS["conv2d"].backward(spec, dz, cache)
-            _, last = LAYERS["conv2d"].backward(spec, dz[-1:], (x_pad[-1:], W))
-            return dx, {**grads, "W": last["W"]}
+            return dx, {**grads, "W": _conv_dW(dz[-1:], x_pad[-1:], W.shape[2:], _pair(spec["stride"]))}
         return {"conv2d": backward}
 
     @classmethod
@@ -506,13 +529,11 @@ class ConvBackwardIgnoresStride(NetworkMutant):
 
     def backward_of(self):
         def backward(spec, dz, cache):
-            x_pad, W = cache
-            Ho, Wo = dz.shape[2:]
-            grads = {"W": np.tensordot(dz, windows(x_pad, W.shape[2:], (1, 1))[:, :, :Ho, :Wo],
-                                       axes=([0, 2, 3], [0, 2, 3]))}
+            x_pad, W = _conv_cache(cache)
+            grads = {"W": _conv_dW(dz, x_pad, W.shape[2:], (1, 1))}
             if spec["bias"]:
                 grads["b"] = dz.sum(axis=(0, 2, 3))  # no window: right
-            return _conv_dx(dz, x_pad, W, spec, (1, 1)), grads
+            return _conv_dx(dz, x_pad.shape, W, spec, (1, 1)), grads
         return {"conv2d": backward}
 
     @classmethod
