@@ -11,6 +11,7 @@ each MLP claim as a test, ``tests/test_network_claims.py`` each catalog layer cl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -95,6 +96,20 @@ LAYER_NETWORKS: list[tuple[str, tuple[int, ...], list[dict], str, int]] = [
         {"layer": "batchnorm"},
         {"layer": "dense", "units": 2},
     ], "half_sse", 9),
+    # conv at layer 1 (dW, db) and above it (dx too) with a non-square kernel, a stride of 2
+    # along one axis and padding 1 (a column of x_pad no window reaches); a max pool above
+    # layer 1 whose windows overlap and stride (3×3, stride 2), an average pool whose windows
+    # overlap; a spatial batch norm. Small: fd measures every intermediate (≤ 512 of them).
+    ("conv-pool-bn", (2, 6, 6), [
+        {"layer": "conv2d", "filters": 2, "kernel": 2, "activation": "tanh"},
+        {"layer": "maxpool2d", "size": 3, "stride": 2},
+        {"layer": "batchnorm"},
+        {"layer": "conv2d", "filters": 4, "kernel": [2, 1], "stride": [1, 2], "padding": 1,
+         "activation": "sigmoid"},
+        {"layer": "avgpool2d", "size": 2, "stride": 1},
+        {"layer": "flatten"},
+        {"layer": "dense", "units": 3},
+    ], "cross_entropy", 2),
 ]
 L2_LAMBDA = 0.3  # λ of the L2 claim, on the first of LAYER_NETWORKS in every form
 
@@ -291,8 +306,7 @@ def _layers_of(ctx: Context, kind: str):
 
 
 def _where(case: Case, spec, extra: str) -> str:
-    m, n = case.batch, spec.in_shape[-1]
-    return f"{case.name}, {spec.label()} on {m}×{n}, {extra}"
+    return f"{case.name}, {spec.label()} on {'×'.join(map(str, (case.batch, *spec.in_shape)))}, {extra}"
 
 
 def _f64(x) -> Array:
@@ -314,14 +328,44 @@ def batchnorm_by_hand(x: Array, gamma: Array, dy: Array, eps: float) -> tuple[Ar
     return x_hat, dx, (dy * x_hat).sum(axis=0), dy.sum(axis=0)
 
 
-def _batchnorm_backward(hand: Callable = batchnorm_by_hand):
-    """``hand(x, γ, dy, eps)`` -> (x̂, dx, dγ, dβ): the claimed backward, against each
-    framework's ∂J/∂a^[i-1], ∂J/∂γ, ∂J/∂β at every batchnorm layer."""
+def columns(x: Array, per_position: bool = False) -> Array:
+    """An N×C×H×W array as the m×n matrix batch norm works on, one column per feature.
+    Spatial batch norm's feature is the channel: (N·H·W)×C, each column a channel's values at
+    every example and position. ``per_position``: the learner's mistake, N×(C·H·W), a column
+    per (c, h, w)."""
+    N, C = x.shape[:2]
+    return x.reshape(N, -1) if per_position else np.moveaxis(x, 1, -1).reshape(-1, C)
+
+
+def from_columns(cols: Array, shape: tuple[int, ...], per_position: bool = False) -> Array:
+    """``columns`` undone: back to N×C×H×W."""
+    N, C, H, W = shape
+    return cols.reshape(shape) if per_position else np.moveaxis(cols.reshape(N, H, W, C), -1, 1)
+
+
+def _batchnorm_backward(hand: Callable = batchnorm_by_hand, per_position: bool = False):
+    """``hand(x, γ, dy, eps)`` -> (x̂, dx, dγ, dβ) on an m×n matrix (statistics per column):
+    the claimed backward, against each framework's ∂J/∂a^[i-1], ∂J/∂γ, ∂J/∂β at every
+    batchnorm layer. A spatial one (N×C×H×W) is given to ``hand`` as ``columns`` of its
+    input, and its dx, dγ, dβ taken back (``per_position``: the columns of the mistake, γ
+    repeated at every position, dγ and dβ summed over the positions)."""
     def instances(ctx: Context) -> Iterator[Instance]:
         for case, arrays, spec, results in _layers_of(ctx, "batchnorm"):
             i, gamma = spec.index, arrays[spec.key("gamma")]
             for name, r in results.items():
-                _, dx, dgamma, dbeta = hand(r[f"a{i - 1}"], gamma, r[f"da{i}"], spec["eps"])
+                x, dy = r[f"a{i - 1}"], r[f"da{i}"]
+                if np.ndim(x) == 4:
+                    if np.ma.is_masked(dy):
+                        continue  # fd left some of ∂J/∂a^[i] unmeasured: no hand side from it
+                    shape, positions = np.shape(x), math.prod(np.shape(x)[2:])
+                    g = np.repeat(_f64(gamma), positions) if per_position else gamma
+                    _, dx, dgamma, dbeta = hand(columns(_f64(x), per_position), g,
+                                                columns(_f64(dy), per_position), spec["eps"])
+                    dx = from_columns(dx, shape, per_position)
+                    if per_position:
+                        dgamma, dbeta = (d.reshape(-1, positions).sum(axis=1) for d in (dgamma, dbeta))
+                else:
+                    _, dx, dgamma, dbeta = hand(x, gamma, dy, spec["eps"])
                 yield Instance(_where(case, spec, "dx"), dx, {name: r[f"da{i - 1}"]})
                 yield Instance(_where(case, spec, "dγ"), dgamma, {name: r[f"d{spec.key('gamma')}"]})
                 yield Instance(_where(case, spec, "dβ"), dbeta, {name: r[f"d{spec.key('beta')}"]})
@@ -380,9 +424,170 @@ def _layernorm_transposed(hand: Callable = layernorm_as_batchnorm):
     return instances
 
 
+# Convolution and pooling, N×C×H×W, written as loops over the output positions (not with
+# the catalog's window views and GEMMs: its backward is what is being checked).
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_dx_by_hand(dz: Array, W: Array, stride, padding, in_hw: tuple[int, int]) -> Array:
+    """dx of a conv2d as the full correlation of dz with the flipped kernel: dz dilated by
+    the stride s (s − 1 zeros between its elements, zeros up to the Hp − kh + 1 rows a stride-1
+    correlation has), padded by k − 1 on each side, correlated at stride 1 with W rotated by
+    180° in its spatial axes and its F, C axes swapped; then the padding p cut off:
+        dx_pad[n, c, h, w] = Σ_{f,u,v} dz_full[n, f, h + u, w + v] · W[f, c, kh−1−u, kw−1−v]."""
+    dz, W = _f64(dz), _f64(W)
+    (sh, sw), (ph, pw), (H, Wd) = _pair(stride), _pair(padding), in_hw
+    N, F, Ho, Wo = dz.shape
+    _, C, kh, kw = W.shape
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    dilated = np.zeros((N, F, Hp - kh + 1, Wp - kw + 1))
+    for i in range(Ho):
+        for j in range(Wo):
+            dilated[:, :, i * sh, j * sw] = dz[:, :, i, j]
+    full = np.pad(dilated, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+    flipped = W[:, :, ::-1, ::-1]
+    dx_pad = np.zeros((N, C, Hp, Wp))
+    for h in range(Hp):
+        for w in range(Wp):
+            dx_pad[:, :, h, w] = np.einsum("nfuv,fcuv->nc", full[:, :, h:h + kh, w:w + kw], flipped)
+    return dx_pad[:, :, ph:ph + H, pw:pw + Wd]
+
+
+def conv_dW_by_hand(x: Array, dz: Array, kernel, stride, padding) -> Array:
+    """dW of a conv2d: for each kernel offset (u, v), the correlation of the input patch that
+    offset sees (x_pad[n, c, i·s + u, j·s + v] over the output positions i, j) with dz, summed
+    over the batch:  dW[f, c, u, v] = Σ_n Σ_{i,j} x_pad[n, c, i·s + u, j·s + v] · dz[n, f, i, j]."""
+    x, dz = _f64(x), _f64(dz)
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    Ho, Wo = dz.shape[2:]
+    dW = np.zeros((dz.shape[1], x.shape[1], kh, kw))
+    for u in range(kh):
+        for v in range(kw):
+            patch = x_pad[:, :, u:u + sh * (Ho - 1) + 1:sh, v:v + sw * (Wo - 1) + 1:sw]  # N×C×Ho×Wo
+            dW[:, :, u, v] = sum(np.einsum("cij,fij->fc", patch[n], dz[n]) for n in range(len(x)))
+    return dW
+
+
+def maxpool_dx_by_hand(x: Array, dy: Array, size, stride) -> Array:
+    """dx of a max pool: each window's dy added to its arg-max element (the first maximum in
+    row-major order), nothing to the others; overlapping windows add."""
+    x, dy = _f64(x), _f64(dy)
+    (kh, kw), (sh, sw) = _pair(size), _pair(stride)
+    dx = np.zeros_like(x)
+    for n, c, i, j in np.ndindex(dy.shape):
+        window = x[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw]
+        u, v = divmod(int(np.argmax(window)), kw)
+        dx[n, c, i * sh + u, j * sw + v] += dy[n, c, i, j]
+    return dx
+
+
+def avgpool_dx_by_hand(dy: Array, in_shape: tuple[int, ...], size, stride) -> Array:
+    """dx of an average pool: each window's dy/(kh·kw) added to every element of the window."""
+    dy = _f64(dy)
+    (kh, kw), (sh, sw) = _pair(size), _pair(stride)
+    dx = np.zeros(in_shape)
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            dx[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += dy[:, :, i:i + 1, j:j + 1] / (kh * kw)
+    return dx
+
+
+def _upstream(r: dict[str, Array], spec) -> Array | None:
+    """∂J/∂ of the layer's own output (dz^[i] with a fused activation), or None where fd left
+    any of it unmeasured: a hand side cannot be built from a gap."""
+    dy = r[f"dz{spec.index}" if spec.activation else f"da{spec.index}"]
+    return None if np.ma.is_masked(dy) else np.asarray(dy)
+
+
+def _input(r: dict[str, Array], arrays: dict[str, Array], spec) -> Array:
+    return arrays["X"] if spec.index == 1 else r[f"a{spec.index - 1}"]
+
+
+def _pool_geometry(spec) -> tuple[tuple[int, int], tuple[int, int]]:
+    k = _pair(spec["size"])
+    return k, k if spec["stride"] is None else _pair(spec["stride"])
+
+
+def _conv_dx(hand: Callable = conv_dx_by_hand):
+    """``hand(dz, W, stride, padding, (H, W))``: the claimed dx, against each framework's
+    ∂J/∂a^[i-1] at every conv2d above layer 1."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "conv2d"):
+            i = spec.index
+            for name, r in results.items():
+                dz = _upstream(r, spec)
+                if i > 1 and dz is not None:
+                    dx = hand(dz, arrays[spec.key("W")], spec["stride"], spec["padding"], spec.in_shape[1:])
+                    yield Instance(_where(case, spec, "dx"), dx, {name: r[f"da{i - 1}"]})
+    return instances
+
+
+def _conv_params(kind: str, hand: Callable):
+    """``hand`` of (x, dz, spec) for dW, of (dz,) for db: the claimed gradient, against each
+    framework's ∂J/∂W or ∂J/∂b at every conv2d."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "conv2d"):
+            if kind == "b" and not spec["bias"]:
+                continue
+            for name, r in results.items():
+                dz = _upstream(r, spec)
+                if dz is None:
+                    continue
+                value = hand(_input(r, arrays, spec), dz, spec) if kind == "W" else hand(dz)
+                yield Instance(_where(case, spec, f"d{kind}"), value, {name: r[f"d{spec.key(kind)}"]})
+    return instances
+
+
+def _conv_dW(hand: Callable = conv_dW_by_hand):
+    return _conv_params("W", lambda x, dz, spec: hand(x, dz, spec["kernel"], spec["stride"], spec["padding"]))
+
+
+def _conv_db(hand: Callable[[Array], Array] = lambda dz: _f64(dz).sum(axis=(0, 2, 3))):
+    return _conv_params("b", hand)
+
+
+def _maxpool_dx(hand: Callable = maxpool_dx_by_hand):
+    """``hand(x, dy, size, stride)``: the claimed dx, against each framework's ∂J/∂a^[i-1] at
+    every maxpool2d; and apart, the framework's dx at the elements that are no window's
+    arg-max, against 0 (all of them exactly: a single nonzero is above the tolerance, which is
+    relative to the largest of them)."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "maxpool2d"):
+            i, (k, s) = spec.index, _pool_geometry(spec)
+            for name, r in results.items():
+                dy, x = _upstream(r, spec), _input(r, arrays, spec)
+                if i == 1 or dy is None:
+                    continue
+                yield Instance(_where(case, spec, "dx"), hand(x, dy, k, s), {name: r[f"da{i - 1}"]})
+                # The elements no window routes to, from the arg-max of each window (a dy of 1).
+                off = maxpool_dx_by_hand(x, np.ones_like(_f64(dy)), k, s) == 0
+                yield Instance(_where(case, spec, f"dx at the {int(off.sum())} elements no window's arg-max"),
+                               np.zeros(int(off.sum())), {name: r[f"da{i - 1}"][off]})
+    return instances
+
+
+def _avgpool_dx(hand: Callable = avgpool_dx_by_hand):
+    """``hand(dy, x's shape, size, stride)``: the claimed dx, against each framework's
+    ∂J/∂a^[i-1] at every avgpool2d."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "avgpool2d"):
+            i, (k, s) = spec.index, _pool_geometry(spec)
+            for name, r in results.items():
+                dy = _upstream(r, spec)
+                if i > 1 and dy is not None:
+                    yield Instance(_where(case, spec, "dx"), hand(dy, (case.batch, *spec.in_shape), k, s),
+                                   {name: r[f"da{i - 1}"]})
+    return instances
+
+
 NETWORK_CLAIMS: list[Claim] = [
     Claim("batchnorm-backward",
-          "dx = (1/(mσ))(m dx̂ − Σ dx̂ − x̂ ∘ Σ(dx̂ ∘ x̂)), dx̂ = dy ∘ γ, Σ over the batch;  "
+          "dx = (1/(mσ))(m dx̂ − Σ dx̂ − x̂ ∘ Σ(dx̂ ∘ x̂)), dx̂ = dy ∘ γ, Σ over the batch (and, "
+          "on N×C×H×W, the positions: per channel);  "
           "dγ = Σ dy ∘ x̂, dβ = Σ dy", _batchnorm_backward()),
     Claim("dropout-backward", "dx = dy ∘ mask/(1 − p): the forward's mask and scale", _dropout_backward()),
     Claim("l2-gradient", "∂J/∂W = ∂J₀/∂W + λW (half: λ/2 Σ W²), + 2λW (sum: λ Σ W²), "
@@ -390,6 +595,19 @@ NETWORK_CLAIMS: list[Claim] = [
     Claim("layernorm-is-transposed-batchnorm",
           "layernorm(X) = γ ∘ BN(Xᵀ)ᵀ + β and dX = BN's dx of Xᵀ given (dy ∘ γ)ᵀ, transposed "
           "(BN with γ = 1, β = 0)", _layernorm_transposed()),
+    Claim("conv-dx-full-correlation-flipped",
+          "conv dx = full correlation of dz (dilated by the stride, padded by k − 1) with W rotated "
+          "180° (F↔C swapped), padding cropped", _conv_dx()),
+    Claim("conv-dW-patches-times-dz",
+          "conv dW[f,c,u,v] = Σ_n Σ_{i,j} x_pad[n,c,i·s+u,j·s+v] dz[n,f,i,j]: the input patches "
+          "correlated with dz, summed over the batch", _conv_dW()),
+    Claim("conv-db-sum", "conv db[f] = Σ_{n,i,j} dz[n,f,i,j]: over the batch and the positions", _conv_db()),
+    Claim("maxpool-argmax-only",
+          "max-pool dx = each window's dy at its arg-max; every other element gets exactly 0 "
+          "(overlapping windows add)", _maxpool_dx()),
+    Claim("avgpool-even-share",
+          "average-pool dx = dy/(kh·kw) at every element of each window (overlapping windows add)",
+          _avgpool_dx()),
 ]
 
 
