@@ -175,10 +175,19 @@ def _pieces(spec: Spec) -> tuple[dict[str, str], str]:
     return params, ", ".join([dx, *helpers]) if dx else ""
 
 
+def _attr_value(v: Any) -> str:
+    """One attribute value in TOML: true, 3, [3, 2] (a Spec keeps a pair as a tuple)."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_attr_value(e) for e in v) + "]"
+    return str(v)
+
+
 def _attrs_text(spec: Spec) -> str:
-    """The attributes as a case file spells them, defaults included: "units=16 bias=true"."""
-    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                    for k, v in spec.attrs if v is not None)
+    """The attributes as a case file spells them, defaults included: "units=16 bias=true",
+    "kernel=[3, 2]"."""
+    return " ".join(f"{k}={_attr_value(v)}" for k, v in spec.attrs if v is not None)
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -220,8 +229,10 @@ def explain_network(case: Case, manual: dict[str, Array], others: dict[str, dict
     say(f"Case {case.name}: {net.describe()}, batch m = {m}")
     if case.description:
         say(f"  {case.description}")
+    spatial = any(len(shape) > 1 for s in net.network for shape in (s.in_shape, s.out_shape))
     say("Row-vector convention: one example is a row; X stacks the m examples (batch axis first). "
-        "Numbers show row 1.")
+        "Numbers show row 1" + (" (of an array with more axes, its first line along the last axis: "
+                                "x[0, 0, 0, :] of N×C×H×W, W[0, 0, 0, :] of a kernel)." if spatial else "."))
     say("")
     say("LAYERS  (layer i turns a^[i−1] into a^[i], a^[0] = X; a fused activation keeps z^[i] "
         "before it)")
