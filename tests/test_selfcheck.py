@@ -60,3 +60,30 @@ def test_the_rounding_floor_never_hides_a_mutant_on_deep_networks(builtin):
         floor = rounding_floor(case, case.arrays())["dW1"]
         dW1 = builtin["manual"].gradients(case.model, case.arrays())["dW1"]
         assert np.max(floor) < 1e-3 * np.max(np.abs(dW1))
+
+
+def test_a_replayed_reference_is_the_backend_itself_to_the_runner(builtin):
+    """run_selfcheck runs each reference backend once per case and replays its result to every
+    mutant: each run gets a fresh dict with the backend's notes, fd keeps its own tolerance row,
+    and a backend that raised raises again (the runner records it in every run)."""
+    from harness.runner import run_case
+    from harness.selfcheck import NETWORK_CASES, _Replay, trusted
+
+    case = NETWORK_CASES[0]
+    fd = _Replay(builtin["fd"], case)
+    first, second = fd.gradients(case.model, None), fd.gradients(case.model, None)
+    assert first is not second and first.keys() == second.keys() and first.notes
+    assert trusted([fd, _Replay(builtin["manual"], case)]) == {"fd"}
+
+    class Broken:
+        name, kind = "broken", "analytic"
+
+        def gradients(self, model, arrays):
+            raise RuntimeError("no gradients today")
+
+    broken = _Replay(Broken(), case)
+    for _ in range(2):
+        r = run_case(case, [broken, _Replay(builtin["manual"], case)])
+        assert [e.backend for e in r.errors] == ["broken"] and "no gradients today" in r.errors[0].message
+    r = run_case(case, [fd, _Replay(builtin["manual"], case)], trust_kinds=trusted([fd]))
+    assert r.first_disagreements() == {}  # fd checked with its own row, as when run directly
