@@ -268,8 +268,13 @@ def backprop(net: Network, arrays: Mapping[str, Array],
         if spec.activation:
             z, a = values[f"z{i}"], values[f"a{i}"]
             dy = out[f"dz{i}"] = act_backward(spec.activation, da, z, a)
-        backward = (backward_of or {}).get(spec.kind, LAYERS[spec.kind].backward)
-        da, dparams = backward(spec, dy, caches[i])
+        backward = (backward_of or {}).get(spec.kind)
+        if backward is not None:
+            da, dparams = backward(spec, dy, caches[i])
+        elif i == 1:  # ∂J/∂X is not a quantity: the parameter gradients alone
+            dparams = LAYERS[spec.kind].param_backward(spec, dy, caches[i])
+        else:
+            da, dparams = LAYERS[spec.kind].backward(spec, dy, caches[i])
         for local, d in dparams.items():
             key = spec.key(local)
             out[f"d{key}"] = d + 2 * c * arrays[key] if key in regularised and c else d

@@ -37,6 +37,7 @@ from harness.catalog import (
     build_spec,
     l2_coefficient,
 )
+from harness.catalog import conv
 from harness.catalog.norm import normalise_backward
 from harness.compare import compare
 from harness.network import Network, backprop
@@ -213,6 +214,74 @@ def _layernorm_over_batch_forward(spec, x, p, inp):
     return _norm_forward_with(spec, x, p, inp, LAYERS["batchnorm"].axes(x.ndim))
 
 
+def _conv_true_convolution_forward(spec, x, p, inp):
+    flipped = {**p, "W": p["W"][:, :, ::-1, ::-1]}  # the textbook convolution: kernel flipped
+    return LAYERS["conv2d"].forward(spec, x, flipped, inp)[0]
+
+
+def _conv_dx_unflipped(spec, dz, cache):
+    x_pad, W = cache[0], cache[1]
+    _, g = LAYERS["conv2d"].backward(spec, dz, cache)
+    s, pad = conv._pair(spec["stride"]), conv._pair(spec["padding"])
+    return conv.full_correlation_dx(dz, W[:, :, ::-1, ::-1], x_pad.shape, s, pad), g
+
+
+def _conv_dx_stride_ignored(spec, dz, cache):
+    x_pad, W = cache[0], cache[1]
+    _, g = LAYERS["conv2d"].backward(spec, dz, cache)
+    # dz placed on consecutive positions (as if the stride were 1), the rest of dx zero
+    pad = conv._pair(spec["padding"])
+    dx = conv.full_correlation_dx(dz, W, dz.shape[:2] + (dz.shape[2] + W.shape[2] - 1, dz.shape[3] + W.shape[3] - 1),
+                                  (1, 1), (0, 0))
+    out = np.zeros((x_pad.shape[0], x_pad.shape[1]) + x_pad.shape[2:], dtype=dz.dtype)
+    out[:, :, :dx.shape[2], :dx.shape[3]] = dx
+    return out[:, :, pad[0]:x_pad.shape[2] - pad[0], pad[1]:x_pad.shape[3] - pad[1]], g
+
+
+def _conv_dW_last_example(spec, dz, cache):
+    dx, g = LAYERS["conv2d"].backward(spec, dz, cache)
+    g["W"] = LAYERS["conv2d"].param_backward(spec, dz[-1:], tuple(c[-1:] for c in (cache[0],)) + (cache[1], cache[2][-1:]))["W"]
+    return dx, g
+
+
+def _conv_db_batch_only(spec, dz, cache):
+    dx, g = LAYERS["conv2d"].backward(spec, dz, cache)
+    g["b"] = dz.sum(axis=0).mean(axis=(1, 2))  # Σ over the batch, then the positions averaged
+    return dx, g
+
+
+def _conv_scaled_forward(spec, x, p, inp):
+    return 1.01 * _conv_true_convolution_forward(spec, x, p, inp)
+
+
+def _conv_dx_last_filter(spec, dz, cache):
+    _, g = LAYERS["conv2d"].backward(spec, dz, cache)
+    last = {**dict(zip(("x_pad", "W", "cols"), cache))}
+    dx, _ = LAYERS["conv2d"].backward(spec, dz[:, -1:], (last["x_pad"], last["W"][-1:], last["cols"]))
+    return dx, g
+
+
+def _maxpool_avg_forward(spec, x, p, inp):
+    return LAYERS["avgpool2d"].forward(spec, x, p, inp)[0]
+
+
+def _maxpool_spread(spec, dy, cache):
+    shape, _ = cache
+    return LAYERS["avgpool2d"].backward(spec, dy * math.prod(conv._pair(spec["size"])), shape)[0], {}
+
+
+def _avgpool_sum_forward(spec, x, p, inp):
+    return LAYERS["avgpool2d"].forward(spec, x, p, inp)[0] * math.prod(conv._pair(spec["size"]))
+
+
+def _avgpool_without_k2(spec, dy, shape):
+    return LAYERS["avgpool2d"].backward(spec, dy * math.prod(conv._pair(spec["size"])), shape)[0], {}
+
+
+_CONV_MUTANTS = {"dx": ("full correlation with the unflipped kernel", _conv_dx_unflipped),
+                 "dW": ("dW of the last example only, no sum over the batch", _conv_dW_last_example),
+                 "db": ("db summed over the batch only (positions averaged)", _conv_db_batch_only)}
+
 _DENSE_MUTANTS = {"dx": ("da_prev = dz W, not dz Wᵀ", _dense_W_not_transposed),
                   "dW": ("dW = dzᵀ a_prev, transposed", _dense_dW_transposed)}
 _NORM_MUTANTS = {"dx": ("without the mean terms (μ, σ constants)", _norm_without_mean_terms),
@@ -256,6 +325,26 @@ LAYER_OPS: list[LayerOp] = [
             {**_NORM_MUTANTS, "dx": ("sums over the batch (batch norm's)", _norm_other_axes)}),
     LayerOp("layernorm-on-TxD", {"layer": "layernorm"}, (3, 4), ("normalised over the batch", _layernorm_over_batch_forward),
             dict(_NORM_MUTANTS)),
+    LayerOp("conv2d", {"layer": "conv2d", "filters": 3, "kernel": 3}, (2, 5, 5),
+            ("kernel flipped (a true convolution)", _conv_true_convolution_forward), dict(_CONV_MUTANTS)),
+    LayerOp("conv2d-rect-stride2-pad1-relu", {"layer": "conv2d", "filters": 2, "kernel": [3, 2], "stride": 2,
+                                              "padding": 1, "activation": "relu"}, (3, 6, 7),
+            ("kernel flipped (a true convolution)", lambda spec, x, p, inp: np.maximum(
+                _conv_true_convolution_forward(spec, x, p, inp), 0)),
+            {**_CONV_MUTANTS, "dx": ("stride ignored in backward", _conv_dx_stride_ignored)},
+            act_mutant=("dz = da, forgetting g'", _forgets_g_prime)),
+    LayerOp("conv2d-1x1-no-bias", {"layer": "conv2d", "filters": 4, "kernel": 1, "bias": False}, (1, 3, 4),
+            ("kernel flipped, then scaled", _conv_scaled_forward),
+            {"dx": ("the last filter's share only (= instead of += over filters)", _conv_dx_last_filter),
+             "dW": _CONV_MUTANTS["dW"]}),
+    LayerOp("maxpool2d", {"layer": "maxpool2d", "size": 2}, (2, 5, 4), ("the window's mean", _maxpool_avg_forward),
+            {"dx": ("dy spread over the whole window", _maxpool_spread)}),
+    LayerOp("maxpool2d-overlapping", {"layer": "maxpool2d", "size": [3, 2], "stride": 1}, (1, 4, 5),
+            ("the window's mean", _maxpool_avg_forward),
+            {"dx": ("dy spread over the whole window", _maxpool_spread)}),
+    LayerOp("avgpool2d", {"layer": "avgpool2d", "size": 2, "stride": [1, 2]}, (2, 5, 5),
+            ("the window's sum (no 1/k²)", _avgpool_sum_forward),
+            {"dx": ("without the 1/(kh·kw)", _avgpool_without_k2)}),
 ]
 
 # Extra mutants aimed at a label another mutant already covers: the textbook mistakes the issue names.

@@ -136,6 +136,11 @@ class Layer:
     def backward(self, spec: Spec, dy: Array, cache: Any) -> tuple[Array, dict[str, Array]]:
         raise NotImplementedError
 
+    def param_backward(self, spec: Spec, dy: Array, cache: Any) -> dict[str, Array]:
+        """The parameter gradients alone, for the first layer, whose dx would be ∂J/∂X (which
+        nothing uses). A layer whose dx is costly (conv2d) computes only these."""
+        return self.backward(spec, dy, cache)[1]
+
     def torch(self, spec: Spec, fw: Any, x: Any, p: dict[str, Any], inp: dict[str, Any]) -> Any:
         raise NotImplementedError
 

@@ -82,6 +82,41 @@ def dilate(dz: Array, s: tuple[int, int], size: tuple[int, int]) -> Array:
     return out
 
 
+def im2col(x_pad: Array, k: tuple[int, int], s: tuple[int, int]) -> Array:
+    """N × (C·kh·kw) × (Ho·Wo): column (i, j) of example n is the window at output position
+    (i, j), flattened in (c, u, v) order, so that W.reshape(F, −1) @ cols is the correlation
+    (one GEMM per example, output positions innermost: z comes out contiguous N×F×Ho×Wo)."""
+    win = windows(x_pad, k, s)
+    N, C, Ho, Wo = win.shape[:4]
+    return np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3)).reshape(N, C * k[0] * k[1], Ho * Wo)
+
+
+def col2im(dcols: Array, shape: tuple[int, ...], k: tuple[int, int], s: tuple[int, int],
+           out_hw: tuple[int, int]) -> Array:
+    """The adjoint of ``im2col``: every column's values added back onto the window they came
+    from (overlapping windows add up), one strided add per kernel offset (u, v)."""
+    N, C = shape[:2]
+    (kh, kw), (sh, sw), (Ho, Wo) = k, s, out_hw
+    d = dcols.reshape(N, C, kh, kw, Ho, Wo)
+    dx = np.zeros(shape, dtype=dcols.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += d[:, :, u, v]
+    return dx
+
+
+def full_correlation_dx(dz: Array, W: Array, x_pad_shape: tuple[int, ...], s: tuple[int, int],
+                        p: tuple[int, int]) -> Array:
+    """conv2d's dx in the textbook form: the full correlation of dz (dilated by the stride)
+    with the kernel rotated by 180° and its F and C axes swapped, the padding cropped. Equal
+    to the transposed convolution ``Conv2d.backward`` computes; kept to show the identity."""
+    kh, kw = W.shape[2:]
+    Hp, Wp = x_pad_shape[2:]
+    dz_full = pad(dilate(dz, s, (Hp - kh + 1, Wp - kw + 1)), (kh - 1, kw - 1))
+    dx_pad = correlate(dz_full, W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), (1, 1))
+    return dx_pad[:, :, p[0]:Hp - p[0], p[1]:Wp - p[1]]
+
+
 class Conv2d(Layer):
     """z = x ⋆ W + b: cross-correlation, no kernel flip (what every framework calls conv).
 
@@ -95,8 +130,13 @@ class Conv2d(Layer):
                          (terms where (h − u)/s is a whole output row): the full correlation of
                          dz, dilated by s and padded by k − 1, with W flipped in both spatial
                          axes and its F and C axes swapped; dx is dx_pad without the padding.
-    That is the transposed convolution: each z[n, f, i, j] was fed by one window of x_pad, and
-    sends dz back to that window through the same weights.
+    That last sum is the transposed convolution, and that is how it is computed here: each
+    z[n, f, i, j] was fed by one window of x_pad, so Wᵀ dz gives every window's share
+    (dcols = W.reshape(F, −1)ᵀ @ dz) and col2im adds the shares back where the windows were,
+    the adjoint of the forward's im2col. Reading the same sum by h instead of by window gives
+    the flipped kernel (``full_correlation_dx``, the textbook form, kept for comparison).
+    ``param_backward`` gives dW and db alone: the first layer's dx would be ∂J/∂X, which
+    nothing uses, and it is the costliest of the three.
     """
 
     name = "conv2d"
@@ -144,26 +184,32 @@ class Conv2d(Layer):
     def forward(self, spec, x, p, inp):
         s, padding = _pair(spec["stride"]), _pair(spec["padding"])
         x_pad = pad(x, padding)
-        z = correlate(x_pad, p["W"], s)
+        W = p["W"]
+        F, _, kh, kw = W.shape
+        cols = im2col(x_pad, (kh, kw), s)
+        Ho, Wo = (x_pad.shape[2] - kh) // s[0] + 1, (x_pad.shape[3] - kw) // s[1] + 1
+        z = (W.reshape(F, -1) @ cols).reshape(x.shape[0], F, Ho, Wo)
         if "b" in p:
-            z = z + p["b"][:, None, None]
-        return z, (x_pad, p["W"])
+            z += p["b"][:, None, None]
+        return z, (x_pad, W, cols)
 
-    def backward(self, spec, dz, cache):
-        x_pad, W = cache
-        s, (ph, pw) = _pair(spec["stride"]), _pair(spec["padding"])
-        kh, kw = W.shape[2:]
-        grads = {"W": np.tensordot(dz, windows(x_pad, (kh, kw), s),
-                                   axes=([0, 2, 3], [0, 2, 3]))}  # F×C×kh×kw
+    def param_backward(self, spec, dz, cache):
+        _, W, cols = cache
+        N, F = dz.shape[:2]
+        dz3 = dz.reshape(N, F, -1)
+        grads = {"W": (dz3 @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)}  # Σ over the batch
         if spec["bias"]:
             grads["b"] = dz.sum(axis=(0, 2, 3))
-        # Rows and columns of x_pad that no window reached (the floor in Ho) get no gradient:
-        # the dilated dz is padded up to the size that a stride-1 full correlation maps back.
+        return grads
+
+    def backward(self, spec, dz, cache):
+        x_pad, W, _ = cache
+        s, (ph, pw) = _pair(spec["stride"]), _pair(spec["padding"])
+        N, F, Ho, Wo = dz.shape
+        dcols = W.reshape(F, -1).T @ dz.reshape(N, F, Ho * Wo)  # each window's share
+        dx_pad = col2im(dcols, x_pad.shape, W.shape[2:], s, (Ho, Wo))
         Hp, Wp = x_pad.shape[2:]
-        dz_full = pad(dilate(dz, s, (Hp - kh + 1, Wp - kw + 1)), (kh - 1, kw - 1))
-        W_flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # C×F×kh×kw
-        dx_pad = correlate(dz_full, W_flipped, (1, 1))
-        return dx_pad[:, :, ph:Hp - ph, pw:Wp - pw], grads
+        return dx_pad[:, :, ph:Hp - ph, pw:Wp - pw], self.param_backward(spec, dz, cache)
 
     def torch(self, spec, fw, x, p, inp):
         return fw.F.conv2d(x, p["W"], p.get("b"), stride=_pair(spec["stride"]),
@@ -234,20 +280,39 @@ class MaxPool2d(_Pool):
                    "maximum. The harness counts tied windows and does not compare what they decide.")
 
     def forward(self, spec, x, p, inp):
-        k, s = self.geometry(spec)
-        win = windows(x, k, s)
-        flat = win.reshape(win.shape[:4] + (-1,))
-        arg = flat.argmax(axis=-1)  # first maximum, as torch and jax
-        return np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0], (x.shape, arg)
+        y, arg = self.pick(spec, x)
+        return y, (x.shape, arg)
+
+    @staticmethod
+    def pick(spec, x):
+        """Each window's maximum and the offset u·kw + v of its first occurrence (row-major, as
+        torch and jax take it): one pass over the kh·kw strided slices, a strict > keeping the
+        earlier of equal values."""
+        (kh, kw), s = MaxPool2d.geometry(spec)
+        win = windows(x, (kh, kw), s)
+        y = win[..., 0, 0].copy()
+        arg = np.zeros(y.shape, dtype=np.int16 if kh * kw < 2**15 else np.int64)
+        better = np.empty(y.shape, dtype=bool)
+        for k in range(1, kh * kw):
+            candidate = win[..., k // kw, k % kw]
+            np.greater(candidate, y, out=better)
+            np.copyto(arg, k, where=better, casting="unsafe")
+            np.copyto(y, candidate, where=better)
+        return y, arg
 
     def backward(self, spec, dy, cache):
         shape, arg = cache
         (kh, kw), (sh, sw) = self.geometry(spec)
         Ho, Wo = dy.shape[2:]
         dx = np.zeros(shape, dtype=dy.dtype)
-        for u in range(kh):  # one strided add per window offset, every window at once
+        disjoint = sh >= kh and sw >= kw  # each input element in one window at most: assign
+        for u in range(kh):  # one strided pass per window offset, every window at once
             for v in range(kw):
-                dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += np.where(arg == u * kw + v, dy, 0)
+                target = dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw]
+                if disjoint:
+                    np.multiply(dy, arg == u * kw + v, out=target)
+                else:
+                    target += dy * (arg == u * kw + v)
         return dx, {}
 
     def torch(self, spec, fw, x, p, inp):
@@ -262,9 +327,7 @@ class MaxPool2d(_Pool):
 
     def kink_sides(self, spec, x):
         # Which element of each window is the maximum: a nudge that changes it crosses a kink.
-        k, s = self.geometry(spec)
-        win = windows(x, k, s)
-        return win.reshape(win.shape[:4] + (-1,)).argmax(axis=-1)
+        return self.pick(spec, x)[1]
 
     def ties(self, spec, x, dy, tol, rng):
         """How much the gradient at the input may change with the choice of maximum in the
