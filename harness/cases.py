@@ -615,6 +615,10 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     """A sweep of catalog networks (``layers`` names the layer types it composes)."""
     from . import network_cases as nc
 
+    if "input_scale" in f.raw:  # read by the MLP form only: a network sweep would ignore it
+        f.fail("input_scale", "a network sweep (one with any of "
+                              f"{', '.join(f'`{k}`' for k in NETWORK_SWEEP_KEYS)}) draws its inputs "
+                              "at scale 1; input_scale is for an MLP sweep")
     count = f.int_range("count", ..., 1, MAX_SWEEP_COUNT)
     seed = f.int_range("seed", 0, 0, MAX_SEED)
     depth = _range(f, "depth", [1, 4], 1, MAX_DEPTH)
