@@ -215,6 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             build.close(backends)
     result.allow_uncompared = args.allow_uncompared
+    if args.backends == ",".join(registry.DEFAULT):
+        _drop_inapplicable_defaults(result)
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, out, save_arrays=args.save_arrays, command=command)
     if args.json:
@@ -224,6 +226,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(summary_table(result, out))
     return 0 if result.passed else 1
+
+
+def _drop_inapplicable_defaults(result) -> None:
+    """A default backend (not asked for by name) that applies to none of the cases, such as
+    manual_columns on conv networks, leaves the verdict: a pair with it compares nothing by
+    design, not by a gap. Each case keeps its note, and the run's kind notes say so. A backend
+    named in --backends stays, and then fails a run where it compares nothing."""
+    for name in list(result.backends):
+        notes = [r.notes.get(name, "") for r in result.cases]
+        if result.cases and all(name not in r.outputs and n.startswith("not applicable") for r, n in
+                                zip(result.cases, notes)):
+            result.backends.remove(name)
+            for r in result.cases:
+                r.kind_notes[name] = ("is a default backend not applicable to any case of this run "
+                                      "(see the case notes); left out of the verdict")
 
 
 _terminated = False  # SIGTERM was received

@@ -13,17 +13,26 @@ the layers above them.
 Every central or forward quotient is checked by a second one at 2h, which measures its
 truncation error; where that uses more than TRUNCATION_SHARE of the tolerance (batch norm
 over a few examples bends J fast), the central rule retries at the step the measured curvature
-calls for. A coordinate no step resolves, and one whose nudge moves any kinked value across its
-kink (relu, leaky_relu at 0; a hinge margin at 0), is inconclusive: masked, counted, not
-compared. Numpy only.
+calls for. A nudge that moves any kinked value across its kink (relu, leaky_relu at 0; a hinge
+margin at 0; which element of a max-pool window is the largest) is retried with shorter steps
+(KINK_RETRY, as short as round-off allows): on a conv net of a million relu inputs a random
+direction nearly always passes some kink within h. A coordinate no step resolves, or that
+crosses a kink at every step tried, is inconclusive: masked, counted, not compared.
+
+Where no layer couples the examples (no batch norm), a nudge of example n's intermediate moves
+only its own loss: the layers above run on that example alone, J = J0 + (𝓛⁽ⁿ⁾ − 𝓛⁽ⁿ⁾₀)/m,
+m times less work than the whole batch. Numpy only.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
+from ..catalog import LAYERS, NETWORK_LOSSES
 from ..directional import directions
-from ..network import Network, cost, forward
+from ..network import Network, cost, forward, targets
 from ..tolerances import TOLERANCES
 from .base import Gradients, NotApplicable
 
@@ -36,6 +45,9 @@ TRUNCATION_SHARE = 0.1
 # every nudge of a network runs its layers in Python, twice over for the 2h check.
 PARAM_COORDS = 1024
 INTERMEDIATE_COORDS = 512  # the intermediates z{i}, a{i}
+# Where a nudge crosses a kink, the central rule retries at h0/16 and h0/256 (no shorter than
+# its round-off allows) before calling the coordinate inconclusive.
+KINK_RETRY = (16, 256)
 
 
 def _crossed(base: list, other: list) -> bool:
@@ -52,6 +64,7 @@ class _Evaluator:
         self.J0 = float(cost(net, f, s))
         self.values["a0"] = f["X"]
         self._sides_from: dict[tuple[int, bool], list] = {}
+        self._L0: dict[tuple[int, int, bool], float] = {}
 
     def _base_sides_from(self, start: int, at_z: bool) -> list:
         """The kink sides of the unperturbed pass, from the same starting point."""
@@ -62,6 +75,37 @@ class _Evaluator:
             forward(self.net, self.f, start=start, x=x, at_z=at_z, sides=sides)
             self._sides_from[key] = sides
         return self._sides_from[key]
+
+    @cached_property
+    def separable(self) -> bool:
+        """Whether each example's loss depends on that example alone (no batch norm): then a
+        nudge of one example's intermediate moves only its own loss."""
+        return not any(LAYERS[s.kind].couples_examples for s in self.net.network)
+
+    @cached_property
+    def _batch_keys(self) -> set[str]:
+        return {"X", "y", "Y", *self.net.input_specs(1)}
+
+    def _example(self, n: int) -> dict[str, Array]:
+        return {k: (v[n:n + 1] if k in self._batch_keys else v) for k, v in self.f.items()}
+
+    def _loss(self, n: int, start: int, at_z: bool, x: Array, sides: list | None = None) -> float:
+        one = self._example(n)
+        s, _, _ = forward(self.net, one, start=start, x=x, at_z=at_z, sides=sides)
+        return float(NETWORK_LOSSES[self.net.loss].cost(s, targets(self.net, one)))
+
+    def J_example(self, n: int, start: int, at_z: bool, x: Array) -> tuple[float, bool]:
+        """J with example n's intermediate replaced by ``x`` (1×…), running the layers above
+        on that example alone: J0 + (𝓛⁽ⁿ⁾ − 𝓛⁽ⁿ⁾₀)/m. The L2 term does not move."""
+        key = (n, start, at_z)
+        if key not in self._L0:
+            x0 = self.values[f"z{start}" if at_z else f"a{start}"][n:n + 1]
+            self._L0[key] = self._loss(n, start, at_z, x0)
+        sides: list = []
+        L = self._loss(n, start, at_z, x, sides)
+        base = [None if b is None else b[n:n + 1] for b in self._base_sides_from(start, at_z)]
+        m = self.f["X"].shape[0]
+        return self.J0 + (L - self._L0[key]) / m, _crossed(base, sides)
 
     def J(self, start: int, at_z: bool, x: Array | None, arrays: dict[str, Array]) -> tuple[float, bool]:
         """J running the layers after ``start`` on ``x`` (z^[start] if ``at_z``), with ``arrays``."""
@@ -115,14 +159,35 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
     # quotient at 2h measures it, |D(2h) − D(h)| / (2^k − 1).
     order = {"central": 2, "forward": 1, "richardson": 4}.get(fd.method.name)
 
+    def shorter(theta: float, J_at) -> tuple[float | None, bool]:
+        """After a kink within 2·h0: on a large net some relu or pool window almost always lies
+        that close along a random direction. Shorter steps (KINK_RETRY) see fewer, down to the
+        step whose round-off ε·max(1,|J|)/h is still a TRUNCATION_SHARE of the atol."""
+        h_min = eps / (TRUNCATION_SHARE * tol.atol)
+        d = None
+        for h in dict.fromkeys(max(h0 / f, h_min) for f in KINK_RETRY):
+            if h >= h0:
+                break
+            d, crossed = quotient(theta, J_at, h)
+            if not crossed:
+                d2, crossed = quotient(theta, J_at, 2 * h)
+                if not crossed:
+                    allowed = TRUNCATION_SHARE * (tol.atol * J_size + tol.rtol * abs(d))
+                    return (d if abs(d2 - d) / (2**order - 1) <= allowed else None), False
+        return d, True
+
     def resolved(theta: float, J_at) -> tuple[float | None, bool]:
         """The derivative at one coordinate, None if no step resolves it (see TRUNCATION_SHARE)."""
         d, crossed = quotient(theta, J_at, h0)
+        if crossed and fd.step is None and order is not None and tol is not None:
+            return shorter(theta, J_at)
         if crossed or order is None or tol is None:
             return d, crossed
         allowed = TRUNCATION_SHARE * (tol.atol * J_size + tol.rtol * abs(d))
         d2, crossed = quotient(theta, J_at, 2 * h0)
         error = abs(d2 - d) / (2**order - 1)
+        if crossed and fd.step is None:
+            return shorter(theta, J_at)
         if crossed or error <= allowed:
             return d, crossed
         if fd.step is not None:
@@ -190,6 +255,9 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
             out[f"d{k}"] = measure(f"d{k}", params[k], idx, J_at)
 
     if fd.intermediates:
+        if ev.separable:
+            notes.append("intermediates: each nudge runs the layers above on its own example "
+                         "(no layer couples the examples), J0 + Δ𝓛⁽ⁿ⁾/m")
         points = {q: ev.values[q] for q in net.intermediates() if not q.startswith("d")}
         # A seeded sample of at most INTERMEDIATE_COORDS (at least 32 of every array): each
         # nudge of an intermediate runs the layers above it, and the parameters are the check
@@ -199,6 +267,12 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
             i, at_z = int(q[1:]), q[0] == "z"  # z{i}: layer i's activation first, then above
 
             def J_at(c, v, q=q, i=i, at_z=at_z):
+                if ev.separable:  # only example n's loss moves: run the layers above on it alone
+                    per = points[q][0].size
+                    n = c // per
+                    x = points[q][n:n + 1].copy()
+                    x.flat[c - n * per] = v
+                    return ev.J_example(n, i, at_z, x)
                 x = points[q].copy()
                 x.flat[c] = v
                 return ev.J(i, at_z, x, f)
@@ -207,7 +281,7 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
 
     if crossed_counts:
         notes.append("inconclusive where a nudge crossed a kink (relu/leaky_relu at 0, a hinge "
-                     "margin at 0), not compared: " + ", ".join(f"{q} {n}" for q, n in crossed_counts.items()))
+                     "margin at 0, a max-pool window's arg-max) at every step tried, not compared: " + ", ".join(f"{q} {n}" for q, n in crossed_counts.items()))
     if unresolved:
         notes.append("inconclusive where the quotient's own truncation error, measured at 2h, "
                      "exceeds a tenth of its tolerance and no step resolves it, not compared: " + ", ".join(f"{q} {n}" for q, n in unresolved.items()))

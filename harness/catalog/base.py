@@ -106,6 +106,7 @@ class Layer:
     jax_name: str = ""
     differences: str = ""  # where the frameworks' defaults differ from ours
     fused_activation: bool = False  # accepts `activation`: a^[i] = g(z^[i]), z^[i] the layer's output
+    couples_examples: bool = False  # an example's output depends on the others (batch norm)
 
     def out_shape(self, spec_attrs: dict[str, Any], in_shape: Shape) -> Shape:
         return in_shape

@@ -92,6 +92,7 @@ class BatchNorm(_Norm):
     positions of a [C, H, W] input, or the steps of a [T, D] input)."""
 
     name = "batchnorm"
+    couples_examples = True
     formula = "y = γ (x − μ_B)/√(σ_B² + eps) + β, per feature over the batch"
     derivative = ("dx = (1/(mσ))(m dx̂ − Σ dx̂ − x̂ Σ dx̂∘x̂), dx̂ = dy∘γ; dγ = Σ dy∘x̂, dβ = Σ dy "
                   "(Σ and m over a feature's values: the batch, and its positions or steps)")
