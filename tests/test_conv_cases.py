@@ -52,7 +52,7 @@ def _w1(f: int, c: int, k: int) -> str:
 # (id, case text, field, layer named in the line, words the message holds)
 BAD = [
     ("kernel-larger-than-padded-input", case_text(f"{conv(filters=2, kernel=5, padding=0)}, {HEAD}", input="[1, 4, 6]"),
-     "layer 1 (conv2d).kernel", "layer 1 (conv2d)", ["5×5", "larger than the padded input", "4×6"]),
+     "layer 1 (conv2d).kernel", "layer 1 (conv2d)", ["5×5", "larger than the input", "4×6"]),
     ("kernel-larger-despite-padding", case_text(f"{conv(filters=2, kernel='[7, 3]', padding=1)}, {HEAD}", input="[1, 4, 6]"),
      "layer 1 (conv2d).kernel", "layer 1 (conv2d)", ["7×3", "6×8", "padding 1×1"]),
     ("stride-0", case_text(f"{conv(filters=2, kernel=3, stride=0)}, {HEAD}"),
@@ -75,10 +75,12 @@ BAD = [
      "layer 2 (conv2d)", "layer 2 (conv2d)", ["[C, H, W]", "[72]", "before any flatten"]),
     ("pool-on-a-sequence", case_text(f"{MAXPOOL % 2}, {HEAD}", input="[4, 5]"),
      "layer 1 (maxpool2d)", "layer 1 (maxpool2d)", ["[C, H, W]", "[4, 5]"]),
+    ("layernorm-on-CxHxW", case_text(f'{conv(filters=2, kernel=3)}, {{layer = "layernorm"}}, {HEAD}'),
+     "layer 2 (layernorm)", "layer 2 (layernorm)", ["[2, 4, 4]", "batchnorm", "flatten"]),
     ("dense-without-flatten", case_text(f'{conv(filters=2, kernel=3)}, {{layer = "relu"}}, {{layer = "dense", units = 3}}'),
      "layer 3 (dense)", "layer 3 (dense)", ["[2, 4, 4]", "add", "flatten"]),
     ("W1-wrong-channels", case_text(f"{conv(filters=2, kernel=3)}, {HEAD}", input="[3, 5, 5]", values=f"W1 = {_w1(2, 1, 3)}"),
-     "values.W1", "layer 1 (conv2d)", ["channels", "1", "3", "filters×C×kh×kw"]),
+     "values.W1", "layer 1 (conv2d)", ["input channel", "1", "3", "filters×C×kh×kw"]),
     ("maxpool-larger-than-input", case_text(f"{conv(filters=2, kernel=3)}, {MAXPOOL % '[2, 5]'}, {HEAD}"),
      "layer 2 (maxpool2d).size", "layer 2 (maxpool2d)", ["2×5", "larger than the input 4×4"]),
 ]

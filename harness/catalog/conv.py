@@ -164,8 +164,9 @@ class Conv2d(Layer):
         (kh, kw), (sh, sw), (ph, pw) = _pair(attrs["kernel"]), _pair(attrs["stride"]), _pair(attrs["padding"])
         _, H, W = in_shape
         if kh > H + 2 * ph or kw > W + 2 * pw:
-            raise LayerError("kernel", f"kernel {kh}×{kw} is larger than the padded input "
-                                       f"{H + 2 * ph}×{W + 2 * pw} ({H}×{W} with padding {ph}×{pw})")
+            padded = f"the padded input {H + 2 * ph}×{W + 2 * pw} ({H}×{W} with padding {ph}×{pw})" \
+                if ph or pw else f"the input {H}×{W} (no padding)"
+            raise LayerError("kernel", f"kernel {kh}×{kw} is larger than {padded}")
         return (attrs["filters"], (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
 
     def params(self, spec: Spec) -> dict[str, Param]:
@@ -177,8 +178,8 @@ class Conv2d(Layer):
 
     def param_mismatch(self, spec, local, shape):
         if local == "W" and len(shape) == 4 and shape[1] != spec.in_shape[0]:
-            return (f"W has {shape[1]} input channels (its axis 1) but the layer's input has "
-                    f"{spec.in_shape[0]}: W is filters×C×kh×kw")
+            return (f"W has {shape[1]} input channel{'s' * (shape[1] != 1)} (its axis 1) but the "
+                    f"layer's input has {spec.in_shape[0]}: W is filters×C×kh×kw")
         return None
 
     def forward(self, spec, x, p, inp):

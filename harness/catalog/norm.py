@@ -142,6 +142,10 @@ class LayerNorm(_Norm):
                    "jax.nn.standardize's default algorithm='fast' is avoided as for batchnorm.")
 
     def out_shape(self, attrs, in_shape):
+        if len(in_shape) == 3:
+            raise LayerError("", f"layernorm on a [C, H, W] input {list(in_shape)} would normalise each "
+                                 "row of each channel (the last axis) alone: use batchnorm (per channel), "
+                                 "or add {layer = \"flatten\"} before it")
         if in_shape[-1] < 2:
             raise LayerError("", f"layernorm over {in_shape[-1]} feature: x̂ is always 0 (needs at "
                                  "least 2 features on the last axis)")
