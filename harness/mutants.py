@@ -460,8 +460,8 @@ class MaxPoolSpread(NetworkMutant):
 
     def backward_of(self):
         def backward(spec, dy, cache):
-            shape, _ = cache  # the arg-max, ignored
-            return _spread(dy, shape, *_window(spec)), {}
+            x, _ = cache  # the input; its maxima ignored
+            return _spread(dy, x.shape, *_window(spec)), {}
         return {"maxpool2d": backward}
 
     @classmethod
@@ -550,9 +550,10 @@ class PoolBackwardIgnoresStride(NetworkMutant):
 
     def backward_of(self):
         def maxpool(spec, dy, cache):
-            shape, arg = cache
+            x, _ = cache
             (kh, kw), _ = _window(spec)
-            return _spread(dy, shape, (kh, kw), (1, 1), lambda u, v: np.where(arg == u * kw + v, dy, 0)), {}
+            arg = LAYERS["maxpool2d"].pick(spec, x)[1]
+            return _spread(dy, x.shape, (kh, kw), (1, 1), lambda u, v: np.where(arg == u * kw + v, dy, 0)), {}
 
         def avgpool(spec, dy, shape):
             k, _ = _window(spec)

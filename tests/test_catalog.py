@@ -266,8 +266,8 @@ def _maxpool_avg_forward(spec, x, p, inp):
 
 
 def _maxpool_spread(spec, dy, cache):
-    shape, _ = cache
-    return LAYERS["avgpool2d"].backward(spec, dy * math.prod(conv._pair(spec["size"])), shape)[0], {}
+    x, _ = cache
+    return LAYERS["avgpool2d"].backward(spec, dy * math.prod(conv._pair(spec["size"])), x.shape)[0], {}
 
 
 def _avgpool_sum_forward(spec, x, p, inp):

@@ -281,39 +281,57 @@ class MaxPool2d(_Pool):
                    "maximum. The harness counts tied windows and does not compare what they decide.")
 
     def forward(self, spec, x, p, inp):
-        y, arg = self.pick(spec, x)
-        return y, (x.shape, arg)
+        y = self.maxima(spec, x)
+        return y, (x, y)
 
     @staticmethod
-    def pick(spec, x):
-        """Each window's maximum and the offset u·kw + v of its first occurrence (row-major, as
-        torch and jax take it): one pass over the kh·kw strided slices, a strict > keeping the
-        earlier of equal values."""
+    def maxima(spec, x):
+        """Each window's maximum: a running np.maximum over the kh·kw strided slices."""
         (kh, kw), s = MaxPool2d.geometry(spec)
         win = windows(x, (kh, kw), s)
         y = win[..., 0, 0].copy()
-        arg = np.zeros(y.shape, dtype=np.int16 if kh * kw < 2**15 else np.int64)
-        better = np.empty(y.shape, dtype=bool)
         for k in range(1, kh * kw):
-            candidate = win[..., k // kw, k % kw]
-            np.greater(candidate, y, out=better)
-            np.copyto(arg, k, where=better, casting="unsafe")
-            np.copyto(y, candidate, where=better)
+            np.maximum(y, win[..., k // kw, k % kw], out=y)
+        return y
+
+    @staticmethod
+    def first_maxima(spec, x, y):
+        """For each offset (u, v) of the window, where it holds the window's first maximum
+        (row-major, as torch and jax pick it): a list of kh·kw boolean arrays, one per offset."""
+        (kh, kw), s = MaxPool2d.geometry(spec)
+        win = windows(x, (kh, kw), s)
+        claimed = np.zeros(y.shape, dtype=bool)
+        out = []
+        for k in range(kh * kw):
+            hit = win[..., k // kw, k % kw] == y
+            hit &= ~claimed
+            claimed |= hit
+            out.append(hit)
+        return out
+
+    @staticmethod
+    def pick(spec, x):
+        """Each window's maximum and the offset u·kw + v of its first occurrence."""
+        y = MaxPool2d.maxima(spec, x)
+        arg = np.zeros(y.shape, dtype=np.int32)
+        for k, hit in enumerate(MaxPool2d.first_maxima(spec, x, y)):
+            if k:
+                arg += hit * np.int32(k)
         return y, arg
 
     def backward(self, spec, dy, cache):
-        shape, arg = cache
+        x, y = cache
         (kh, kw), (sh, sw) = self.geometry(spec)
         Ho, Wo = dy.shape[2:]
-        dx = np.zeros(shape, dtype=dy.dtype)
+        dx = np.zeros(x.shape, dtype=dy.dtype)
         disjoint = sh >= kh and sw >= kw  # each input element in one window at most: assign
-        for u in range(kh):  # one strided pass per window offset, every window at once
-            for v in range(kw):
-                target = dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw]
-                if disjoint:
-                    np.multiply(dy, arg == u * kw + v, out=target)
-                else:
-                    target += dy * (arg == u * kw + v)
+        for k, hit in enumerate(self.first_maxima(spec, x, y)):  # one strided pass per offset
+            u, v = divmod(k, kw)
+            target = dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw]
+            if disjoint:
+                np.multiply(dy, hit, out=target)
+            else:
+                target += dy * hit
         return dx, {}
 
     def torch(self, spec, fw, x, p, inp):
