@@ -917,3 +917,23 @@ def test_network_may_start_with_a_layer_without_parameters(first, builtin, tmp_p
     result = run_case(load_file(path)[0], _backends(builtin), TRUST)
     assert not result.errors, [e.message for e in result.errors]
     assert result.comparisons and all(c.passed for c in result.comparisons)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 0), ([3, 2], 2, 1), (1, [2, 1], 0), ([2, 4], 3, [1, 2])])
+def test_conv_dx_by_col2im_is_the_full_correlation_with_the_flipped_kernel(kernel, stride, padding):
+    """The identity the fast backward relies on: the transposed convolution (col2im of Wᵀ dz)
+    equals the textbook full correlation of the dilated dz with the kernel rotated by 180°;
+    with the kernel not rotated it does not (the check can fail)."""
+    spec = build_spec({"layer": "conv2d", "filters": 3, "kernel": kernel, "stride": stride,
+                       "padding": padding}, 2, (2, 7, 8))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 2, 7, 8))
+    p = {k: par.draw(rng, par.shape) for k, par in LAYERS["conv2d"].params(spec).items()}
+    z, cache = LAYERS["conv2d"].forward(spec, x, p, {})
+    dz = rng.standard_normal(z.shape)
+    dx, _ = LAYERS["conv2d"].backward(spec, dz, cache)
+    s, pad = conv._pair(spec["stride"]), conv._pair(spec["padding"])
+    assert np.allclose(dx, conv.full_correlation_dx(dz, p["W"], cache[0].shape, s, pad), rtol=1e-12, atol=1e-12)
+    if kernel != 1:  # a 1×1 kernel is its own rotation
+        assert not np.allclose(dx, conv.full_correlation_dx(dz, p["W"][:, :, ::-1, ::-1], cache[0].shape, s, pad),
+                               rtol=1e-3, atol=1e-3)

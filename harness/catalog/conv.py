@@ -1,8 +1,10 @@
 """conv2d, maxpool2d and avgpool2d on N×C×H×W batches (torch's layout), backward by hand.
 
 Everything here is vectorised over examples and positions: a window view of the (padded)
-input (``sliding_window_view``, no copy) and one GEMM (``tensordot``), or, for the pools'
-backward, one strided add per kernel offset (kh·kw of them, never one per pixel).
+input (``sliding_window_view``, no copy), gathered once into columns (im2col) for one GEMM per
+example; the way back (col2im) and the pools take one strided pass per kernel offset (kh·kw
+of them, never one per pixel). ``correlate`` and ``full_correlation_dx`` are the textbook
+forms, kept to show the identities the fast path relies on (tests and mutants use them).
 
 Notation: x is N×C×H×W, the kernel W is F×C×kh×kw, stride s, zero padding p, and
     Ho = ⌊(H + 2p_h − kh)/s_h⌋ + 1,   Wo likewise.
