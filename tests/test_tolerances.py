@@ -89,7 +89,10 @@ def test_each_row_flags_one_element_off_by_1e_minus_3(row):
 
 
 def test_margin_on_wide_deep_random_networks(builtin):
-    """Harder than the shipped cases: width 64, depth 3-5, batch 128, input scale 1e-3..1e2."""
+    """Harder than the shipped cases: width 64, depth 3-5, batch 128, input scale 1e-3..1e2.
+    Every other one of 16 seeded draws (one JAX compile per network, most of the time): eight
+    activations, every loss, every depth, and wide-14, the tightest of the 16 (float32: its
+    gradients use 27% of the tolerance, its intermediates 64%; the odd draws at most 5% and 17%)."""
     from harness.activations import ACTIVATIONS
     from harness.cases import Case
     from harness.losses import LOSSES
@@ -102,9 +105,12 @@ def test_margin_on_wide_deep_random_networks(builtin):
         act, loss = str(rng.choice(list(ACTIVATIONS))), str(rng.choice(list(LOSSES)))
         out = LOSSES[loss].default_output
         scale = float(10 ** rng.uniform(-3, 2))
+        if i % 2:
+            continue  # drawn all the same, so that the even draws stay the networks they were
         for dtype in ("float32", "float64"):
             model = Model((64,) * L + (10,), (act,) * (L - 1) + (out,), loss, dtype)
             cases.append(Case(f"wide-{i}-{dtype}", model, 128, i, input_scale=scale))
+    assert {c.model.loss for c in cases} == set(LOSSES) and {c.model.L for c in cases} == {3, 4, 5}
     result = run(cases, [builtin[n] for n in ("manual", "torch", "jax")])
     assert result.passed, [c.message() for c in result.comparisons if not c.passed]
     for dtype in ("float32", "float64"):
