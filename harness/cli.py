@@ -268,9 +268,19 @@ def _on_sigterm(signum, frame):
     raise _Terminated()  # a framework's callback); the run then stops at the next case
 
 
+def _quiet_unraisable(unraisable) -> None:
+    """Ctrl-C or SIGTERM raised inside a finalizer or a framework's callback (jax's GC hook,
+    say) cannot propagate; Python would print it as "Exception ignored ... Traceback". STOP is
+    set and the run stops at its next check, so that is noise: everything else goes through."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
+        sys.unraisablehook = _quiet_unraisable
         signal.signal(signal.SIGTERM, _on_sigterm)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored (nohup, &)
             signal.signal(signal.SIGINT, _on_sigint)
