@@ -13,15 +13,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [c for f in sorted((ROOT / "cases").glob("*.toml")) for c in load_file(f)]
 
 
+# fd is left out here: tests/test_tolerances.py::test_margin_on_shipped_cases runs every shipped
+# case through every built-in backend, fd included (and fd's variants), and asserts that the
+# run passes; running fd twice over the shipped cases was a tenth of the suite's time.
+ANALYTIC = ("manual", "manual_columns", "torch", "jax")
+
+
 @pytest.mark.parametrize("case", SHIPPED, ids=lambda c: c.name)
 def test_all_pairs_agree(case, builtin):
-    result = run_case(case, list(builtin.values()))
+    backends = [builtin[n] for n in ANALYTIC]
+    result = run_case(case, backends)
     assert not result.errors, [e.message for e in result.errors]
-    # Every built-in runs, but manual_columns only on MLPs and networks of dense layers (on
+    # Every one runs, but manual_columns only on MLPs and networks of dense layers (on
     # others it says why, as a note).
     ran = set(result.outputs)
-    assert ran == set(builtin) or (ran == set(builtin) - {"manual_columns"}
-                                   and "dense layers only" in result.notes["manual_columns"])
+    assert ran == set(ANALYTIC) or (ran == set(ANALYTIC) - {"manual_columns"}
+                                    and "dense layers only" in result.notes["manual_columns"])
     # every pair that ran compares every quantity, per-layer intermediates included
     n_pairs = len(ran) * (len(ran) - 1) // 2
     assert len(result.comparisons) == n_pairs * len(case.model.algorithm_order())
