@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli
+from test_network_cases import _assert_one_line
 
 from harness import network_cases as nc
 from harness.cases import load_file
@@ -84,16 +85,6 @@ BAD = [
     ("maxpool-larger-than-input", case_text(f"{conv(filters=2, kernel=3)}, {MAXPOOL % '[2, 5]'}, {HEAD}"),
      "layer 2 (maxpool2d).size", "layer 2 (maxpool2d)", ["2×5", "larger than the input 4×4"]),
 ]
-
-
-def _assert_one_line(line: str, path, field: str, layer: str | None, words: list[str],
-                     case: str = "net") -> None:
-    assert "\n" not in line.strip() and "Traceback" not in line, line
-    assert str(path) in line and f"case '{case}'" in line and f"field '{field}'" in line, line
-    if layer is not None:
-        assert layer in line, line
-    for w in words:
-        assert w in line, (w, line)
 
 
 @pytest.mark.parametrize("text, field, layer, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])

@@ -115,9 +115,10 @@ BAD = [
 CLI = {"unknown-layer", "batchnorm-batch-1", "gamma2-wrong-length", "softmax-before-cross-entropy", "l2-negative"}
 
 
-def _assert_one_line(line: str, path, field: str, layer: str | None, words: list[str]) -> None:
+def _assert_one_line(line: str, path, field: str, layer: str | None, words: list[str],
+                     case: str = "net") -> None:
     assert "\n" not in line.strip() and "Traceback" not in line, line
-    assert str(path) in line and "case 'net'" in line and f"field '{field}'" in line, line
+    assert str(path) in line and f"case '{case}'" in line and f"field '{field}'" in line, line
     if layer is not None:
         assert layer in line, line
     for w in words:

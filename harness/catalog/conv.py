@@ -93,18 +93,24 @@ def im2col(x_pad: Array, k: tuple[int, int], s: tuple[int, int]) -> Array:
     return np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3)).reshape(N, C * k[0] * k[1], Ho * Wo)
 
 
+def add_windows(dx: Array, per_window: Array, s: tuple[int, int]) -> Array:
+    """Add per_window[n, c, i, j, u, v] onto dx[n, c, i·s_h + u, j·s_w + v] (overlapping
+    windows add up): the adjoint of ``windows``, one strided add per offset (u, v)."""
+    Ho, Wo, kh, kw = per_window.shape[2:]
+    sh, sw = s
+    for u in range(kh):
+        for v in range(kw):
+            dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += per_window[..., u, v]
+    return dx
+
+
 def col2im(dcols: Array, shape: tuple[int, ...], k: tuple[int, int], s: tuple[int, int],
            out_hw: tuple[int, int]) -> Array:
     """The adjoint of ``im2col``: every column's values added back onto the window they came
-    from (overlapping windows add up), one strided add per kernel offset (u, v)."""
+    from (overlapping windows add up)."""
     N, C = shape[:2]
-    (kh, kw), (sh, sw), (Ho, Wo) = k, s, out_hw
-    d = dcols.reshape(N, C, kh, kw, Ho, Wo)
-    dx = np.zeros(shape, dtype=dcols.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += d[:, :, u, v]
-    return dx
+    d = dcols.reshape(N, C, k[0], k[1], out_hw[0], out_hw[1]).transpose(0, 1, 4, 5, 2, 3)
+    return add_windows(np.zeros(shape, dtype=dcols.dtype), d, s)
 
 
 def full_correlation_dx(dz: Array, W: Array, x_pad_shape: tuple[int, ...], s: tuple[int, int],
@@ -363,13 +369,7 @@ class MaxPool2d(_Pool):
         count = np.maximum(near.sum(axis=(-2, -1), keepdims=True), 1)
         weights = np.where(near, weights - weights.sum(axis=(-2, -1), keepdims=True) / count, 0.0)
         weights *= dy[..., None, None]
-        delta = np.zeros(x.shape)
-        Ho, Wo = tied.shape[2:]
-        (kh, kw), (sh, sw) = k, s
-        for u in range(kh):
-            for v in range(kw):
-                delta[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += weights[..., u, v]
-        return delta.astype(x.dtype), int(tied.sum())
+        return add_windows(np.zeros(x.shape), weights, s).astype(x.dtype), int(tied.sum())
 
 
 class AvgPool2d(_Pool):
@@ -391,14 +391,9 @@ class AvgPool2d(_Pool):
         return windows(x, k, s).mean(axis=(-2, -1)), x.shape
 
     def backward(self, spec, dy, shape):
-        (kh, kw), (sh, sw) = self.geometry(spec)
-        Ho, Wo = dy.shape[2:]
-        share = dy / (kh * kw)
-        dx = np.zeros(shape, dtype=dy.dtype)
-        for u in range(kh):
-            for v in range(kw):
-                dx[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += share
-        return dx, {}
+        (kh, kw), s = self.geometry(spec)
+        share = np.broadcast_to((dy / (kh * kw))[..., None, None], dy.shape + (kh, kw))
+        return add_windows(np.zeros(shape, dtype=dy.dtype), share, s), {}
 
     def torch(self, spec, fw, x, p, inp):
         k, s = self.geometry(spec)
