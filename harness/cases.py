@@ -26,9 +26,9 @@ from .model import DTYPES, Model
 from .network import Network
 
 CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "batch",
-             "dtype", "seed", "input_scale", "values", "network", "input", "l2", "l2_form"}
+             "dtype", "seed", "input_scale", "values", "network", "input", "l2", "l2_form", "vocab"}
 # Keys of the network form only (harness.network_cases); the MLP form refuses them.
-NETWORK_ONLY_KEYS = ("input", "l2", "l2_form")
+NETWORK_ONLY_KEYS = ("input", "l2", "l2_form", "vocab")
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
               "batch", "input_scale", "layers", "l2", "l2_forms", "input", "blocks", "filters"}
 NETWORK_SWEEP_KEYS = ("layers", "l2", "l2_forms", "input", "blocks", "filters")
@@ -434,8 +434,12 @@ def _parse_network_case(f: _Fields, name: str, src: str, budget: _MemoryBudget) 
 
     loss = f.get("loss", str)
     dtype, seed, scale, description = _common(f)
-    net = nc.parse_network(f, loss, dtype, MAX_DIM, MAX_DEPTH)
     batch = f.int_range("batch", None, 1, MAX_DIM)
+    # rnn's h0 is one row per example: its shape needs the batch (or values.X's rows) first.
+    values_raw = f.raw.get("values")
+    x_raw = values_raw.get("X") if isinstance(values_raw, dict) else None
+    rows = batch if batch is not None else (len(x_raw) if isinstance(x_raw, list) else 0)
+    net = nc.parse_network(f, loss, dtype, MAX_DIM, MAX_DEPTH, rows)
     values = nc.parse_values(f, net, batch)
     if batch is None:
         if "X" not in values:

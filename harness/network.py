@@ -41,6 +41,7 @@ class Network:
     dtype: str
     l2: float = 0.0
     l2_form: str = "half"
+    vocab: int = 0  # > 0: X holds token ids in [0, vocab), input = [T]
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -91,23 +92,49 @@ class Network:
         """Required of every backend: J and d{key} for every parameter."""
         return ["J"] + [f"d{k}" for k in self.param_shapes()]
 
+    @cached_property
+    def _flow(self) -> tuple[dict[int, tuple[int, ...]], dict[int, str]]:
+        """How values flow past residuals: ({layer i: the residuals whose body ends with layer i,
+        innermost first}, {layer i: the key of its input, "X" or a{k}})."""
+        closers: dict[int, list[int]] = {}
+        for spec in self.network:
+            if spec.kind == "residual":
+                closers.setdefault(spec["end"], []).insert(0, spec.index)  # later opened = inner
+        source: dict[int, str] = {}
+        prev = "X"
+        for spec in self.network:
+            source[spec.index] = prev  # a residual's body starts on the residual's own input
+            if spec.kind != "residual":
+                prev = f"a{spec.index}"
+                for r in closers.get(spec.index, ()):
+                    prev = f"a{r}"
+        return {i: tuple(r) for i, r in closers.items()}, source
+
+    def closers(self, i: int) -> tuple[int, ...]:
+        """The residuals whose body ends with layer i, innermost first (their a{r} follow a{i})."""
+        return self._flow[0].get(i, ())
+
+    def input_key(self, spec: Spec) -> str:
+        """The key of the value layer ``spec`` takes: "X" for the first, else a{k} (past a
+        residual, the residual's output; inside a body's first layer, the residual's input)."""
+        return self._flow[1][spec.index]
+
     def _values(self) -> list[tuple[str, Spec]]:
+        """z{i}, a{i} in the order the forward pass makes them (a residual's a{r} after its body)."""
         out = []
         for spec in self.network:
+            if spec.kind == "residual":
+                continue
             if spec.activation:
                 out.append((f"z{spec.index}", spec))
             out.append((f"a{spec.index}", spec))
+            out += [(f"a{r}", self.network[r - 1]) for r in self.closers(spec.index)]
         return out
 
     def intermediates(self) -> list[str]:
         """Optional: forward z{i}, a{i}; backward da{n}, dz{n}, da{n-1}, ... in the order of the pass."""
         forward = [q for q, _ in self._values()]
-        backward = []
-        for spec in reversed(self.network):
-            backward.append(f"da{spec.index}")
-            if spec.activation:
-                backward.append(f"dz{spec.index}")
-        return forward + backward
+        return forward + ["d" + q for q in reversed(forward)]
 
     def optional(self) -> list[str]:
         return self.intermediates() + ["Jv"]
@@ -117,6 +144,9 @@ class Network:
         order = ["J"] + [q for q, _ in self._values()]
         params = self.param_specs()
         for spec in reversed(self.network):
+            if spec.kind == "residual":
+                continue
+            order += [f"da{r}" for r in reversed(self.closers(spec.index))]
             order.append(f"da{spec.index}")
             if spec.activation:
                 order.append(f"dz{spec.index}")
@@ -147,9 +177,24 @@ class Network:
         return tuple(n for s in self.param_shapes().values() for n in (len(s), *s))
 
     def describe(self) -> str:
-        arch = " ".join(s.describe() for s in self.network)
+        parts = []
+        for spec in self.network:
+            parts.append("residual(" if spec.kind == "residual" else spec.describe())
+            parts += [")"] * len(self.closers(spec.index))
+        arch = " ".join(parts).replace("( ", "(").replace(" )", ")")
         l2 = f" l2={self.l2:g}({self.l2_form})" if self.l2 else ""
-        return f"[{'×'.join(map(str, self.input))}] {arch} {self.loss}{l2} {self.dtype}"
+        shape = f"{self.input[0]} ids<{self.vocab}" if self.vocab else "×".join(map(str, self.input))
+        return f"[{shape}] {arch} {self.loss}{l2} {self.dtype}"
+
+    @property
+    def per_step(self) -> bool:
+        """Class ids per step: cross-entropy on an N×T×V output, y of N×T."""
+        return NETWORK_LOSSES[self.loss].target == "y" and len(self.output_shape) == 2
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """The per-example shape of y (and of target_mask): () or (T,)."""
+        return self.output_shape[:-1]
 
     def l2_coefficient(self, m: int) -> float:
         return l2_coefficient(self.l2, self.l2_form, m) if self.l2 else 0.0
@@ -179,8 +224,12 @@ def walk(net: Network, x: Any, params: Mapping[str, Any], inputs: Mapping[str, A
     it). Returns the output s and {z{i}, a{i}}."""
     values: dict[str, Any] = {}
     a = x
+    skips: list[Any] = []  # the inputs of the residuals whose body is running, innermost last
     for spec in net.network:
         i = spec.index
+        if spec.kind == "residual":
+            skips.append(a)
+            continue
         param_keys, input_keys = _keys(spec)
         y = layer_forward(LAYERS[spec.kind], spec, a, {local: params[key] for local, key in param_keys},
                           {local: inputs[key] for local, key in input_keys})
@@ -188,11 +237,17 @@ def walk(net: Network, x: Any, params: Mapping[str, Any], inputs: Mapping[str, A
             y = values[f"z{i}"] = tap(f"z{i}", y)
             y = activation(spec.activation, y)
         a = values[f"a{i}"] = tap(f"a{i}", y)
+        for r in net.closers(i):
+            a = values[f"a{r}"] = tap(f"a{r}", LAYERS["residual"].merge(skips.pop(), a))
     return a, values
 
 
+TARGET_KEYS = ("y", "Y", "target_mask")
+
+
 def targets(net: Network, arrays: Mapping[str, Array]) -> dict[str, Array]:
-    return {k: arrays[k] for k in ("y", "Y") if k in arrays}
+    """What the loss reads: y (class ids) and Y (their one-hot, or real targets), target_mask."""
+    return {k: arrays[k] for k in TARGET_KEYS if k in arrays}
 
 
 def l2_term(net: Network, arrays: Mapping[str, Array], m: int) -> float:
@@ -201,24 +256,49 @@ def l2_term(net: Network, arrays: Mapping[str, Array], m: int) -> float:
     return c * sum(float((arrays[k] * arrays[k]).sum()) for k in net.regularised()) if c else 0.0
 
 
+def _open_skips(net: Network, start: int, base: Mapping[str, Array]) -> list[Array]:
+    """The inputs of the residuals whose body layer ``start`` is in (outermost first), from the
+    values of a pass: a forward that starts inside a body still adds its skip at the end."""
+    out = []
+    for spec in net.network[:start]:
+        if spec.kind == "residual" and spec.index < start <= spec["end"]:
+            key = net.input_key(spec)
+            out.append(base["X"] if key == "X" else base[key])
+    return out
+
+
 def forward(net: Network, arrays: Mapping[str, Array], start: int = 0, x: Array | None = None,
-            at_z: bool = False, sides: list | None = None) -> tuple[Array, dict[str, Array], dict]:
+            at_z: bool = False, sides: list | None = None, base: Mapping[str, Array] | None = None
+            ) -> tuple[Array, dict[str, Array], dict]:
     """Run the layers after layer ``start`` (from X when 0) on ``x``.
 
     ``at_z``: ``x`` is z^[start], so layer ``start``'s fused activation runs first.
     ``sides``: a list that collects each kinked step's ``kink_sides`` (finite differences).
+    ``base``: the values of a whole pass ({a{i}, ..., "X"}), needed when ``start`` is inside a
+    residual's body (its skip is the residual's input).
     Returns the output s, the values {z{i}, a{i}} and the caches for ``backward``.
     """
     a = arrays["X"] if start == 0 else x
     values: dict[str, Array] = {}
     caches: dict[int, Any] = {}
+    skips = _open_skips(net, start, {**(base or {}), "X": arrays["X"]}) if start else []
     if at_z:
         spec = net.network[start - 1]
         if sides is not None:
             sides.append(act_kinks(spec.activation, a))
         a = act_forward(spec.activation, a)
-    for spec in net.network[start:]:
+    resume = start
+    if start:
+        if net.network[start - 1].kind == "residual":  # x is a residual's output: go on after its body
+            resume = net.network[start - 1]["end"]
+        for r in net.closers(resume):
+            if r < start:  # the residuals around layer ``start`` that end with it close now
+                a = values[f"a{r}"] = LAYERS["residual"].merge(skips.pop(), a)
+    for spec in net.network[resume:]:
         layer = LAYERS[spec.kind]
+        if spec.kind == "residual":
+            skips.append(a)
+            continue
         if sides is not None:
             sides.append(layer.kink_sides(spec, a))
         y, caches[spec.index] = layer.forward(spec, a, layer_params(spec, arrays), layer_inputs(spec, arrays))
@@ -229,6 +309,8 @@ def forward(net: Network, arrays: Mapping[str, Array], start: int = 0, x: Array 
             y = act_forward(spec.activation, y)
         values[f"a{spec.index}"] = y
         a = y
+        for r in net.closers(spec.index):
+            a = values[f"a{r}"] = LAYERS["residual"].merge(skips.pop(), a)
     if sides is not None:
         sides.append(NETWORK_LOSSES[net.loss].kink_sides(a, targets(net, arrays)))
     return a, values, caches
@@ -261,14 +343,21 @@ def backprop(net: Network, arrays: Mapping[str, Array],
     da = NETWORK_LOSSES[net.loss].grad(s, targets(net, arrays))
     c = net.l2_coefficient(m)
     regularised = set(net.regularised())
+    skip_da: dict[int, Array] = {}  # ∂J/∂a{r} of each residual, kept for its skip path
     for spec in reversed(net.network):
         i = spec.index
+        backward = (backward_of or {}).get(spec.kind)
+        if spec.kind == "residual":
+            # da is now ∂J/∂x along the body; the skip path adds ∂J/∂a{i} itself.
+            da, _ = (backward or LAYERS["residual"].backward)(spec, skip_da.pop(i), da)
+            continue
+        for r in reversed(net.closers(i)):  # outermost first: a{r} = x + (... + a{i})
+            out[f"da{r}"] = skip_da[r] = da
         out[f"da{i}"] = da
         dy = da
         if spec.activation:
             z, a = values[f"z{i}"], values[f"a{i}"]
             dy = out[f"dz{i}"] = act_backward(spec.activation, da, z, a)
-        backward = (backward_of or {}).get(spec.kind)
         if backward is not None:
             da, dparams = backward(spec, dy, caches[i])
         elif i == 1:  # ∂J/∂X is not a quantity: the parameter gradients alone

@@ -16,6 +16,7 @@ from .catalog import L2_FORMS, LAYERS, NETWORK_LOSSES, LayerError, build_spec
 from .errors import did_you_mean
 from .fields import _Fields, _parse_labels, _show
 from .network import Network
+from .catalog import Spec
 
 if TYPE_CHECKING:
     from .cases import Case
@@ -25,8 +26,9 @@ MAX_VALUE_DIMS = 5  # X of N×C×H×W is the deepest array a case gives
 MLP_KEYS = ("layers", "activations", "output")
 
 
-def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: int) -> Network:
-    """The ``Network`` of a case table that has ``network``."""
+def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: int, batch: int = 0) -> Network:
+    """The ``Network`` of a case table that has ``network``. ``batch``: the case's batch (the
+    shape of rnn's and lstm's h0), 0 when not known yet."""
     for key in MLP_KEYS:
         if key in f.raw:
             f.fail(key, f"give either `network` (a list of layers) or `layers` + `activations` "
@@ -34,7 +36,8 @@ def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: in
     if loss not in NETWORK_LOSSES:
         f.fail("loss", f"unknown loss {_show(loss)}{did_you_mean(loss, NETWORK_LOSSES)}; "
                        f"known: {', '.join(NETWORK_LOSSES)}")
-    shape = f.get("input", list, what="the per-example input shape, [n] (later [C, H, W], [T, D])")
+    shape = f.get("input", list, what="the per-example input shape, [n], [T, D], [C, H, W], or [T] "
+                                      "token ids with vocab = V")
     if not 1 <= len(shape) <= MAX_INPUT_DIMS:
         f.fail("input", f"needs 1 to {MAX_INPUT_DIMS} sizes ([n], [T, D] or [C, H, W]), got {_show(shape)}")
     for i, n in enumerate(shape):
@@ -45,20 +48,20 @@ def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: in
         f.fail("network", "needs at least one layer")
     if len(raw_layers) > max_depth:
         f.fail("network", f"{len(raw_layers)} layers; at most {max_depth}")
-    specs = []
-    in_shape = tuple(shape)
-    for i, raw in enumerate(raw_layers, start=1):
-        kind = raw.get("layer") if isinstance(raw, dict) else None
-        where = f"layer {i}" + (f" ({kind})" if isinstance(kind, str) and kind in LAYERS else "")
-        try:
-            spec = build_spec(raw, i, in_shape)
-        except LayerError as e:
-            f.fail(f"{where}.{e.field}" if e.field else where, e.message)
-        for n in spec.out_shape:
-            if not 1 <= n <= max_dim:
-                f.fail(where, f"output shape {list(spec.out_shape)} out of range 1..{max_dim}")
-        specs.append(spec)
-        in_shape = spec.out_shape
+    vocab = f.int_range("vocab", 0, 1, max_dim)
+    first = raw_layers[0].get("layer") if isinstance(raw_layers[0], dict) else None
+    if vocab and (len(shape) != 1 or first != "embedding"):
+        f.fail("vocab", f"vocab = {vocab} makes X token ids: that needs input = [T] and a network that "
+                        f"starts with {{layer = \"embedding\", dim = ...}}"
+                        + (f" (input is {_show(shape)})" if len(shape) != 1 else f" (it starts with {first!r})"))
+    if first == "embedding" and not vocab:
+        f.fail("vocab", "missing: a network that starts with embedding takes token ids, and needs "
+                        "vocab = V (ids are in 0..V-1) at the case level")
+    values = f.raw.get("values")
+    given = set(values) if isinstance(values, dict) else set()
+    specs, _, _ = _build(f, raw_layers, tuple(shape), 1, batch, vocab, given, max_dim)
+    if len(specs) > max_depth:
+        f.fail("network", f"{len(specs)} layers (residual bodies included); at most {max_depth}")
     _check_output(f, specs, loss)
     lam = f.get("l2", (int, float), 0.0)
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
@@ -67,7 +70,55 @@ def parse_network(f: _Fields, loss: str, dtype: str, max_dim: int, max_depth: in
     if form not in L2_FORMS:
         f.fail("l2_form", f"unknown form {_show(form)}{did_you_mean(form, L2_FORMS)}; known: "
                           + ", ".join(f"{k} ({v[0]})" for k, v in L2_FORMS.items()))
-    return Network(tuple(shape), tuple(specs), loss, dtype, float(lam), form)
+    return Network(tuple(shape), tuple(specs), loss, dtype, float(lam), form, vocab)
+
+
+RECURRENT = ("rnn", "lstm")  # the layers with an initial state h0_{i}
+
+
+def _build(f: _Fields, raw_layers: list, in_shape: tuple, index: int, batch: int, vocab: int,
+           given: set[str], max_dim: int) -> tuple[list[Spec], tuple, int]:
+    """The specs of ``raw_layers`` numbered from ``index``, a residual's body right after it
+    (depth-first). Returns (specs, the output shape, the next free index)."""
+    specs: list[Spec] = []
+    for raw in raw_layers:
+        kind = raw.get("layer") if isinstance(raw, dict) else None
+        where = f"layer {index}" + (f" ({kind})" if isinstance(kind, str) and kind in LAYERS else "")
+        if kind == "residual":
+            for key in raw:
+                if key not in ("layer", "body"):
+                    f.fail(f"{where}.{key}", f"unknown attribute of residual{did_you_mean(key, ['body'])}; "
+                                             "its attributes: body")
+            body = raw.get("body")
+            if not isinstance(body, list) or not body:
+                f.fail(f"{where}.body", "a residual needs body = [ {layer = ...}, ... ], at least one layer")
+            body_specs, out, nxt = _build(f, body, in_shape, index + 1, batch, vocab, given, max_dim)
+            if out != in_shape:
+                f.fail(f"{where}.body", f"the body turns {list(in_shape)} into {list(out)}: a residual adds "
+                                        "its input to the body's output, so the shapes must match")
+            specs += [Spec("residual", (("end", nxt - 1),), index, in_shape, in_shape, batch), *body_specs]
+            index = nxt
+            continue
+        if kind == "embedding" and isinstance(raw, dict):
+            if index != 1:
+                f.fail(where, "embedding takes the token ids of X: it can only be the first layer")
+            if "vocab" in raw and raw["vocab"] != vocab:
+                f.fail(f"{where}.vocab", f"{_show(raw['vocab'])} differs from the case's vocab = {vocab} "
+                                         "(give it once, at the case level)")
+            raw = {**raw, "vocab": vocab}
+        if kind in RECURRENT and isinstance(raw, dict) and f"h0_{index}" in given and "h0" not in raw:
+            raw = {**raw, "h0": True}  # [case.values] gives h0_{i}: the initial state is compared
+        try:
+            spec = build_spec(raw, index, in_shape, batch)
+        except LayerError as e:
+            f.fail(f"{where}.{e.field}" if e.field else where, e.message)
+        for n in spec.out_shape:
+            if not 1 <= n <= max_dim:
+                f.fail(where, f"output shape {list(spec.out_shape)} out of range 1..{max_dim}")
+        specs.append(spec)
+        in_shape = spec.out_shape
+        index += 1
+    return specs, in_shape, index
 
 
 # Layers after which the scores are still the previous layer's (dropout only rescales some):
@@ -90,9 +141,11 @@ def _check_output(f: _Fields, specs: list, loss: str) -> None:
                       f"(as torch's and jax's fused losses do): that would be {out.applies} twice. "
                       f"End in the layer that gives the logits, e.g. dense without activation")
     if out.target == "y":
-        if len(last.out_shape) != 1 or last.out_shape[0] < 2:
-            f.fail(where, f"{loss} needs class scores of shape [N] with N >= 2 per example, the "
-                          f"last layer gives {list(last.out_shape)}")
+        per_step = loss == "cross_entropy" and len(last.out_shape) == 2
+        if not (len(last.out_shape) == 1 or per_step) or last.out_shape[-1] < 2:
+            f.fail(where, f"{loss} needs class scores of shape [N] with N >= 2 per example"
+                          + (", or [T, V] per step" if loss == "cross_entropy" else "")
+                          + f", the last layer gives {list(last.out_shape)}")
     elif loss == "binary_cross_entropy" and len(last.out_shape) != 1:
         f.fail(where, f"{loss} needs outputs of shape [N] per example, the last layer gives "
                       f"{list(last.out_shape)}")
@@ -111,7 +164,7 @@ def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, 
     target = NETWORK_LOSSES[net.loss].target
     params = net.param_shapes()
     inputs = net.input_specs(1)
-    allowed = {"X", target, *params, *inputs}
+    allowed = {"X", target, *params, *inputs} | ({"target_mask"} if net.per_step else set())
     # The layer an array belongs to, named in its errors: "layer 2 (batchnorm): ...".
     owner = {k: spec for k, (spec, _, _) in net.param_specs().items()}
     owner.update({k: v[0] for k, v in inputs.items()})
@@ -123,11 +176,17 @@ def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, 
             hint = did_you_mean(key, allowed)
             if key == "Y" and target == "y":
                 hint = f" ({net.loss} takes y = [class indices], not one-hot Y)"
+            if key == "target_mask":
+                hint = (" (target_mask weights per-step losses: it needs cross_entropy on an N×T×V "
+                        "output, with y of N×T)")
             f.fail(fld, f"unknown array{hint}; allowed: {', '.join(sorted(allowed))}")
-        if key == "y":
+        if key == "y" and not net.per_step:
             out[key] = _parse_labels(f, fld, val, net.output_shape[0])
             continue
         arr = _numbers(f, fld, val, net.dtype)
+        if key in ("y", "target_mask") or (key == "X" and net.vocab):
+            out[key] = _ids(f, fld, key, arr, net)
+            continue
         if key in params:
             want = params[key]
             if key[0] == "b" and arr.ndim == 1 and len(want) == 2:
@@ -159,6 +218,22 @@ def parse_values(f: _Fields, net: Network, batch_hint: int | None) -> dict[str, 
             of = f"{owner[k].label()}: " if k in owner else ""
             f.fail(f"values.{k}", f"{of}has {n} rows, batch is {batch}")
     return out
+
+
+def _ids(f: _Fields, fld: str, key: str, arr: np.ndarray, net: Network) -> np.ndarray:
+    """Token ids (X), per-step class ids (y) or a target mask, checked: shape m×T, integers in
+    their range (0..V−1, or 0/1 for the mask)."""
+    per_example, hi, what = {"X": (net.input, net.vocab, "token id"),
+                             "y": (net.label_shape, net.output_shape[-1], "class id"),
+                             "target_mask": (net.label_shape, 2, "target_mask value")}[key]
+    if arr.ndim != 1 + len(per_example) or arr.shape[1:] != tuple(per_example):
+        f.fail(fld, f"shape {'×'.join(map(str, arr.shape))} does not fit m×{'×'.join(map(str, per_example))}")
+    bad = (arr != np.round(arr)) | (arr < 0) | (arr >= hi)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        want = "0 or 1" if key == "target_mask" else f"an integer in 0..{hi - 1}"
+        f.fail(fld, f"{what} {_show(arr[idx].item())} at index {idx}: must be {want}")
+    return arr.astype(np.int64)
 
 
 def _numbers(f: _Fields, fld: str, val: Any, dtype: str) -> np.ndarray:
@@ -199,11 +274,14 @@ def draw_arrays(case: Case) -> dict[str, np.ndarray]:
     so overriding one array leaves the others' bits unchanged."""
     net, m = case.model, case.batch
     rng = np.random.default_rng(case.seed)
-    out: dict[str, np.ndarray] = {"X": rng.standard_normal((m, *net.input)) * case.input_scale}
+    if net.vocab:
+        out: dict[str, np.ndarray] = {"X": rng.integers(0, net.vocab, size=(m, *net.input))}
+    else:
+        out = {"X": rng.standard_normal((m, *net.input)) * case.input_scale}
     loss = NETWORK_LOSSES[net.loss]
     n_out = net.output_shape
     if loss.target == "y":
-        out["y"] = rng.integers(0, n_out[0], size=m)
+        out["y"] = rng.integers(0, n_out[-1], size=(m, *net.label_shape))
     elif net.loss == "binary_cross_entropy":
         out["Y"] = rng.uniform(0.0, 1.0, size=(m, *n_out))
     else:
@@ -215,9 +293,11 @@ def draw_arrays(case: Case) -> dict[str, np.ndarray]:
     out.update({k: v.copy() for k, v in case.values.items()})
     if loss.target == "y":
         out["y"] = np.asarray(out["y"], dtype=np.int64)
-        out["Y"] = np.eye(n_out[0])[out["y"]]
+        out["Y"] = np.eye(n_out[-1])[out["y"]]
     dt = net.np_dtype
-    return {k: (v if k == "y" else np.asarray(v, dtype=dt)) for k, v in out.items()}
+    # Ids (X of tokens, y) stay integers; everything else takes the case dtype (the mask too:
+    # it multiplies the per-step losses).
+    return {k: (v if k == "y" or (k == "X" and net.vocab) else np.asarray(v, dtype=dt)) for k, v in out.items()}
 
 
 def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,

@@ -72,7 +72,7 @@ class _Evaluator:
         if key not in self._sides_from:
             x = self.values[f"z{start}" if at_z else f"a{start}"]
             sides: list = []
-            forward(self.net, self.f, start=start, x=x, at_z=at_z, sides=sides)
+            forward(self.net, self.f, start=start, x=x, at_z=at_z, sides=sides, base=self.values)
             self._sides_from[key] = sides
         return self._sides_from[key]
 
@@ -84,14 +84,15 @@ class _Evaluator:
 
     @cached_property
     def _batch_keys(self) -> set[str]:
-        return {"X", "y", "Y", *self.net.input_specs(1)}
+        return {"X", "y", "Y", "target_mask", *self.net.input_specs(1)}
 
     def _example(self, n: int) -> dict[str, Array]:
         return {k: (v[n:n + 1] if k in self._batch_keys else v) for k, v in self.f.items()}
 
     def _loss(self, n: int, start: int, at_z: bool, x: Array, sides: list | None = None) -> float:
         one = self._example(n)
-        s, _, _ = forward(self.net, one, start=start, x=x, at_z=at_z, sides=sides)
+        base = {k: v[n:n + 1] for k, v in self.values.items()}  # the skips of open residuals
+        s, _, _ = forward(self.net, one, start=start, x=x, at_z=at_z, sides=sides, base=base)
         return float(NETWORK_LOSSES[self.net.loss].cost(s, targets(self.net, one)))
 
     def J_example(self, n: int, start: int, at_z: bool, x: Array) -> tuple[float, bool]:
@@ -110,7 +111,7 @@ class _Evaluator:
     def J(self, start: int, at_z: bool, x: Array | None, arrays: dict[str, Array]) -> tuple[float, bool]:
         """J running the layers after ``start`` on ``x`` (z^[start] if ``at_z``), with ``arrays``."""
         sides: list = []
-        s, _, _ = forward(self.net, arrays, start=start, x=x, at_z=at_z, sides=sides)
+        s, _, _ = forward(self.net, arrays, start=start, x=x, at_z=at_z, sides=sides, base=self.values)
         base = self._base_sides_from(start, at_z) if start else self.base_sides
         return float(cost(self.net, arrays, s)), _crossed(base, sides)
 
@@ -120,7 +121,8 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
     if fd.method.name == "complex":
         raise NotApplicable("complex step is written for the MLP form only, not for catalog networks")
     work = np.float64 if fd.precision == "float64" else net.np_dtype
-    f = {k: (v if k == "y" else np.asarray(v, dtype=work)) for k, v in arrays.items()}
+    # Ids (y, token X) stay integers.
+    f = {k: (v if np.issubdtype(v.dtype, np.integer) else np.asarray(v, dtype=work)) for k, v in arrays.items()}
     dt = net.np_dtype
     eps = float(np.finfo(work).eps)
     ev = _Evaluator(net, f)
@@ -244,13 +246,15 @@ def network_gradients(fd, net: Network, arrays: dict[str, Array]) -> dict[str, A
     else:
         sample = fd._coordinates({k: v.size for k, v in params.items()}, min(fd.max_coords, PARAM_COORDS))
         for k, idx in sample.items():
-            start = owner[k].index - 1  # the layers below the parameter's own do not move
+            # The layers below the parameter's own do not move: start from its layer's input.
+            key = net.input_key(owner[k])
+            start = 0 if key == "X" else int(key[1:])
 
-            def J_at(c, v, k=k, start=start):
+            def J_at(c, v, k=k, start=start, key=key):
                 nudged = dict(f)
                 nudged[k] = f[k].copy()
                 nudged[k].flat[c] = v
-                return ev.J(start, False, ev.values[f"a{start}"], nudged)
+                return ev.J(start, False, ev.values["a0" if key == "X" else key], nudged)
 
             out[f"d{k}"] = measure(f"d{k}", params[k], idx, J_at)
 

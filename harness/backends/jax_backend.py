@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..model import Model
-from ..network import Network
+from ..network import TARGET_KEYS, Network
 
 Array = np.ndarray
 
@@ -144,9 +144,10 @@ class JaxBackend:
         inputs = {k: jnp.asarray(arrays[k], dtype=dt) for k in net.input_specs(m)}
         taps = {q: jnp.zeros(net.shape_of(q, m), dtype=dt)
                 for q in net.intermediates() if not q.startswith("d")}
-        T = {k: jnp.asarray(arrays[k]) for k in ("y", "Y") if k in arrays}
+        T = {k: jnp.asarray(arrays[k]) for k in TARGET_KEYS if k in arrays}
+        X = jnp.asarray(arrays["X"]) if net.vocab else jnp.asarray(arrays["X"], dtype=dt)  # ids stay ints
         fn = self._network_value_and_grad(net)
-        (J, values), (grads, dtaps) = fn(params, taps, jnp.asarray(arrays["X"], dtype=dt), T, inputs)
+        (J, values), (grads, dtaps) = fn(params, taps, X, T, inputs)
         out = {"J": np.asarray(J)}
         out.update({f"d{k}": np.asarray(g) for k, g in grads.items()})
         for q, v in values.items():

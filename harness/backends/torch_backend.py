@@ -81,7 +81,8 @@ class TorchBackend:
         m = arrays["X"].shape[0]
         # X joins the graph too: a network may start with a layer that has no parameters
         # (flatten, dropout, an activation), and ∂J/∂a1 is still asked for.
-        a, values = walk(net, t["X"].requires_grad_(), params, t,
+        X = t["X"] if net.vocab else t["X"].requires_grad_()  # token ids are not differentiated
+        a, values = walk(net, X, params, t,
                          lambda layer, spec, x, p, inp: layer.torch(spec, fw, x, p, inp),
                          lambda name, z: self.act[name](z))
         J = NETWORK_LOSSES[net.loss].torch(fw, a, t)

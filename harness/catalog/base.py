@@ -65,6 +65,7 @@ class Spec:
     index: int
     in_shape: Shape
     out_shape: Shape
+    batch: int = 0  # the case's batch, for the few parameters of one row per example (rnn's h0)
 
     def __getitem__(self, name: str) -> Any:
         return self._attrs[name]

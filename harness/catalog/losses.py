@@ -44,27 +44,47 @@ class NetworkLoss:
 
 
 class CrossEntropy(NetworkLoss):
+    """Per example (s of N×V) or per step (s of N×T×V, y of N×T, CS231n's captioning loss): the
+    per-step losses are summed over time, optionally weighted by ``target_mask`` (N×T of 0/1),
+    and averaged over the N sequences: J = (1/N) Σ_n Σ_t mask·𝓛_{n,t}. torch's default
+    reduction="mean" divides by the number of tokens N·T instead (or by the unmasked count
+    with ignore_index), a factor T (or Σ mask) smaller; the framework forms here compute this J."""
+
     name = "cross_entropy"
     formula = _MLP_LOSSES["cross_entropy"].formula.replace("z^[L]", "s")
-    delta = "ŷ − ȳ"
+    delta = "ŷ − ȳ (per step: mask·(ŷ − ȳ))"
     target = "y"
     applies = "softmax"
 
     def cost(self, s, T):
-        return np.asarray(-(T["Y"] * log_softmax(s)).sum(axis=-1).mean())
+        per = -(T["Y"] * log_softmax(s)).sum(axis=-1)  # 𝓛 per example, or per step
+        if "target_mask" in T:
+            per = per * T["target_mask"]
+        return np.asarray(per.reshape(s.shape[0], -1).sum(axis=-1).mean())
 
     def grad(self, s, T):
-        return (softmax(s) - T["Y"]) / s.shape[0]
+        d = softmax(s) - T["Y"]
+        if "target_mask" in T:
+            d = d * T["target_mask"][..., None]
+        return d / s.shape[0]
 
     def output(self, s):
         return softmax(s)
 
     def torch(self, fw, s, T):
-        return fw.F.cross_entropy(s, T["y"])  # reduction="mean": over the m examples
+        if s.ndim == 2 and "target_mask" not in T:
+            return fw.F.cross_entropy(s, T["y"])  # reduction="mean": over the m examples
+        per = fw.F.cross_entropy(s.reshape(-1, s.shape[-1]), T["y"].reshape(-1), reduction="none")
+        if "target_mask" in T:
+            per = per * T["target_mask"].reshape(-1)
+        return per.sum() / s.shape[0]  # summed over steps, averaged over sequences
 
     def jax(self, fw, s, T):
         logp = fw.jax.nn.log_softmax(s, axis=-1)
-        return -fw.jnp.mean(fw.jnp.take_along_axis(logp, T["y"][:, None], axis=-1))
+        per = -fw.jnp.take_along_axis(logp, T["y"][..., None], axis=-1)[..., 0]
+        if "target_mask" in T:
+            per = per * T["target_mask"]
+        return fw.jnp.sum(per) / s.shape[0]
 
 
 def _sigmoid(s):
