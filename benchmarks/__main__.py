@@ -401,7 +401,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--sizes", default="mid,large", help=f"of {','.join(SIZES)}")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="gradients,catalog,conv,overhead,compile,fd,sweep")
+    parser.add_argument("--only", default="gradients,catalog,conv,lstm,attention,overhead,compile,fd,sweep")
     args = parser.parse_args()
     only = args.only.split(",")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -412,6 +412,12 @@ def main() -> None:
         catalog(args.sizes.split(","), args.rounds)
     if "conv" in only:
         conv(args.rounds)
+    if "lstm" in only:
+        from .lstm import lstm
+        lstm(args.rounds)
+    if "attention" in only:
+        from .attention import attention
+        attention(args.rounds)
     if "overhead" in only:
         overhead()
     if "compile" in only:

@@ -110,6 +110,17 @@ LAYER_NETWORKS: list[tuple[str, tuple[int, ...], list[dict], str, int]] = [
         {"layer": "flatten"},
         {"layer": "dense", "units": 3},
     ], "cross_entropy", 2),
+    # Sequences: token ids (vocab 5 over 3×6 = 18 positions: ids repeat), an rnn above layer 1
+    # with its h0 a parameter (dx and dh0 are both compared), a causal 2-head attention on the
+    # rnn's states, then a classifier. The sixth entry is the vocab.
+    ("tokens-rnn-attention", (6,), [
+        {"layer": "embedding", "dim": 4},
+        {"layer": "dense", "units": 4, "activation": "tanh"},
+        {"layer": "rnn", "hidden": 4, "h0": True},
+        {"layer": "attention", "heads": 2, "causal": True},
+        {"layer": "mean_over_time"},
+        {"layer": "dense", "units": 3},
+    ], "cross_entropy", 3, 5),
 ]
 L2_LAMBDA = 0.3  # λ of the L2 claim, on the first of LAYER_NETWORKS in every form
 
@@ -148,8 +159,9 @@ class Context:
     def layer_networks(self) -> list[tuple[Case, dict[str, Array], dict[str, dict[str, Array]]]]:
         """LAYER_NETWORKS without L2: (case, arrays, {framework: its results})."""
         out = []
-        for i, (name, input, layers, loss, m) in enumerate(LAYER_NETWORKS):
-            case = Case(name, build_network(input, layers, loss, self.dtype), m, self.seed + 100 + i)
+        for i, (name, input, layers, loss, m, *vocab) in enumerate(LAYER_NETWORKS):
+            net = build_network(input, layers, loss, self.dtype, vocab=vocab[0] if vocab else 0, batch=m)
+            case = Case(name, net, m, self.seed + 100 + i)
             arrays = case.arrays()
             out.append((case, arrays, self._run(case, arrays)))
         return out
@@ -507,6 +519,124 @@ def _input(r: dict[str, Array], arrays: dict[str, Array], spec) -> Array:
     return arrays["X"] if spec.index == 1 else r[f"a{spec.index - 1}"]
 
 
+# Sequences: backprop through time, the attention softmax, the embedding. Loops over steps,
+# examples, heads and queries, each Jacobian formed whole: the catalog's vectorised backwards
+# are what is being checked.
+
+
+def rnn_bptt_by_hand(h: Array, h0: Array, dy: Array, Wx: Array, Wh: Array,
+                     from_step: bool = True) -> tuple[Array, Array]:
+    """dx and dh_0 of an rnn with outputs h (N×T×H, h_t = tanh(a_t)) and upstream dy, stepping
+    from T down to 1 with ∂J/∂h_{t−1} = dy_{t−1} (the layer above) + da_t Whᵀ (step t), where
+    da_t = ∂J/∂h_t ∘ (1 − h_t²). ``from_step`` False: the learner's BPTT that forgets step t."""
+    h, h0, dy, Wx, Wh = (_f64(a) for a in (h, h0, dy, Wx, Wh))
+    N, T, _ = h.shape
+    dx = np.zeros((N, T, Wx.shape[0]))
+    dh = dy[:, T - 1].copy()  # ∂J/∂h_T: the layer above only
+    for t in range(T, 0, -1):
+        da = dh * (1 - h[:, t - 1] ** 2)
+        dx[:, t - 1] = da @ Wx.T
+        through_step = da @ Wh.T if from_step else 0.0
+        dh = (dy[:, t - 2] if t > 1 else 0.0) + through_step  # ∂J/∂h_{t−1}; at t = 1 it is dh_0
+    return dx, dh
+
+
+def _bptt_two_paths(from_step: bool = True):
+    """The rnn's dx and dh0 from ``rnn_bptt_by_hand``, against each framework's ∂J/∂a^[i-1]
+    and ∂J/∂h0 at every rnn above layer 1 whose h0 is a parameter."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "rnn"):
+            i = spec.index
+            if i == 1 or not spec["h0"]:
+                continue
+            h0, Wx, Wh = (arrays[spec.key(k)] for k in ("h0", "Wx", "Wh"))
+            for name, r in results.items():
+                dy = _upstream(r, spec)
+                if dy is None:
+                    continue
+                dx, dh0 = rnn_bptt_by_hand(r[f"a{i}"], h0, dy, Wx, Wh, from_step)
+                yield Instance(_where(case, spec, "dx"), dx, {name: r[f"da{i - 1}"]})
+                yield Instance(_where(case, spec, "dh0"), dh0, {name: r[f"d{spec.key('h0')}"]})
+    return instances
+
+
+def softmax_row_jacobian(p: Array) -> Array:
+    """∂p/∂s of one row p = softmax(s): diag(p) − pᵀp (p a 1×T row)."""
+    p = p.reshape(1, -1)
+    return np.diag(p[0]) - p.T @ p
+
+
+def attention_dx_by_hand(x: Array, params: dict[str, Array], dy: Array, heads: int, causal: bool,
+                         jacobian: Callable[[Array], Array] = softmax_row_jacobian) -> Array:
+    """dx of multi-head self-attention, one example, head and query at a time: the softmax
+    backward is each query's row ds = dp · ``jacobian``(p), then the 1/√d_k, the three
+    projections' paths summed."""
+    x, dy = _f64(x), _f64(dy)
+    W = {k: _f64(v) for k, v in params.items()}
+    N, T, D = x.shape
+    d_k = D // heads
+    dx = np.zeros_like(x)
+    for n in range(N):
+        Q, K, V = (x[n] @ W[f"W{k}"] + W[f"b{k}"] for k in "qkv")
+        dO = dy[n] @ W["Wo"].T
+        dQ, dK, dV = np.zeros((T, D)), np.zeros((T, D)), np.zeros((T, D))
+        for h in range(heads):
+            cols = slice(h * d_k, (h + 1) * d_k)
+            for t in range(T):
+                seen = t + 1 if causal else T  # query t sees keys 0..t when causal
+                s = Q[t, cols] @ K[:seen, cols].T / math.sqrt(d_k)
+                p = np.exp(s - s.max())
+                p /= p.sum()
+                dp = dO[t, cols] @ V[:seen, cols].T
+                ds = dp @ jacobian(p)
+                dQ[t, cols] += ds @ K[:seen, cols] / math.sqrt(d_k)
+                dK[:seen, cols] += np.outer(ds, Q[t, cols]) / math.sqrt(d_k)
+                dV[:seen, cols] += np.outer(p, dO[t, cols])
+        dx[n] = dQ @ W["Wq"].T + dK @ W["Wk"].T + dV @ W["Wv"].T
+    return dx
+
+
+def _attention_softmax_rows(jacobian: Callable[[Array], Array] = softmax_row_jacobian):
+    """``attention_dx_by_hand`` with the claimed per-query Jacobian, against each framework's
+    ∂J/∂a^[i-1] at every attention above layer 1 (its forward input the framework's own)."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "attention"):
+            i = spec.index
+            if i == 1:
+                continue
+            params = {k: arrays[spec.key(k)] for k in ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo")}
+            for name, r in results.items():
+                dy = _upstream(r, spec)
+                if dy is None:
+                    continue
+                dx = attention_dx_by_hand(r[f"a{i - 1}"], params, dy, spec["heads"], spec["causal"], jacobian)
+                yield Instance(_where(case, spec, f"dx, {spec['heads']} heads"), dx, {name: r[f"da{i - 1}"]})
+    return instances
+
+
+def embedding_dW_by_hand(ids: Array, da: Array, vocab: int, accumulate: bool = True) -> Array:
+    """dW of an embedding: for every position (n, t), its upstream row added to row ids[n, t]
+    (``accumulate`` False: written there, the last occurrence winning)."""
+    da = _f64(da)
+    dW = np.zeros((vocab, da.shape[-1]))
+    for n, t in np.ndindex(ids.shape):
+        dW[ids[n, t]] = dW[ids[n, t]] + da[n, t] if accumulate else da[n, t]
+    return dW
+
+
+def _embedding_accumulates(accumulate: bool = True):
+    """``embedding_dW_by_hand`` against each framework's ∂J/∂W at every embedding."""
+    def instances(ctx: Context) -> Iterator[Instance]:
+        for case, arrays, spec, results in _layers_of(ctx, "embedding"):
+            for name, r in results.items():
+                da = _upstream(r, spec)
+                if da is None:
+                    continue
+                dW = embedding_dW_by_hand(arrays["X"], da, spec["vocab"], accumulate)
+                yield Instance(_where(case, spec, "dW"), dW, {name: r[f"d{spec.key('W')}"]})
+    return instances
+
+
 def _pool_geometry(spec) -> tuple[tuple[int, int], tuple[int, int]]:
     k = _pair(spec["size"])
     return k, k if spec["stride"] is None else _pair(spec["stride"])
@@ -608,6 +738,15 @@ NETWORK_CLAIMS: list[Claim] = [
     Claim("avgpool-even-share",
           "average-pool dx = dy/(kh·kw) at every element of each window (overlapping windows add)",
           _avgpool_dx()),
+    Claim("bptt-two-paths",
+          "rnn: ∂J/∂h_{t−1} = ∂J/∂y_{t−1} (the layer above) + ∂J/∂a_t Whᵀ (step t), a_t = x_t Wx + "
+          "h_{t−1} Wh + b, ∂J/∂a_t = ∂J/∂h_t ∘ (1 − h_t²); dx_t = ∂J/∂a_t Wxᵀ; dh_0 = ∂J/∂a_1 Whᵀ",
+          _bptt_two_paths()),
+    Claim("attention-softmax-rows",
+          "attention: each query's row ds = dp (diag(p) − pᵀp), p = softmax(q Kᵀ/√d_k + mask); dQ = dS K/√d_k, "
+          "dK = dSᵀ Q/√d_k, dV = Pᵀ dO; dx = dQ Wqᵀ + dK Wkᵀ + dV Wvᵀ", _attention_softmax_rows()),
+    Claim("embedding-accumulates",
+          "embedding: dW[v] = Σ_{(n,t): x[n,t]=v} ∂J/∂a[n,t]: repeated ids add up", _embedding_accumulates()),
 ]
 
 

@@ -22,7 +22,7 @@ from .report import Progress, summary_table, write_report
 from .backends import build
 from .runner import pin_threads, run, run_parallel
 
-DEFAULT_CASES = ["cases/default.toml", "cases/networks.toml"]  # MLPs; catalog networks
+DEFAULT_CASES = ["cases/default.toml", "cases/networks.toml", "cases/sequences.toml"]  # MLPs; catalog networks
 DEFAULT_OUT = "reports/latest"
 
 

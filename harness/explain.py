@@ -187,6 +187,8 @@ def _attr_value(v: Any) -> str:
 def _attrs_text(spec: Spec) -> str:
     """The attributes as a case file spells them, defaults included: "units=16 bias=true",
     "kernel=[3, 2]"."""
+    if spec.kind == "residual":
+        return f"body = layers {spec.index + 1}..{spec['end']}"
     return " ".join(f"{k}={_attr_value(v)}" for k, v in spec.attrs if v is not None)
 
 
@@ -208,6 +210,12 @@ def _layer_table(net: Network, m: int) -> list[str]:
     w = [max(len(str(c[j])) for c in cells) for j in range(4)]
     return [f"  {i:>{w[0]}}  {kind:<{w[1]}}  {attrs:<{w[2]}}  {shapes:<{w[3]}}  {keys}".rstrip()
             for i, kind, attrs, shapes, keys in cells]
+
+
+def _in(net: Network, spec: Spec) -> str:
+    """The name of the layer's input: X or a^[k] (past residuals, not always a^[i−1])."""
+    key = net.input_key(spec)
+    return "X" if key == "X" else _q("a", int(key[1:]))
 
 
 def _forward_shapes(spec: Spec, m: int, params: dict[str, Any]) -> str:
@@ -242,17 +250,32 @@ def explain_network(case: Case, manual: dict[str, Array], others: dict[str, dict
     step("", "a^[0] = X", None, value=arrays["X"])
     for spec in net.network:
         i, layer = spec.index, LAYERS[spec.kind]
+        if spec.kind == "residual":
+            say(f"  i={i}  residual: its body is layers {i + 1}..{spec['end']}, on {_in(net, spec)}; "
+                f"a^[{i}] = {_in(net, spec)} + a^[{spec['end']}] after it")
+            continue
         out = _q("z", i) if spec.activation else _q("a", i)
-        step(f"i={i}", f"{out} = {spec.kind}({_q('a', i - 1)}),  {layer.formula}", f"z{i}" if spec.activation
+        step(f"i={i}", f"{out} = {spec.kind}({_in(net, spec)}),  {layer.formula}", f"z{i}" if spec.activation
              else f"a{i}", _forward_shapes(spec, m, params))
         if spec.activation:
             step("", f"{_q('a', i)} = {spec.activation}({_q('z', i)}),  {LAYERS[spec.activation].formula}", f"a{i}")
+        for r in net.closers(i):
+            inner = net.network[r - 1]
+            step(f"i={r}", f"{_q('a', r)} = {_in(net, inner)} + {_q('a', inner['end'])},  residual: the skip "
+                           "adds the body's input back", f"a{r}")
     say("")
     _cost_steps(net, arrays, manual, step)
     say("")
     say("BACKWARD PASS  (d· means ∂J/∂·; the 1/m of the mean enters once, at the top)")
     say("  Layer by layer from the top: what the catalog's names stand for here, then each step.")
     for spec in reversed(net.network):
+        if spec.kind == "residual":
+            say(f"  i={spec.index:<3}residual: d{_in(net, spec)} = {_q('da', spec.index)} (the skip) + "
+                f"layer {spec.index + 1}'s input gradient (the body): both paths add up")
+            continue
+        for r in reversed(net.closers(spec.index)):
+            step(f"i={r}", f"{_q('da', r)}: residual {r}'s output gradient, passed unchanged to the skip "
+                           f"and to a^[{spec.index}]", f"da{r}")
         _backward_steps(net, spec, say, step)
     say("")
     say(f"Largest difference from the frameworks over every step above: {_worst(manual, others)}")
@@ -264,12 +287,12 @@ def _cost_steps(net: Network, arrays: dict[str, Array], manual: dict[str, Array]
     """J, and when the case has l2 its two terms first: the data term and c·Σ W² (shown, not
     compared: the backends return J only)."""
     loss = NETWORK_LOSSES[net.loss]
-    data = f"(1/m) Σᵢ 𝓛⁽ⁱ⁾,  {loss.formula}, s = a^[{net.L}]"
+    data = f"(1/m) Σᵢ 𝓛⁽ⁱ⁾,  {loss.formula}, s = a^[{net.output_key[1:]}]"
     if not net.l2:
         step("", f"J = {data}", "J")
         return
     term, _ = L2_FORMS[net.l2_form]
-    step("", f"J_data = {data}", None, value=loss.cost(manual[f"a{net.L}"], targets(net, arrays)))
+    step("", f"J_data = {data}", None, value=loss.cost(manual[net.output_key], targets(net, arrays)))
     step("", f"J_L2 = {term} over {', '.join(net.regularised())},  λ = {net.l2:g}, "
              f"l2_form = {net.l2_form}", None, value=np.asarray(l2_term(net, arrays, arrays["X"].shape[0])))
     step("", "J = J_data + J_L2", "J")
@@ -283,16 +306,21 @@ def _backward_steps(net: Network, spec: Spec, say: Callable[[str], None], step: 
     dy = _q("dz", i) if spec.activation else _q("da", i)
     missing = any(local not in pieces for local in layer.params(spec))
     names = _named(f"{layer.formula} {layer.derivative}", _INPUT_NAMES)[:1] or ["x"]
-    names = [f"{names[0]} = {_q('a', i - 1)}"] + [
+    names = [f"{names[0]} = {_in(net, spec)}"] + [
         f"{n} = {dy}" for n in _named(layer.derivative, _GRADIENT_NAMES)[:1] or ["dy"]]
     say(f"  i={i:<3}{spec.kind}: {', '.join(names)}" + (f";  {layer.derivative}" if missing else ""))
+    takers = [s for s in net.network if s.kind != "residual" and net.input_key(s) == f"a{i}"]
     if i == L:
         delta = NETWORK_LOSSES[net.loss].delta
         step("", f"{_q('da', i)} = ∂J/∂s = (1/m) ∂𝓛/∂s,  ∂𝓛/∂s = {delta}", f"da{i}")
+    elif net.closers(i):
+        step("", f"{_q('da', i)} = {_q('da', net.closers(i)[0])} (the residual adds a^[{i}] unchanged)", f"da{i}")
     else:
-        above = net.network[i]  # layer i + 1: its backward gives da^[i]
+        above = takers[0] if takers else net.network[i]  # the layer whose backward gives da^[i]
         _, dx = _pieces(above)
-        step("", f"{_q('da', i)} = layer {i + 1}'s " + (dx or "input gradient (its backward above)"), f"da{i}")
+        step("", f"{_q('da', i)} = layer {above.index}'s " + (dx or "input gradient (its backward above)")
+             + (" + the skip of the residuals it feeds" if len(takers) > 1 or any(
+                 s.kind == "residual" and net.input_key(s) == f"a{i}" for s in net.network) else ""), f"da{i}")
     if spec.activation:
         if spec.activation == SOFTMAX:
             formula = f"ŷ ∘ (da − Σ_k da_k ŷ_k), ŷ = {_q('a', i)}"

@@ -567,10 +567,145 @@ class PoolBackwardIgnoresStride(NetworkMutant):
         return "no maxpool2d or avgpool2d above layer 1 with a stride > 1 along more than one window"
 
 
+# ----------------------------------------------------------------- sequences
+
+
+class EmbeddingAssigns(NetworkMutant):
+    """dW[x] = da: numpy's fancy assignment writes each row once, so of an id that occurs
+    several times only one occurrence's gradient survives (np.add.at adds them all)."""
+
+    name = "embedding-assigns"
+    mistake = "embedding dW[x] = da (an assignment: repeated ids keep one row, not the sum)"
+    needs = "embedding"
+
+    def backward_of(self):
+        def backward(spec, dy, cache):
+            x, shape = cache
+            dW = np.zeros(shape, dtype=dy.dtype)
+            dW[x] = dy
+            return None, {"W": dW}
+        return {"embedding": backward}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if (why := super().why_not(net, arrays)) is not None:
+            return why
+        x = arrays["X"]
+        return None if np.unique(x).size < x.size else "no id occurs twice: assigning is adding"
+
+
+class ResidualForgetsSkip(NetworkMutant):
+    name = "residual-forgets-skip"
+    mistake = "residual backward dx = the body's input gradient alone (the skip path's da dropped)"
+    needs = "residual"
+
+    def backward_of(self):
+        return {"residual": lambda spec, dy, d_body: (d_body, {})}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if (why := super().why_not(net, arrays)) is not None:
+            return why
+        if all(net.input_key(s) == "X" for s in _of(net, "residual")):
+            return "every residual is on X: its input gradient is not a quantity"
+        return None
+
+
+class RnnBpttDropsStepPath(NetworkMutant):
+    """BPTT without the path through time: dh_t = dy_t, as if h_t fed only the layer above.
+    Then every step's da_t = dy_t ∘ (1 − h_t²) stands alone (no loop needed)."""
+
+    name = "rnn-bptt-drops-step-path"
+    mistake = "rnn BPTT with dh_{t−1} = dy_{t−1} only: the path from step t (da_t Whᵀ) dropped"
+    needs = "rnn"
+
+    def backward_of(self):
+        def backward(spec, dy, cache):
+            da = dy * (1 - cache.hs[:, 1:] ** 2)
+            return LAYERS["rnn"].weight_gradients(spec, cache.x, cache.hs[:, :-1], da, cache.Wx,
+                                                   dh0=da[:, 0] @ cache.Wh.T)
+        return {"rnn": backward}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if (why := super().why_not(net, arrays)) is not None:
+            return why
+        return None if any(s.in_shape[0] > 1 for s in _of(net, "rnn")) else "T = 1: there is no step t+1"
+
+
+class LstmTanhPrimeForSigma(NetworkMutant):
+    """The three sigmoid gates' derivative taken as tanh's, 1 − s² for s = σ(a), in place of
+    σ(a)(1 − σ(a)): the lstm's backward with its σ' swapped, forward unchanged."""
+
+    name = "lstm-tanh-prime-for-sigma"
+    mistake = "lstm gate derivatives i, f, o with tanh′ = 1 − s² where σ′ = s(1 − s) belongs"
+    needs = "lstm"
+
+    def layer_of(self):
+        from .catalog.recurrent import Lstm
+
+        class _Mutant(Lstm):
+            sigma_prime = Lstm.tanh_prime
+
+        return {"lstm": _Mutant()}
+
+
+class AttentionBackwardUnscaled(NetworkMutant):
+    """The 1/√d_k of the scores forgotten on the way back: dQ = dS K, dK = dSᵀ Q. The catalog's
+    backward on Q and K divided by the scale computes exactly that (dQ and dK are linear in
+    K and Q; nothing else in the backward reads them)."""
+
+    name = "attention-backward-unscaled"
+    mistake = "attention backward without the 1/√d_k: dQ = dS K, dK = dSᵀ Q"
+    needs = "attention"
+
+    def backward_of(self):
+        def backward(spec, dy, cache):
+            root = math.sqrt(cache.x.shape[-1] // spec["heads"])
+            return LAYERS["attention"].backward(spec, dy, cache._replace(Q=cache.Q * root, K=cache.K * root))
+        return {"attention": backward}
+
+
+class AttentionMaskAfterSoftmax(NetworkMutant):
+    """Causal attention with the mask applied after the softmax: P = softmax(S) over every key,
+    then the future entries zeroed, the rows no longer summing to 1. Forward and backward run
+    on that P (the disagreement starts at the layer's output)."""
+
+    name = "attention-mask-after-softmax"
+    mistake = "causal attention masked after the softmax (future weights zeroed, rows not renormalised)"
+    needs = "attention"
+
+    def layer_of(self):
+        from .catalog.attention import Attention, future, merge_heads
+
+        class _Mutant(Attention):
+            def forward(self, spec, x, p, inp):
+                if not spec["causal"]:
+                    return super().forward(spec, x, p, inp)
+                open_spec = dataclasses.replace(spec, attrs=tuple((k, False if k == "causal" else v)
+                                                                  for k, v in spec.attrs))
+                _, cache = super().forward(open_spec, x, p, inp)
+                P = cache.P.copy()
+                P[..., future(x.shape[1])] = 0  # after the softmax
+                O = merge_heads(P @ cache.V)
+                return O @ p["Wo"] + p["bo"], cache._replace(P=P, O=O)
+
+        return {"attention": _Mutant()}
+
+    @classmethod
+    def why_not(cls, net, arrays):
+        if (why := super().why_not(net, arrays)) is not None:
+            return why
+        return None if any(s["causal"] and s.in_shape[0] > 1 for s in _of(net, "attention")) \
+            else "no causal attention over more than one step"
+
+
 NETWORK_MUTANTS = [BatchnormStatsConstant, DropoutUnscaled, DropoutOtherMask, LayernormOverBatch,
                    L2TwiceLambda, L2HalfLambda, L2WithoutMean,
                    ConvUnflippedKernel, ConvDWLastExample, ConvDbPositionMean, MaxPoolSpread,
-                   AvgPoolUnscaled, BatchnormPerPosition, ConvBackwardIgnoresStride, PoolBackwardIgnoresStride]
+                   AvgPoolUnscaled, BatchnormPerPosition, ConvBackwardIgnoresStride, PoolBackwardIgnoresStride,
+                   RnnBpttDropsStepPath, LstmTanhPrimeForSigma, AttentionBackwardUnscaled,
+                   AttentionMaskAfterSoftmax, EmbeddingAssigns, ResidualForgetsSkip]
 
 # The self-check's mutants, each a mistake learners make: MLP ones, then catalog network ones.
 MUTANTS = [ForgetsGPrime, GInsteadOfGPrime, ForgetsMean, DWFromWrongLayer, WNotTransposed,

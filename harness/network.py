@@ -110,6 +110,11 @@ class Network:
                     prev = f"a{r}"
         return {i: tuple(r) for i, r in closers.items()}, source
 
+    @property
+    def output_key(self) -> str:
+        """The key of the network's output s: a{L}, or the outermost residual that ends there."""
+        return self._values()[-1][0]
+
     def closers(self, i: int) -> tuple[int, ...]:
         """The residuals whose body ends with layer i, innermost first (their a{r} follow a{i})."""
         return self._flow[0].get(i, ())

@@ -444,7 +444,7 @@ def _draw_blocks(rng: np.random.Generator, shape: tuple[int, int, int], spatial:
             H, W = ((n - k) // s + 1 for n, k, s in zip((H, W), size, stride))
 
 
-def network_of(raw: dict, max_dim: int, max_depth: int) -> Network:
+def network_of(raw: dict, max_dim: int, max_depth: int, batch: int = 0) -> Network:
     """The Network of a drawn table (``draw_network``), through the same checks as a file's."""
     f = _Fields({"name": "drawn", **raw}, {"name", *raw}, "<sweep>", "drawn")
-    return parse_network(f, raw["loss"], raw["dtype"], max_dim, max_depth)
+    return parse_network(f, raw["loss"], raw["dtype"], max_dim, max_depth, batch)

@@ -95,11 +95,11 @@ def perturbation_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]
     by layer (the MLP's ``term_magnitudes``) compound through normalisations that project most
     of an error away; a measurement does not. Allowed per element: FLOOR_FACTOR × (that
     change + 10% of the quantity's largest change, so one element that happened not to move
-    is not held to zero). Masks and class targets stay exact.
+    is not held to zero). Masks, class targets and token ids stay exact.
     """
     net = case.model
     eps = float(np.finfo(net.np_dtype).eps)
-    moved_keys = ["X", *net.param_shapes()]
+    moved_keys = ([] if net.vocab else ["X"]) + list(net.param_shapes())  # token ids are exact, like y
     base = backprop(net, inputs)
     dirs = directions(net)
     base["Jv"] = project(net, base, dirs)  # vᵀ∇J, for a backend that measured only that

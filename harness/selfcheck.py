@@ -8,7 +8,6 @@ from typing import Any
 
 from .backends import Gradients, notes_of
 from .cases import Case
-from .catalog import build_spec
 from .model import Model
 from .mutants import MUTANTS, NetworkMutant, PerturbedElement, SoftmaxElementwise
 from .network import Network
@@ -16,14 +15,18 @@ from .runner import effective_kind, run_case
 
 
 def build_network(input: tuple[int, ...], layers: list[dict[str, Any]], loss: str, dtype: str,
-                  l2: float = 0.0, l2_form: str = "half") -> Network:
-    """A ``Network`` from layers written as in a case file ({"layer": "dense", "units": 5}).
-    For the harness's own fixed networks: the case loader's checks of user input are not run."""
-    specs, shape = [], tuple(input)
-    for i, raw in enumerate(layers, start=1):
-        specs.append(build_spec(raw, i, shape))
-        shape = specs[-1].out_shape
-    return Network(tuple(input), tuple(specs), loss, dtype, float(l2), l2_form)
+                  l2: float = 0.0, l2_form: str = "half", vocab: int = 0, batch: int = 0) -> Network:
+    """A ``Network`` from layers written as in a case file ({"layer": "dense", "units": 5}),
+    through the case loader's checks (residual bodies numbered, embedding given ``vocab``,
+    rnn's h0 shaped by ``batch``). For the harness's own fixed networks."""
+    from .cases import MAX_DEPTH, MAX_DIM
+    from .network_cases import network_of
+
+    raw: dict[str, Any] = {"input": list(input), "network": layers, "loss": loss, "dtype": dtype,
+                           "l2": l2, "l2_form": l2_form}
+    if vocab:
+        raw["vocab"] = vocab
+    return network_of(raw, MAX_DIM, MAX_DEPTH, batch)
 
 
 # Square hidden layers, so that the shape-preserving mistakes (Wᵀ vs W, a^[l] vs a^[l-1],
@@ -81,6 +84,20 @@ NETWORK_CASES = [
         {"layer": "flatten"},
         {"layer": "dense", "units": 3},
     ], "cross_entropy", dt, l2=0.05, l2_form="sum"), 2, 23)
+    for dt in ("float64", "float32")
+]
+# A sequence network with every sequence mutant's layer where its mistake shows: token ids
+# that repeat (3×5 positions, vocab 4), a residual above layer 1 (its skip reaches a
+# gradient that is compared), a causal attention, an rnn and an lstm over 5 steps. No relu.
+NETWORK_CASES += [
+    Case(f"tokens-res-attn-rnn-lstm-{dt}", build_network((5,), [
+        {"layer": "embedding", "dim": 4},
+        {"layer": "residual", "body": [{"layer": "layernorm"}, {"layer": "attention", "heads": 2, "causal": True}]},
+        {"layer": "rnn", "hidden": 4},
+        {"layer": "lstm", "hidden": 3},
+        {"layer": "mean_over_time"},
+        {"layer": "dense", "units": 3},
+    ], "cross_entropy", dt, vocab=4, batch=3), 3, 24)
     for dt in ("float64", "float32")
 ]
 CASES += NETWORK_CASES

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -150,6 +151,12 @@ def _flatten_column_major(spec, dy, shape):
 
 def _flatten_column_major_forward(spec, x, p, inp):
     return x.reshape(x.shape[0], -1, order="F")
+
+
+def _last_step_to_first(spec, dy, shape):
+    dx = np.zeros(shape, dtype=dy.dtype)
+    dx[:, 0] = dy
+    return dx, {}
 
 
 def _dropout_without_scale(spec, dy, mask):
@@ -311,6 +318,12 @@ LAYER_OPS: list[LayerOp] = [
             {"dx": ("diagonal of the Jacobian only", _softmax_elementwise)}),
     LayerOp("flatten", {"layer": "flatten"}, (3, 4), ("column-major order", _flatten_column_major_forward),
             {"dx": ("reshaped back column-major", _flatten_column_major)}),
+    LayerOp("last_step", {"layer": "last_step"}, (4, 3), ("the first step", lambda spec, x, p, inp: x[:, 0]),
+            {"dx": ("da sent to the first step", _last_step_to_first)}),
+    LayerOp("mean_over_time", {"layer": "mean_over_time"}, (4, 3),
+            ("the sum over time (no 1/T)", lambda spec, x, p, inp: x.sum(axis=1)),
+            {"dx": ("da to every step, without the 1/T", lambda spec, dy, shape: (
+                np.broadcast_to(dy[:, None], shape).copy(), {}))}),
     LayerOp("dropout", {"layer": "dropout", "rate": 0.3}, (7,), ("without 1/(1 − p)", _dropout_without_scale_forward),
             {"dx": ("without 1/(1 − p)", _dropout_without_scale)}),
     LayerOp("batchnorm", {"layer": "batchnorm"}, (5,), ("unbiased variance", _batchnorm_unbiased_forward),
@@ -469,7 +482,19 @@ def test_mutants_cover_every_label():
         _, grads = layer_manual(spec, x, p, inp, dy)
         covered = set(op.backward_mutants) | ({"forward"} if op.forward_mutant else set())
         assert covered == {"forward", *grads}, (op.id, covered, sorted(grads))
-    assert {op.spec().kind for op in LAYER_OPS} == set(LAYERS), "every catalog layer type has an op"
+    assert {op.spec().kind for op in LAYER_OPS} | set(OPS_ELSEWHERE) == set(LAYERS), \
+        "every catalog layer type has an op"
+    for kind, where in OPS_ELSEWHERE.items():
+        assert kind in (ROOT / where).read_text(encoding="utf-8"), (kind, where)
+
+
+# Layer types checked op by op in a file of their own (the sequence ops build their spec with the
+# batch, for h0), or that are not an op alone: embedding takes integer ids (no dx), a residual
+# wraps other layers.
+OPS_ELSEWHERE = {"rnn": "tests/test_catalog_recurrent.py", "lstm": "tests/test_catalog_recurrent.py",
+                 "attention": "tests/test_catalog_attention.py", "embedding": "tests/test_sequence_cases.py",
+                 "residual": "tests/test_sequence_cases.py"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ============================================================================ losses

@@ -1,11 +1,13 @@
 """The claims of the catalog layers (batch norm, dropout, L2, layer norm, conv, max and average
-pooling) hold against torch, JAX and fd in both dtypes, and the learners' wrong versions of
+pooling, BPTT, the attention softmax, the embedding) hold against torch, JAX and fd in both dtypes, and the learners' wrong versions of
 each are refuted."""
 
 import numpy as np
 import pytest
 
-from harness.claims import (FRAMEWORKS, L2_GRADIENT, NETWORK_CLAIMS, Claim, Context, _avgpool_dx,
+from harness.claims import (FRAMEWORKS, L2_GRADIENT, NETWORK_CLAIMS, Claim, Context, _attention_softmax_rows,
+                            _avgpool_dx, _bptt_two_paths, _embedding_accumulates, attention_dx_by_hand,
+                            rnn_bptt_by_hand, softmax_row_jacobian,
                             _batchnorm_backward, _conv_db, _conv_dW, _conv_dx, _dropout_backward, _l2_gradient,
                             _layernorm_transposed, _maxpool_dx, avgpool_dx_by_hand, batchnorm_by_hand, check,
                             conv_dW_by_hand, conv_dx_by_hand, layernorm_as_batchnorm, maxpool_dx_by_hand)
@@ -219,3 +221,80 @@ def test_the_conv_and_pool_hand_sides_match_their_definitions():
             fd[idx] = ((dy * pool(x + e, reduce, k, s)).sum() - (dy * pool(x - e, reduce, k, s)).sum()) / (2 * h)
         got = hand(x, dy, k, s) if hand else avgpool_dx_by_hand(dy, x.shape, k, s)
         np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- sequences
+
+def test_bptt_that_forgets_the_step_path_is_refuted(ctx):
+    """∂J/∂h_{t−1} = the layer above's alone: dx and dh0 both wrong, on every instance."""
+    _refuted(_bptt_two_paths(from_step=False), ctx, every_instance=True)
+
+
+def test_attention_softmax_with_the_diagonal_only_is_refuted(ctx):
+    """ds = dp ∘ p (diag(p), the elementwise rule) instead of dp (diag(p) − pᵀp)."""
+    _refuted(_attention_softmax_rows(lambda p: np.diag(p)), ctx, every_instance=True)
+
+
+def test_attention_softmax_jacobian_transposed_is_its_own_refutation_check(ctx):
+    """diag(p) − pᵀp is symmetric, so its transpose must pass too: the refutation above is
+    about the missing −pᵀp, not about which side the row multiplies."""
+    outcomes = check(Claim("transposed", "", _attention_softmax_rows(
+        lambda p: softmax_row_jacobian(p).T)), ctx)
+    assert outcomes and all(o.passed for o in outcomes)
+
+
+def test_embedding_assigning_instead_of_accumulating_is_refuted(ctx):
+    _refuted(_embedding_accumulates(accumulate=False), ctx, every_instance=True)
+
+
+def test_the_sequence_hands_match_their_definitions():
+    """Each hand form against a finite difference of its own forward, float64: BPTT's dx and
+    dh0 of tanh(x_t Wx + h_{t−1} Wh + b) and the attention's dx, on random small arrays."""
+    rng = np.random.default_rng(1)
+    N, T, D, H = 2, 4, 3, 3
+    x, h0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H))
+    Wx, Wh, b = rng.standard_normal((D, H)) / 2, rng.standard_normal((H, H)) / 2, rng.standard_normal(H)
+    dy = rng.standard_normal((N, T, H))
+
+    def rnn(x, h0):
+        h, hs = h0, []
+        for t in range(T):
+            h = np.tanh(x[:, t] @ Wx + h @ Wh + b)
+            hs.append(h)
+        return np.stack(hs, 1)
+
+    def fd(f, a):
+        g, e = np.zeros_like(a), 1e-6
+        for idx in np.ndindex(a.shape):
+            d = np.zeros_like(a)
+            d[idx] = e
+            g[idx] = ((dy_of(f(a + d))).sum() - (dy_of(f(a - d))).sum()) / (2 * e)
+        return g
+
+    dy_of = lambda out: dy * out  # noqa: E731
+    dx, dh0 = rnn_bptt_by_hand(rnn(x, h0), h0, dy, Wx, Wh)
+    np.testing.assert_allclose(dx, fd(lambda a: rnn(a, h0), x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dh0, fd(lambda a: rnn(x, a), h0), rtol=1e-6, atol=1e-8)
+
+    D, heads = 4, 2
+    x = rng.standard_normal((N, T, D))
+    params = {f"W{k}": rng.standard_normal((D, D)) / 2 for k in "qkvo"} | {f"b{k}": rng.standard_normal(D) for k in "qkvo"}
+    dy = rng.standard_normal((N, T, D))
+    for causal in (False, True):
+        def attention(a):
+            out = np.zeros_like(a)
+            d_k = D // heads
+            for n in range(N):
+                Q, K, V = (a[n] @ params[f"W{k}"] + params[f"b{k}"] for k in "qkv")
+                O = np.zeros((T, D))
+                for h in range(heads):
+                    c = slice(h * d_k, (h + 1) * d_k)
+                    S = Q[:, c] @ K[:, c].T / np.sqrt(d_k)
+                    if causal:
+                        S = np.where(np.tril(np.ones((T, T))) > 0, S, -np.inf)
+                    P = np.exp(S - S.max(1, keepdims=True))
+                    O[:, c] = (P / P.sum(1, keepdims=True)) @ V[:, c]
+                out[n] = O @ params["Wo"] + params["bo"]
+            return out
+        np.testing.assert_allclose(attention_dx_by_hand(x, params, dy, heads, causal), fd(attention, x),
+                                   rtol=1e-6, atol=1e-8)

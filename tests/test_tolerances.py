@@ -24,6 +24,8 @@ MIN_MARGIN_FOR = {"nudge": 3.0, "finite_difference": 5.0, "forward_difference": 
 # it cancels, and the worst element of cases/networks.toml uses 10.5% of the float32 row
 # (a dβ of 1e-7 at a scale of 0.1, torch vs jax). 8× still leaves the row far from its edge.
 MIN_MARGIN_FOR_ROW = {("float32", "analytic"): 8.0}
+NETWORK_FILES = ("networks.toml", "sequences.toml")
+SEQUENCE_LAYERS = ("embedding", "rnn", "lstm", "attention", "residual")
 VARIANTS = ("fd-forward", "nudge", "fd-richardson", "fd-complex", "fd-directional")
 NETWORK_VARIANTS = ("fd-forward", "nudge")
 
@@ -31,8 +33,12 @@ NETWORK_VARIANTS = ("fd-forward", "nudge")
 def structurally_zero(case, quantity: str) -> bool:
     """db of a dense layer that feeds a batch norm directly: exactly 0 in exact arithmetic (the
     norm subtracts the batch mean, b with it), so both sides are rounding noise and their ratio
-    to the tolerance says nothing about the table (the rounding floor clears it if needed)."""
+    to the tolerance says nothing about the table (the rounding floor clears it if needed).
+    Likewise attention's dbk: bk adds q·bk to every score of a query's row, and the softmax
+    of a row does not move when the row is shifted."""
     net = getattr(case.model, "network", None)
+    if net is not None and (key := re.fullmatch(r"dbk(\d+)", quantity)):
+        return net[int(key.group(1)) - 1].kind == "attention"
     match = re.fullmatch(r"db(\d+)", quantity)
     if net is None or not match:
         return False
@@ -45,14 +51,15 @@ def worst_used(builtin) -> dict:
     from harness.backends import get
 
     files = sorted((ROOT / "cases").glob("*.toml"))
-    mlps = [c for f in files if f.name != "networks.toml" for c in load_file(f)]
-    networks = load_file(ROOT / "cases" / "networks.toml")
+    mlps = [c for f in files if f.name not in NETWORK_FILES for c in load_file(f)]
+    networks = [c for name in NETWORK_FILES for c in load_file(ROOT / "cases" / name)]
     # The catalog networks take the variants that bring a row of their own: fd-richardson and
     # fd-directional share fd's row, and complex step is not written for networks.
     # The conv networks run the builtin backends only: the variants' rows (forward differences,
     # the nudge) are measured on the MLPs and the dense networks, and fd on a conv net is fd's
     # own row; their nudges of every intermediate would double this test's time.
-    spatial = [c for c in networks if any(s.kind in SPATIAL_LAYERS for s in c.model.network)]
+    # The sequence networks likewise (their fd nudges every step of every intermediate).
+    spatial = [c for c in networks if any(s.kind in SPATIAL_LAYERS + SEQUENCE_LAYERS for s in c.model.network)]
     dense = [c for c in networks if c not in spatial]
     results = [run(mlps, list(builtin.values()) + [get(v) for v in VARIANTS]),
                run(dense, list(builtin.values()) + [get(v) for v in NETWORK_VARIANTS]),

@@ -84,7 +84,8 @@ class _Evaluator:
 
     @cached_property
     def _batch_keys(self) -> set[str]:
-        return {"X", "y", "Y", "target_mask", *self.net.input_specs(1)}
+        rows = {k for k, (_, _, p) in self.net.param_specs().items() if p.per_example}  # h0
+        return {"X", "y", "Y", "target_mask", *self.net.input_specs(1), *rows}
 
     def _example(self, n: int) -> dict[str, Array]:
         return {k: (v[n:n + 1] if k in self._batch_keys else v) for k, v in self.f.items()}

@@ -11,19 +11,23 @@ from typing import Any
 from ..activations import ACTIVATIONS, ALL_NAMES
 from ..errors import did_you_mean
 from .base import LAYERS, REQUIRED, Attr, Layer, LayerError, Param, Shape, Spec
+from .attention import Attention
 from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .dense import Dense
 from .dropout import Dropout
 from .elementwise import ACTIVATION_LAYERS, act_backward, act_kinks
 from .losses import L2_FORMS, NETWORK_LOSSES, NetworkLoss, l2_coefficient
 from .norm import BatchNorm, LayerNorm
+from .recurrent import Lstm, Rnn
+from .sequence import Embedding, LastStep, MeanOverTime, Residual
 from .reshape import Flatten
 
 __all__ = ["LAYERS", "Layer", "LayerError", "Param", "Spec", "Attr", "NETWORK_LOSSES", "NetworkLoss",
            "L2_FORMS", "l2_coefficient", "build_spec", "act_backward", "act_kinks"]
 
 _TYPES: list[Layer] = [Dense(), *ACTIVATION_LAYERS, Flatten(), Dropout(), BatchNorm(), LayerNorm(),
-                     Conv2d(), MaxPool2d(), AvgPool2d()]
+                     Conv2d(), MaxPool2d(), AvgPool2d(),
+                     Embedding(), Rnn(), Lstm(), LastStep(), MeanOverTime(), Attention(), Residual()]
 LAYERS.update({t.name: t for t in _TYPES})
 
 
@@ -34,7 +38,7 @@ def _type_name(types: tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def build_spec(raw: Any, index: int, in_shape: Shape) -> Spec:
+def build_spec(raw: Any, index: int, in_shape: Shape, batch: int = 0) -> Spec:
     """Check one ``{layer = "...", ...}`` entry against the catalog and infer its output shape.
 
     Raises ``LayerError`` whose ``field`` is the attribute at fault ("layer" for the type).
@@ -76,7 +80,7 @@ def build_spec(raw: Any, index: int, in_shape: Shape) -> Spec:
             raise LayerError("activation", f"unknown activation {a!r}{did_you_mean(a, ALL_NAMES)}; "
                                            f"known: {', '.join(ALL_NAMES)}")
     out_shape = tuple(layer.out_shape(attrs, tuple(in_shape)))
-    return Spec(kind, tuple(attrs.items()), index, tuple(in_shape), out_shape)
+    return Spec(kind, tuple(attrs.items()), index, tuple(in_shape), out_shape, batch)
 
 
 def is_elementwise_activation(kind: str) -> bool:

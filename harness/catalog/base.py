@@ -48,12 +48,14 @@ class Attr:
 
 @dataclass(frozen=True)
 class Param:
-    """A parameter: its shape, how it is drawn (``draw(rng, shape)``, float64), and whether the
-    case's L2 penalty applies to it (weight matrices yes; biases, gamma, beta no)."""
+    """A parameter: its shape, how it is drawn (``draw(rng, shape)``, float64), whether the
+    case's L2 penalty applies to it (weight matrices yes; biases, gamma, beta no), and whether
+    its rows belong to the examples (an initial state h0: N×H)."""
 
     shape: Shape
     draw: Callable[[np.random.Generator, Shape], Array]
     regularised: bool = False
+    per_example: bool = False  # one row per example (rnn's h0): a batch of one takes its row
 
 
 @dataclass(frozen=True)

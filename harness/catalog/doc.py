@@ -97,6 +97,9 @@ def _probe(layer: Layer, in_dims: tuple[str, ...]) -> tuple[Any, dict[int, str]]
         elif int in attr.types:
             raw[key] = next(primes)
             symbol[raw[key]] = key
+    if "vocab" in layer.attrs:  # set from the case's vocab: shown as V
+        raw["vocab"] = next(primes)
+        symbol[raw["vocab"]] = "V"
     shape = tuple(next(p for p, s in symbol.items() if s == d) for d in in_dims)
     try:
         return build_spec(raw, 1, shape), symbol
@@ -105,7 +108,13 @@ def _probe(layer: Layer, in_dims: tuple[str, ...]) -> tuple[Any, dict[int, str]]
 
 
 def _dims(shape: tuple[int, ...], symbol: dict[int, str]) -> str:
-    return "×".join(symbol.get(n, str(n)) for n in shape)
+    def one(n: int) -> str:
+        if n in symbol:
+            return symbol[n]
+        # a multiple of a symbol (lstm's 4 gates: 4·hidden)
+        k = next((n // p for p in symbol if p > 1 and n % p == 0 and n // p < 10), None)
+        return f"{k}·{symbol[n // k]}" if k else str(n)
+    return "×".join(one(n) for n in shape)
 
 
 def parameters(layer: Layer) -> str:
