@@ -30,8 +30,8 @@ CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "
 # Keys of the network form only (harness.network_cases); the MLP form refuses them.
 NETWORK_ONLY_KEYS = ("input", "l2", "l2_form", "vocab")
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
-              "batch", "input_scale", "layers", "l2", "l2_forms", "input", "blocks", "filters"}
-NETWORK_SWEEP_KEYS = ("layers", "l2", "l2_forms", "input", "blocks", "filters")
+              "batch", "input_scale", "layers", "l2", "l2_forms", "input", "blocks", "filters", "vocab"}
+NETWORK_SWEEP_KEYS = ("layers", "l2", "l2_forms", "input", "blocks", "filters", "vocab")
 TOP_KEYS = {"case", "sweep"}
 
 # --------------------------------------------------------------------------- limits
@@ -634,9 +634,12 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     # Without `layers`, the non-spatial ones: a conv sweep names its conv2d or pools.
     extras = _names(f, "layers", [k for k in nc.SWEEP_LAYERS if k not in nc.SPATIAL_LAYERS],
                     set(nc.SWEEP_LAYERS))
-    spatial = _spatial_settings(f, extras)
+    sequence = _sequence_settings(f, extras)
+    spatial = None if sequence else _spatial_settings(f, extras)
     per_case = 4 * depth[1] + 1 + (0 if spatial is None else
                                    nc.LAYERS_PER_BLOCK * spatial["blocks"][1] + 1)
+    if sequence:
+        per_case += nc.LAYERS_PER_SEQUENCE_BLOCK * sequence["blocks"][1] + 2
     if count * per_case > MAX_SWEEP_WIDTHS:
         f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} layers, count × (4·depth hi + 1"
                         f"{'' if spatial is None else ' + 4·blocks hi + 1'}); "
@@ -650,19 +653,60 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     cases = []
     for i in range(count):
         name = f"{prefix}-{i:03d}"
-        raw = nc.draw_network(rng, depth, width, hidden, losses, extras, dtypes, l2, forms, spatial)
+        raw = nc.draw_network(rng, depth, width, hidden, losses, extras, dtypes, l2, forms, spatial, sequence)
         m = int(rng.integers(batch[0], batch[1] + 1))
         case_seed = int(rng.integers(0, 2**31))
         try:
-            net = nc.network_of(raw, MAX_DIM, MAX_DEPTH)
+            net = nc.network_of(raw, MAX_DIM, MAX_DEPTH, m)
+            if any(s.kind == "batchnorm" for s in net.network) and m < 2:
+                m = 2  # batch norm over one example has zero variance
+                net = nc.network_of(raw, MAX_DIM, MAX_DEPTH, m)  # rnn's h0 has a row per example
         except InputError as e:  # a bug in draw_network, not in the file: say where it came from
             f.fail("layers", f"drew an invalid network for {name}: {e.message}")
-        if any(s.kind == "batchnorm" for s in net.network) and m < 2:
-            m = 2  # batch norm over one example has zero variance
         budget.add(f, net, m, extra=0, batch_field="batch", size_field="width",
                    sum_field="count", name=name)
         cases.append(Case(name, net, m, case_seed, src, 1.0, f"from sweep {prefix!r}"))
     return cases
+
+
+def _sequence_settings(f: _Fields, extras: list[str]) -> dict | None:
+    """``input`` ([T, D] ranges), ``blocks`` and ``vocab`` of a sequence sweep (one whose
+    ``layers`` name a sequence layer), None otherwise."""
+    from . import network_cases as nc
+
+    if not any(e in nc.SEQUENCE_LAYERS for e in extras):
+        if "vocab" in f.raw:
+            f.fail("vocab", "only for a sequence sweep with embedding in `layers`")
+        return None
+    if any(e in nc.SPATIAL_LAYERS for e in extras):
+        f.fail("layers", "a sweep draws conv networks or sequence networks, not both: "
+                         f"{', '.join(e for e in extras if e in nc.SPATIAL_LAYERS + nc.SEQUENCE_LAYERS)}")
+    if "filters" in f.raw:
+        f.fail("filters", "only for a conv sweep (a sequence sweep has no conv2d)")
+    raw = f.get("input", list, nc.DEFAULT_SEQUENCE_INPUT, what="[T, D], each a size or a range [lo, hi]")
+    if len(raw) != 2:
+        f.fail("input", f"a sequence sweep's input is [T, D], each a size or a range [lo, hi]; "
+                        f"got {len(raw)} entries: {_show(raw)}")
+    ranges = []
+    for i, (axis, r) in enumerate(zip("TD", raw)):
+        lo_hi = [r, r] if isinstance(r, int) and not isinstance(r, bool) else r
+        if (not isinstance(lo_hi, list) or len(lo_hi) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
+                or not 1 <= lo_hi[0] <= lo_hi[1] or lo_hi[1] > MAX_DIM):
+            f.fail(f"input[{i}]", f"{axis} must be a size or a range [lo, hi] with 1 <= lo <= hi <= "
+                                  f"{_limit(MAX_DIM)}, got {_show(r)}")
+        ranges.append(lo_hi)
+    depth_hi = _range(f, "depth", [1, 4], 1, MAX_DEPTH)[1]
+    room = (MAX_DEPTH - 4 * depth_hi - 2) // nc.LAYERS_PER_SEQUENCE_BLOCK
+    blocks = _range(f, "blocks", nc.DEFAULT_BLOCKS, 1, MAX_DEPTH)
+    if blocks[1] > room:
+        f.fail("blocks", f"a network has at most {MAX_DEPTH} layers: with depth up to {depth_hi}, "
+                         f"blocks (up to {nc.LAYERS_PER_SEQUENCE_BLOCK} layers each) must be at most "
+                         f"{max(room, 0)}, got {_show(blocks)}")
+    vocab = _range(f, "vocab", nc.DEFAULT_VOCAB, 1, MAX_DIM)
+    if "vocab" in f.raw and "embedding" not in extras:
+        f.fail("vocab", "the sweep draws no embedding (add it to `layers`), so no input is token ids")
+    return {"input": ranges, "blocks": blocks, "vocab": vocab}
 
 
 def _spatial_settings(f: _Fields, extras: list[str]) -> dict | None:

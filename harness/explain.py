@@ -215,7 +215,7 @@ def _layer_table(net: Network, m: int) -> list[str]:
 def _in(net: Network, spec: Spec) -> str:
     """The name of the layer's input: X or a^[k] (past residuals, not always a^[i−1])."""
     key = net.input_key(spec)
-    return "X" if key == "X" else _q("a", int(key[1:]))
+    return _q("a", 0 if key == "X" else int(key[1:]))
 
 
 def _forward_shapes(spec: Spec, m: int, params: dict[str, Any]) -> str:

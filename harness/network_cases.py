@@ -323,7 +323,13 @@ def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
 # The layer types a sweep composes around its dense layers. The spatial ones (conv2d and the
 # pools) make a conv sweep: blocks on a [C, H, W] input, then flatten, then the dense head.
 SPATIAL_LAYERS = ("conv2d", "maxpool2d", "avgpool2d")
-SWEEP_LAYERS = ("batchnorm", "layernorm", "dropout", *SPATIAL_LAYERS)
+# And the sequence ones make a sequence sweep: blocks on a [T, D] input (or token ids), then a
+# head per step or on last_step / mean_over_time.
+SEQUENCE_LAYERS = ("embedding", "rnn", "lstm", "attention", "residual")
+SWEEP_LAYERS = ("batchnorm", "layernorm", "dropout", *SPATIAL_LAYERS, *SEQUENCE_LAYERS)
+DEFAULT_SEQUENCE_INPUT = [[1, 6], [2, 8]]  # [T, D]
+DEFAULT_VOCAB = [3, 12]
+LAYERS_PER_SEQUENCE_BLOCK = 6  # residual(layernorm, dense, relu, dense) or residual(layernorm, attention)
 SWEEP_LOSSES = tuple(NETWORK_LOSSES)
 MIN_NORMALISED = 4  # features a sweep's layernorm or batchnorm normalises, at least
 MAX_KERNEL = 4  # a conv sweep's kernels are 1..4 along each axis (at most the padded input)
@@ -341,7 +347,7 @@ def _draw(rng: np.random.Generator, lo_hi) -> int:
 
 
 def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras, dtypes, l2, forms,
-                 spatial: dict | None = None) -> dict:
+                 spatial: dict | None = None, sequence: dict | None = None) -> dict:
     """One random network of a sweep, as the raw table a case file would hold.
 
     ``depth`` dense layers, the last one the output; each hidden dense is followed, each with
@@ -353,7 +359,13 @@ def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras,
     L = int(rng.integers(depth[0], depth[1] + 1))
     loss = losses[int(rng.integers(0, len(losses)))]
     layers: list[dict] = []
-    if spatial is None:
+    vocab = 0
+    if sequence is not None:
+        shape, vocab = _draw_sequence_blocks(rng, sequence, hidden, extras, layers)
+        # Logits per step (cross-entropy on N×T×V) or one row per example first.
+        if not (loss == "cross_entropy" and rng.integers(0, 2)):
+            layers.append({"layer": "last_step" if rng.integers(0, 2) else "mean_over_time"})
+    elif spatial is None:
         shape = [int(rng.integers(width[0], width[1] + 1))]
     else:
         shape = [_draw(rng, r) for r in spatial["input"]]
@@ -388,7 +400,48 @@ def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras,
     lam = float(rng.uniform(l2[0], l2[1])) if l2[1] > 0 else 0.0
     form = forms[int(rng.integers(0, len(forms)))]
     dtype = dtypes[int(rng.integers(0, len(dtypes)))]
-    return {"input": shape, "network": layers, "loss": loss, "dtype": dtype, "l2": lam, "l2_form": form}
+    out = {"input": shape, "network": layers, "loss": loss, "dtype": dtype, "l2": lam, "l2_form": form}
+    return {**out, "vocab": vocab} if vocab else out
+
+
+def _draw_sequence_blocks(rng: np.random.Generator, sequence: dict, hidden, extras, layers: list[dict]
+                          ) -> tuple[list[int], int]:
+    """The blocks of a sequence sweep's network, appended to ``layers``; returns the input shape
+    and the vocab (0 for real sequences). With ``embedding`` in ``extras`` the input is token
+    ids half of the time. Each block is one of ``extras``' rnn (h0 a parameter with probability
+    ½), lstm (likewise), attention (heads a divisor of the width, causal with probability ½;
+    with residual in ``extras``, a pre-norm residual block around it with probability ½) or,
+    with residual, a residual MLP block (layernorm, dense, activation, dense back to the width).
+    A residual block starts with a layer norm when ``extras`` has it and the width is at least
+    MIN_NORMALISED."""
+    T, D = _draw(rng, sequence["input"][0]), _draw(rng, sequence["input"][1])
+    D0, vocab = D, 0
+    if "embedding" in extras and rng.integers(0, 2):
+        vocab = _draw(rng, sequence["vocab"])
+        layers.append({"layer": "embedding", "dim": D})
+    kinds = [k for k in ("rnn", "lstm", "attention") if k in extras] or ["attention"]
+    residual = "residual" in extras
+    for _ in range(_draw(rng, sequence["blocks"])):
+        # pre-norm, where there are enough features to normalise (see MIN_NORMALISED)
+        norm = [{"layer": "layernorm"}] if "layernorm" in extras and D >= MIN_NORMALISED else []
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        if residual and rng.integers(0, 4) == 0:  # a residual MLP block instead
+            act = hidden[int(rng.integers(0, len(hidden)))]
+            body = [*norm, {"layer": "dense", "units": 2 * D, "activation": act}, {"layer": "dense", "units": D}]
+            layers.append({"layer": "residual", "body": body})
+        elif kind == "attention":
+            heads = [h for h in (1, 2, 4) if D % h == 0]
+            layer = {"layer": "attention", "heads": heads[int(rng.integers(0, len(heads)))],
+                     "causal": bool(rng.integers(0, 2))}
+            wrap = residual and rng.integers(0, 2)
+            layers.append({"layer": "residual", "body": [*norm, layer]} if wrap else layer)
+        else:
+            layer = {"layer": kind, "hidden": D if residual else _draw(rng, sequence["input"][1])}
+            if rng.integers(0, 2):
+                layer["h0"] = True
+            layers.append(layer)
+            D = layer["hidden"]
+    return ([T] if vocab else [T, D0]), vocab
 
 
 def _pair_or_int(h: int, w: int) -> int | list[int]:

@@ -157,7 +157,7 @@ def test_explain_shows_the_numbering(tmp_path):
     out = proc.stdout
     assert "body = layers 3..6" in out and "body = layers 5..5" in out and "body = layers 8..8" in out
     assert "a^[2] = a^[1] + a^[6]" in out and "a^[4] = a^[3] + a^[5]" in out
-    assert "residual: da^[1] = da^[2] (the skip)" in out
+    assert "residual: da^[1] = da^[2] (the skip)" in out and "i=2  residual: its body is layers 3..6, on a^[1]" in out
 
 
 def test_residual_output_is_input_plus_body(tmp_path):
@@ -273,3 +273,51 @@ def test_shipped_sequence_cases_cover_the_issue():
     assert [s.kind for s in block.network] == ["embedding", "residual", "layernorm", "attention", "residual",
                                                "layernorm", "dense", "dense", "layernorm", "dense"]
     assert block.per_step and {c.model.dtype for c in cases} == {"float32", "float64"}
+
+
+# ============================================================================ the sequence sweep
+
+def sweep_text(**settings) -> str:
+    base = {"name": '"ss"', "count": 40, "seed": 3,
+            "layers": '["embedding", "rnn", "lstm", "attention", "residual", "layernorm", "batchnorm", "dropout"]'}
+    base.update(settings)
+    return "[[sweep]]\n" + "".join(f"{k} = {v}\n" for k, v in base.items() if v is not None)
+
+
+def test_sequence_sweep_is_seeded_and_draws_every_kind(tmp_path):
+    """The same seed gives the same networks; 40 draws use every sequence layer, token and real
+    input, heads per step and pooled, h0 on and off; every network passed the loader's checks."""
+    path = tmp_path / "s.toml"
+    path.write_text(sweep_text())
+    a, b = load_file(path), load_file(path)
+    assert [c.model.describe() for c in a] == [c.model.describe() for c in b]
+    kinds = {s.kind for c in a for s in c.model.network}
+    assert {"embedding", "rnn", "lstm", "attention", "residual", "last_step", "mean_over_time"} <= kinds
+    assert {bool(c.model.vocab) for c in a} == {True, False}
+    assert {c.model.per_step for c in a} == {True, False}
+    assert {bool(s["h0"]) for c in a for s in c.model.network if s.kind in ("rnn", "lstm")} == {True, False}
+    assert {s["causal"] for c in a for s in c.model.network if s.kind == "attention"} == {True, False}
+
+
+# (id, sweep text, field, words)
+BAD_SWEEPS = [
+    ("conv-and-sequence", sweep_text(layers='["conv2d", "rnn"]'), "layers", ["not both", "conv2d", "rnn"]),
+    ("input-3-entries", sweep_text(input="[[1, 2], [4, 8], 3]"), "input", ["[T, D]", "3 entries"]),
+    ("T-0", sweep_text(input="[[0, 2], [4, 8]]"), "input[0]", ["T must be", "[0, 2]"]),
+    ("vocab-without-embedding", sweep_text(layers='["rnn"]', vocab="[3, 5]"), "vocab", ["no embedding"]),
+    ("vocab-on-a-dense-sweep", sweep_text(layers='["dropout"]', vocab="[3, 5]"), "vocab", ["sequence sweep"]),
+    ("filters-on-a-sequence-sweep", sweep_text(filters="[1, 2]"), "filters", ["conv sweep"]),
+    ("too-many-blocks", sweep_text(blocks="[1, 200]"), "blocks", ["at most", "[1, 200]"]),
+]
+
+
+@pytest.mark.parametrize("text, field, words", [b[1:] for b in BAD_SWEEPS], ids=[b[0] for b in BAD_SWEEPS])
+def test_bad_sequence_sweep_setting_is_one_input_error(text, field, words, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        load_file(path)
+    err = info.value
+    assert err.field == field, str(err)
+    _assert_one_line(str(err), path, field, None, words, case="ss")
+

@@ -99,8 +99,8 @@ class JaxBackend:
                   for l in range(1, model.L + 1)]
         T = {k: jnp.asarray(arrays[k]) for k in ("y", "Y") if k in arrays}
         m = arrays["X"].shape[0]
-        tz = [jnp.zeros((m, n), dtype=dt) for n in model.layers[1:]]
-        ta = [jnp.zeros((m, n), dtype=dt) for n in model.layers[1:-1]]
+        tz = [np.zeros((m, n), dtype=dt) for n in model.layers[1:]]  # numpy: see _network_gradients
+        ta = [np.zeros((m, n), dtype=dt) for n in model.layers[1:-1]]
         fn = self._value_and_grad(tuple(model.activations), model.loss)
         (J, (zs, as_)), (grads, (dz, da)) = fn(params, (tz, ta), jnp.asarray(arrays["X"], dtype=dt),
                                                 T)
@@ -142,7 +142,9 @@ class JaxBackend:
         m = arrays["X"].shape[0]
         params = {k: jnp.asarray(arrays[k], dtype=dt) for k in net.param_shapes()}
         inputs = {k: jnp.asarray(arrays[k], dtype=dt) for k in net.input_specs(m)}
-        taps = {q: jnp.zeros(net.shape_of(q, m), dtype=dt)
+        # numpy zeros: jnp.zeros compiles a broadcast for every new shape (a second of a cold
+        # run's compiles on a network case); the jitted function takes numpy arrays as they are.
+        taps = {q: np.zeros(net.shape_of(q, m), dtype=dt)
                 for q in net.intermediates() if not q.startswith("d")}
         T = {k: jnp.asarray(arrays[k]) for k in TARGET_KEYS if k in arrays}
         X = jnp.asarray(arrays["X"]) if net.vocab else jnp.asarray(arrays["X"], dtype=dt)  # ids stay ints
