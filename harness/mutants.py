@@ -645,7 +645,7 @@ class LstmTanhPrimeForSigma(NetworkMutant):
         from .catalog.recurrent import Lstm
 
         class _Mutant(Lstm):
-            sigma_prime = Lstm.tanh_prime
+            sigma_prime = staticmethod(Lstm.tanh_prime)
 
         return {"lstm": _Mutant()}
 
