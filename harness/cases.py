@@ -631,8 +631,9 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     hidden = _names(f, "activations", list(ACTIVATIONS), set(ACTIVATIONS))
     losses = _names(f, "losses", list(nc.SWEEP_LOSSES), set(nc.SWEEP_LOSSES))
     dtypes = _names(f, "dtypes", list(DTYPES), set(DTYPES))
-    # Without `layers`, the non-spatial ones: a conv sweep names its conv2d or pools.
-    extras = _names(f, "layers", [k for k in nc.SWEEP_LAYERS if k not in nc.SPATIAL_LAYERS],
+    # Without `layers`, the dense extras: a conv sweep names its conv2d or pools, a sequence
+    # sweep its rnn, lstm, attention, embedding or residual.
+    extras = _names(f, "layers", [k for k in nc.SWEEP_LAYERS if k not in nc.SPATIAL_LAYERS + nc.SEQUENCE_LAYERS],
                     set(nc.SWEEP_LAYERS))
     sequence = _sequence_settings(f, extras)
     spatial = None if sequence else _spatial_settings(f, extras)

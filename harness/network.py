@@ -10,6 +10,11 @@ activation also has its pre-activation ``z{i}``; the backward gives ``da{i}`` = 
 ``dz{i}`` = ∂J/∂z^[i]; parameters are ``{name}{i}`` (``W1``, ``gamma2``) and their gradients
 ``d{name}{i}``; extra inputs (dropout's mask) ``{name}{i}`` too.
 
+A ``residual`` layer r is followed in ``network`` by its body (layers r+1 … its ``end``,
+depth-first); its output a{r} = input + the body's output is made right after the body's last
+layer. Every walk here (``walk``, ``forward``, ``backprop``) keeps a stack of the open
+residuals' inputs for that; ``input_key`` names the value a layer really takes.
+
 ``backprop`` walks the layers calling each one's hand-written backward: it is the manual
 arm. It never imports torch or jax.
 """

@@ -52,8 +52,17 @@ def tie_masks(net: Network, arrays: Mapping[str, Array], seed: int = 0) -> tuple
         masks[q] = masks[q] | hit if q in masks else hit
 
     delta = None  # the change in ∂J/∂a^[i] that the choices above layer i make
+    skip: dict[int, Array | None] = {}  # the change at each residual's output, for its skip path
     for spec in reversed(net.network):
         i, layer = spec.index, LAYERS[spec.kind]
+        if spec.kind == "residual":  # the body's change at its input, plus the skip's
+            s = skip.pop(i)
+            delta = s if delta is None else delta if s is None else delta + s
+            continue
+        for r in reversed(net.closers(i)):
+            if delta is not None:
+                mark(f"da{r}", delta)
+            skip[r] = delta
         dy = grads[f"dz{i}"] if spec.activation else grads[f"da{i}"]
         if delta is not None:
             mark(f"da{i}", delta)
@@ -63,7 +72,8 @@ def tie_masks(net: Network, arrays: Mapping[str, Array], seed: int = 0) -> tuple
             delta, dparams = layer.backward(spec, delta, caches[i])
             for local, d in dparams.items():
                 mark(f"d{spec.key(local)}", d)
-        x = arrays["X"] if i == 1 else values[f"a{i - 1}"]
+        key = net.input_key(spec)
+        x = arrays["X"] if key == "X" else values[key]
         tol = TIE_ULPS * eps * float(np.max(np.abs(x), initial=0.0))
         found = layer.ties(spec, x, dy, tol, rng)
         if found is not None and found[1]:

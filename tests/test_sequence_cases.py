@@ -170,6 +170,41 @@ def test_residual_output_is_input_plus_body(tmp_path):
     assert not np.allclose(out["da1"], out["da2"])
 
 
+RESIDUAL_TIES = """[[case]]
+name = "res-pool"
+input = [1, 6, 6]
+batch = 2
+loss = "cross_entropy"
+network = [
+  {layer = "conv2d", filters = 2, kernel = 3, padding = 1},
+  {layer = "residual", body = [{layer = "relu"}, {layer = "conv2d", filters = 2, kernel = 3, padding = 1}]},
+  {layer = "maxpool2d", size = 2},
+  {layer = "flatten"},
+  {layer = "dense", units = 3},
+]
+[case.values]
+X = [[[[1,1,2,2,0,0],[1,1,2,2,0,0],[3,3,1,1,2,2],[3,3,1,1,2,2],[0,0,0,0,1,1],[0,0,0,0,1,1]]],[[[1,2,3,4,5,6],[1,2,3,4,5,6],[6,5,4,3,2,1],[6,5,4,3,2,1],[1,1,1,1,1,1],[2,2,2,2,2,2]]]]
+W1 = [[[[0,0,0],[0,1,0],[0,0,0]]],[[[0,0,0],[0,2,0],[0,0,0]]]]
+W4 = [[[[0,0,0],[0,0,0],[0,0,0]],[[0,0,0],[0,0,0],[0,0,0]]],[[[0,0,0],[0,0,0],[0,0,0]],[[0,0,0],[0,0,0],[0,0,0]]]]
+b4 = [0.5, -0.25]
+b1 = [0, 0]
+"""
+
+
+def test_ties_are_traced_through_a_residual(tmp_path, builtin):
+    """A max pool after a residual whose body adds a constant: the windows of the integer
+    image tie, and the choice of maximum reaches the residual's output, its body and the layer
+    below through both paths. Every tied element is masked, everything else agrees."""
+    from harness.runner import run_case
+
+    case = _load(tmp_path, RESIDUAL_TIES)
+    result = run_case(case, [builtin["manual"], builtin["torch"]])
+    assert not result.errors, [e.message for e in result.errors]
+    assert result.ties["windows"] > 0 and result.passed, [c.message() for c in result.failures()]
+    masked = {c.quantity for c in result.comparisons if c.n_checked < c.n_total}
+    assert {"da2", "da4", "da1"} <= masked, masked  # the residual's output, its body, below it
+
+
 # ============================================================================ tokens, per-step loss
 
 TAGGER = case_text('{layer = "embedding", dim = 3}, {layer = "rnn", hidden = 4}, {layer = "dense", units = 4}',
