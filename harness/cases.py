@@ -688,15 +688,7 @@ def _sequence_settings(f: _Fields, extras: list[str]) -> dict | None:
     if len(raw) != 2:
         f.fail("input", f"a sequence sweep's input is [T, D], each a size or a range [lo, hi]; "
                         f"got {len(raw)} entries: {_show(raw)}")
-    ranges = []
-    for i, (axis, r) in enumerate(zip("TD", raw)):
-        lo_hi = [r, r] if isinstance(r, int) and not isinstance(r, bool) else r
-        if (not isinstance(lo_hi, list) or len(lo_hi) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
-                or not 1 <= lo_hi[0] <= lo_hi[1] or lo_hi[1] > MAX_DIM):
-            f.fail(f"input[{i}]", f"{axis} must be a size or a range [lo, hi] with 1 <= lo <= hi <= "
-                                  f"{_limit(MAX_DIM)}, got {_show(r)}")
-        ranges.append(lo_hi)
+    ranges = _size_ranges(f, raw, "TD")
     depth_hi = _range(f, "depth", [1, 4], 1, MAX_DEPTH)[1]
     room = (MAX_DEPTH - 4 * depth_hi - 2) // nc.LAYERS_PER_SEQUENCE_BLOCK
     blocks = _range(f, "blocks", nc.DEFAULT_BLOCKS, 1, MAX_DEPTH)
@@ -729,17 +721,7 @@ def _spatial_settings(f: _Fields, extras: list[str]) -> dict | None:
     if len(raw) != 3:
         f.fail("input", f"a conv sweep's input is [C, H, W], each a size or a range [lo, hi]; "
                         f"got {len(raw)} entries: {_show(raw)}")
-    ranges = []
-    for i, (axis, r) in enumerate(zip("CHW", raw)):
-        lo_hi = [r, r] if isinstance(r, int) and not isinstance(r, bool) else r
-        if (not isinstance(lo_hi, list) or len(lo_hi) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
-                or not 1 <= lo_hi[0] <= lo_hi[1]):
-            f.fail(f"input[{i}]", f"{axis} must be a size >= 1 or a range [lo, hi] with "
-                                  f"1 <= lo <= hi, got {_show(r)}")
-        if lo_hi[1] > MAX_DIM:
-            f.fail(f"input[{i}]", f"{axis} must be at most {_limit(MAX_DIM)}, got {_show(r)}")
-        ranges.append(lo_hi)
+    ranges = _size_ranges(f, raw, "CHW")
     depth_hi = _range(f, "depth", [1, 4], 1, MAX_DEPTH)[1]
     room = (MAX_DEPTH - 4 * depth_hi - 1) // nc.LAYERS_PER_BLOCK
     blocks = _range(f, "blocks", nc.DEFAULT_BLOCKS, 1, MAX_DEPTH)
@@ -749,6 +731,22 @@ def _spatial_settings(f: _Fields, extras: list[str]) -> dict | None:
                          f"{max(room, 0)}, got {_show(blocks)}")
     filters = _range(f, "filters", nc.DEFAULT_FILTERS, 1, MAX_DIM)
     return {"input": ranges, "blocks": blocks, "filters": filters}
+
+
+def _size_ranges(f: _Fields, raw: list, axes: str) -> list[list[int]]:
+    """A sweep's ``input``: for each axis a size or a range [lo, hi], as [lo, hi]."""
+    ranges = []
+    for i, (axis, r) in enumerate(zip(axes, raw)):
+        lo_hi = [r, r] if isinstance(r, int) and not isinstance(r, bool) else r
+        if (not isinstance(lo_hi, list) or len(lo_hi) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
+                or not 1 <= lo_hi[0] <= lo_hi[1]):
+            f.fail(f"input[{i}]", f"{axis} must be a size >= 1 or a range [lo, hi] with "
+                                  f"1 <= lo <= hi, got {_show(r)}")
+        if lo_hi[1] > MAX_DIM:
+            f.fail(f"input[{i}]", f"{axis} must be at most {_limit(MAX_DIM)}, got {_show(r)}")
+        ranges.append(lo_hi)
+    return ranges
 
 
 def _range(f: _Fields, key: str, default: list[int], lo: int, hi: int) -> list[int]:

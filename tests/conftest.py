@@ -9,6 +9,19 @@ from harness import backends as registry
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """Under xdist (make test: two workers on two cores), one compute thread per worker, as
+    the CLI's --jobs workers have: two workers each running BLAS, torch and XLA thread pools on
+    two cores spent the suite's time switching between them. A plain ``pytest`` keeps the
+    libraries' own thread counts, so in-process runs with them stay tested too."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from harness.runner import pin_threads
+
+        pin_threads()
+
+
 @pytest.fixture(scope="session")
 def builtin():
     """The four built-in backends, built once per session (JAX compiles are cached inside)."""

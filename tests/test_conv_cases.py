@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_network_cases import _assert_one_line
+from test_network_cases import _assert_one_line, assert_input_error
 
 from harness import network_cases as nc
 from harness.cases import load_file
@@ -89,13 +89,7 @@ BAD = [
 
 @pytest.mark.parametrize("text, field, layer, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_conv_input_is_one_input_error(text, field, layer, words, tmp_path):
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
-    with pytest.raises(InputError) as info:
-        load_file(path)
-    err = info.value
-    assert (err.file, err.case, err.field) == (str(path), "net", field), str(err)
-    _assert_one_line(str(err), path, field, layer, words)
+    assert_input_error(tmp_path, text, field, layer, words)
 
 
 # One interpreter runs the CLI's ``main`` on every bad file in turn (starting one per file costs

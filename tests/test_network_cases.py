@@ -127,6 +127,12 @@ def _assert_one_line(line: str, path, field: str, layer: str | None, words: list
 
 @pytest.mark.parametrize("text, field, layer, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_input_is_one_input_error(text, field, layer, words, tmp_path):
+    assert_input_error(tmp_path, text, field, layer, words)
+
+
+def assert_input_error(tmp_path, text: str, field: str, layer: str | None, words: list[str]) -> None:
+    """Loading the case file ``text`` (case "net") is one InputError naming file, case and
+    ``field``, its one line holding the layer and ``words`` (shared by the conv and sequence tests)."""
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(InputError) as info:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_conv_cases import _check_exit_2, _run_main_on_each
-from test_network_cases import _assert_one_line
+from test_network_cases import _assert_one_line, assert_input_error
 
 from harness.cases import load_file
 from harness.errors import InputError
@@ -92,13 +92,7 @@ BAD = [
 
 @pytest.mark.parametrize("text, field, layer, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_sequence_input_is_one_input_error(text, field, layer, words, tmp_path):
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
-    with pytest.raises(InputError) as info:
-        load_file(path)
-    err = info.value
-    assert (err.file, err.case, err.field) == (str(path), "net", field), str(err)
-    _assert_one_line(str(err), path, field, layer, words)
+    assert_input_error(tmp_path, text, field, layer, words)
 
 
 def test_bad_sequence_input_exits_2_with_one_line(tmp_path):

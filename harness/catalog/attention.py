@@ -46,19 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import Array, Attr, Layer, LayerError, Param, Spec
-
-
-def _positive(v: int) -> str | None:
-    return None if v >= 1 else f"must be a positive integer, got {v}"
-
-
-def _fan_in(rng: np.random.Generator, shape: tuple[int, ...]) -> Array:
-    return rng.standard_normal(shape) / math.sqrt(shape[0])
-
-
-def _small(rng: np.random.Generator, shape: tuple[int, ...]) -> Array:
-    return rng.standard_normal(shape) * 0.1
+from .base import Array, Attr, Layer, LayerError, Param, Spec, fan_in, positive, small
 
 
 def future(T: int) -> Array:
@@ -113,7 +101,7 @@ class Attention(Layer):
 
     name = "attention"
     attrs = {
-        "heads": Attr((int,), 1, _positive, doc="H, dividing D: each head takes D/H columns (default 1)"),
+        "heads": Attr((int,), 1, positive, doc="H, dividing D: each head takes D/H columns (default 1)"),
         "causal": Attr((bool,), False, doc="query t sees only keys s ≤ t (default false)"),
     }
     formula = ("Q = x Wq + bq, K = x Wk + bk, V = x Wv + bv; per head h (column block h of Q, K, V, "
@@ -157,8 +145,8 @@ class Attention(Layer):
         D = spec.in_shape[1]
         out = {}  # Wq, bq, Wk, bk, Wv, bv, Wo, bo
         for name in "qkvo":
-            out[f"W{name}"] = Param((D, D), _fan_in, regularised=True)
-            out[f"b{name}"] = Param((D,), _small)
+            out[f"W{name}"] = Param((D, D), fan_in, regularised=True)
+            out[f"b{name}"] = Param((D,), small)
         return out
 
     def forward(self, spec, x, p, inp):

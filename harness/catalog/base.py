@@ -16,6 +16,7 @@ Arrays carry the batch axis first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable
@@ -165,6 +166,21 @@ class Layer:
 
     def describe(self, spec: Spec) -> str:
         return self.name
+
+
+def positive(v: int) -> str | None:
+    """An ``Attr`` check for sizes (units, hidden, heads, dim): a positive integer."""
+    return None if v >= 1 else f"must be a positive integer, got {v}"
+
+
+def fan_in(rng: np.random.Generator, shape: Shape) -> Array:
+    """A weight W of ``x W`` drawn N(0, 1/n), n = its first axis (the fan-in): z keeps x's scale."""
+    return rng.standard_normal(shape) / math.sqrt(shape[0])
+
+
+def small(rng: np.random.Generator, shape: Shape) -> Array:
+    """A bias or shift drawn N(0, 0.1²)."""
+    return rng.standard_normal(shape) * 0.1
 
 
 # Filled by harness.catalog: name -> Layer.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .base import Array, Attr, Layer, LayerError, Param, Shape, Spec
+from .base import Array, Attr, Layer, LayerError, Param, Shape, Spec, small
 
 
 def _pair(v: int | list) -> tuple[int, int]:
@@ -51,10 +51,6 @@ def _spatial(kind: str, in_shape: Shape) -> None:
 
 def _fan_in(rng: np.random.Generator, shape: Shape) -> Array:
     return rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))
-
-
-def _small(rng: np.random.Generator, shape: Shape) -> Array:
-    return rng.standard_normal(shape) * 0.1
 
 
 def windows(x: Array, k: tuple[int, int], s: tuple[int, int]) -> Array:
@@ -181,7 +177,7 @@ class Conv2d(Layer):
         kh, kw = _pair(spec["kernel"])
         out = {"W": Param((spec["filters"], spec.in_shape[0], kh, kw), _fan_in, regularised=True)}
         if spec["bias"]:
-            out["b"] = Param((spec["filters"],), _small)
+            out["b"] = Param((spec["filters"],), small)
         return out
 
     def param_mismatch(self, spec, local, shape):

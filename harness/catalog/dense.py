@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
-from .base import Array, Attr, Layer, LayerError, Param, Spec
-
-
-def _positive(v: int) -> str | None:
-    return None if v >= 1 else f"must be a positive integer, got {v}"
-
-
-def _fan_in(rng: np.random.Generator, shape: tuple[int, ...]) -> Array:
-    return rng.standard_normal(shape) / math.sqrt(shape[0])
-
-
-def _small(rng: np.random.Generator, shape: tuple[int, ...]) -> Array:
-    return rng.standard_normal(shape) * 0.1
+from .base import Attr, Layer, LayerError, Param, Spec, fan_in, positive, small
 
 
 class Dense(Layer):
@@ -34,7 +18,7 @@ class Dense(Layer):
 
     name = "dense"
     attrs = {
-        "units": Attr((int,), check=_positive, doc="output width n_i"),
+        "units": Attr((int,), check=positive, doc="output width n_i"),
         "activation": Attr((str,), None, doc="fused g: a = g(z), z kept as z{i}"),
         "bias": Attr((bool,), True, doc="add b"),
     }
@@ -53,9 +37,9 @@ class Dense(Layer):
 
     def params(self, spec: Spec) -> dict[str, Param]:
         n_prev, n = spec.in_shape[-1], spec["units"]
-        out = {"W": Param((n_prev, n), _fan_in, regularised=True)}
+        out = {"W": Param((n_prev, n), fan_in, regularised=True)}
         if spec["bias"]:
-            out["b"] = Param((1, n), _small)
+            out["b"] = Param((1, n), small)
         return out
 
     def forward(self, spec, x, p, inp):

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .base import Attr, Layer, LayerError, Param
+from .base import Attr, Layer, LayerError, Param, small
 
 EPS = 1e-5
 
@@ -29,10 +29,6 @@ def _eps(e: float) -> str | None:
 
 def _near_one(rng: np.random.Generator, shape) -> np.ndarray:
     return 1.0 + 0.1 * rng.standard_normal(shape)
-
-
-def _small(rng: np.random.Generator, shape) -> np.ndarray:
-    return 0.1 * rng.standard_normal(shape)
 
 
 def normalise(x, axes, eps):
@@ -67,7 +63,7 @@ class _Norm(Layer):
 
     def params(self, spec):
         n = spec.in_shape[self.feature_axis(len(spec.in_shape) + 1) - 1]
-        return {"gamma": Param((n,), _near_one), "beta": Param((n,), _small)}
+        return {"gamma": Param((n,), _near_one), "beta": Param((n,), small)}
 
     def forward(self, spec, x, p, inp):
         axes = self.axes(x.ndim)

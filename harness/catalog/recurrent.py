@@ -36,25 +36,12 @@ are each one GEMM or sum over the N·T rows, outside it.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from ..activations import forward as act_forward
-from .base import Array, Attr, Layer, LayerError, Param, Shape, Spec
-
-
-def _positive(v: int) -> str | None:
-    return None if v >= 1 else f"must be a positive integer, got {v}"
-
-
-def _fan_in(rng: np.random.Generator, shape: Shape) -> Array:
-    return rng.standard_normal(shape) / math.sqrt(shape[0])
-
-
-def _small(rng: np.random.Generator, shape: Shape) -> Array:
-    return rng.standard_normal(shape) * 0.1
+from .base import Array, Attr, Layer, LayerError, Param, Shape, Spec, fan_in, positive, small
 
 
 def _half(rng: np.random.Generator, shape: Shape) -> Array:
@@ -99,7 +86,7 @@ class _Recurrent(Layer):
 
     n_gates = 1  # columns of Wx, Wh and b: n_gates·H
     attrs = {
-        "hidden": Attr((int,), check=_positive, doc="hidden size H"),
+        "hidden": Attr((int,), check=positive, doc="hidden size H"),
         "h0": Attr((bool,), False, doc="learn the initial state h_0 (one row per example); else zeros"),
     }
 
@@ -112,9 +99,9 @@ class _Recurrent(Layer):
 
     def params(self, spec: Spec) -> dict[str, Param]:
         D, H, k = spec.in_shape[-1], spec["hidden"], self.n_gates
-        out = {"Wx": Param((D, k * H), _fan_in, regularised=True),
-               "Wh": Param((H, k * H), _fan_in, regularised=True),
-               "b": Param((k * H,), _small)}
+        out = {"Wx": Param((D, k * H), fan_in, regularised=True),
+               "Wh": Param((H, k * H), fan_in, regularised=True),
+               "b": Param((k * H,), small)}
         if spec["h0"]:
             out["h0"] = Param((spec.batch, H), _half, per_example=True)
         return out

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Array, Attr, Layer, LayerError, Param
-
-
-def _positive(v: int) -> str | None:
-    return None if v >= 1 else f"must be a positive integer, got {v}"
+from .base import Array, Attr, Layer, LayerError, Param, positive
 
 
 def _sequence(kind: str, in_shape) -> None:
@@ -33,7 +29,7 @@ class Embedding(Layer):
 
     name = "embedding"
     attrs = {
-        "dim": Attr((int,), check=_positive, doc="the width of each id's row"),
+        "dim": Attr((int,), check=positive, doc="the width of each id's row"),
         "vocab": Attr((int,), 0, doc="V, the number of ids: set from the case's `vocab`"),
     }
     formula = "a[n, t] = W[x[n, t]], W V×dim"
