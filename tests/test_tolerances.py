@@ -50,58 +50,84 @@ def structurally_zero(case, quantity: str) -> bool:
             and net[i].kind == "batchnorm")
 
 
-def worst_used(builtin) -> dict:
+def _shipped(networks: bool) -> list:
+    files = sorted((ROOT / "cases").glob("*.toml"))
+    if networks:
+        return [c for name in NETWORK_FILES for c in load_file(ROOT / "cases" / name)]
+    return [c for f in files if f.name not in NETWORK_FILES for c in load_file(f)]
+
+
+def worst_used(builtin, networks: bool) -> dict:
+    """{row: the largest share of its tolerance any element used} over the shipped MLP cases
+    (every builtin and variant) or the shipped catalog networks."""
     from harness.backends import get
 
-    files = sorted((ROOT / "cases").glob("*.toml"))
-    mlps = [c for f in files if f.name not in NETWORK_FILES for c in load_file(f)]
-    networks = [c for name in NETWORK_FILES for c in load_file(ROOT / "cases" / name)]
-    # The catalog networks take the variants that bring a row of their own: fd-richardson and
-    # fd-directional share fd's row, and complex step is not written for networks.
-    # The conv networks run the builtin backends only: the variants' rows (forward differences,
-    # the nudge) are measured on the MLPs and the dense networks, and fd on a conv net is fd's
-    # own row; their nudges of every intermediate would double this test's time.
-    # The sequence networks likewise (their fd nudges every step of every intermediate).
-    spatial = [c for c in networks if any(s.kind in SPATIAL_LAYERS + SEQUENCE_LAYERS for s in c.model.network)]
-    dense = [c for c in networks if c not in spatial]
-    results = [run(mlps, list(builtin.values()) + [get(v) for v in VARIANTS]),
-               run(dense, list(builtin.values()) + [get(v) for v in NETWORK_VARIANTS]),
-               run(spatial, [b for n, b in builtin.items() if n != "manual_columns"])]  # dense only
+    cases = _shipped(networks)
+    if networks:
+        # The catalog networks take the variants that bring a row of their own: fd-richardson and
+        # fd-directional share fd's row, and complex step is not written for networks.
+        # The conv networks run the builtin backends only: the variants' rows (forward differences,
+        # the nudge) are measured on the MLPs and the dense networks, and fd on a conv net is fd's
+        # own row; their nudges of every intermediate would double this test's time.
+        # The sequence networks likewise (their fd nudges every step of every intermediate).
+        spatial = [c for c in cases if any(s.kind in SPATIAL_LAYERS + SEQUENCE_LAYERS for s in c.model.network)]
+        dense = [c for c in cases if c not in spatial]
+        results = [run(dense, list(builtin.values()) + [get(v) for v in NETWORK_VARIANTS]),
+                   run(spatial, [b for n, b in builtin.items() if n != "manual_columns"])]  # dense only
+    else:
+        results = [run(cases, list(builtin.values()) + [get(v) for v in VARIANTS])]
     comparisons = [c for r in results for c in r.comparisons]
     for result in results:
         assert not result.errors, [e.message for e in result.errors]
         assert result.passed, [c.message() for c in result.comparisons if not c.passed][:5]
-    # tests/test_agreement.py runs the MLP files; here the catalog networks are also held to
-    # its rule: every pair of analytic arms compares every quantity, per-layer values included.
-    analytic = {"manual", "manual_columns", "torch", "jax"}
-    pairs = defaultdict(lambda: defaultdict(int))
-    for c in comparisons:
-        if c.a in analytic and c.b in analytic:
-            pairs[c.case][(c.a, c.b)] += 1
-    for case in networks:
-        ran = {n for pair in pairs[case.name] for n in pair}
-        assert {"manual", "torch", "jax"} <= ran, (case.name, ran)
-        assert len(pairs[case.name]) == len(ran) * (len(ran) - 1) // 2, case.name
-        assert set(pairs[case.name].values()) == {len(case.model.algorithm_order())}, case.name
+    if networks:
+        # tests/test_agreement.py runs the MLP files; here the catalog networks are also held to
+        # its rule: every pair of analytic arms compares every quantity, per-layer values included.
+        analytic = {"manual", "manual_columns", "torch", "jax"}
+        pairs = defaultdict(lambda: defaultdict(int))
+        for c in comparisons:
+            if c.a in analytic and c.b in analytic:
+                pairs[c.case][(c.a, c.b)] += 1
+        for case in cases:
+            ran = {n for pair in pairs[case.name] for n in pair}
+            assert {"manual", "torch", "jax"} <= ran, (case.name, ran)
+            assert len(pairs[case.name]) == len(ran) * (len(ran) - 1) // 2, case.name
+            assert set(pairs[case.name].values()) == {len(case.model.algorithm_order())}, case.name
     worst = defaultdict(float)
-    by_name = {c.name: c for c in mlps + networks}
+    by_name = {c.name: c for c in cases}
     for c in comparisons:
         if not structurally_zero(by_name[c.case], c.quantity):
             worst[(c.dtype, c.kind)] = max(worst[(c.dtype, c.kind)], c.tol_used)
     return dict(worst)
 
 
-def test_margin_on_shipped_cases(builtin):
-    """Every row at once: one test, so that one xdist worker runs the shipped cases through
-    every backend and variant (a fixture shared by per-row tests ran on both workers)."""
-    worst = worst_used(builtin)
+def _short(worst: dict, rows) -> list[str]:
     short = []
-    for row in TOLERANCES:
-        used = worst[row]
+    for row in rows:
+        used = worst.get(row, 0.0)
         need = MIN_MARGIN_FOR_ROW.get(row, MIN_MARGIN_FOR.get(row[1], MIN_MARGIN))
-        print(f"{row}: worst element uses {100 * used:.3g}% of its tolerance (margin {1 / used:.0f}×)")
+        print(f"{row}: worst element uses {100 * used:.3g}% of its tolerance (margin {1 / used if used else 0:.0f}×)")
         if not 0 < used <= 1 / need:
             short.append(f"{row}: margin {1 / used if used else 0:.1f}×, needs {need:g}×")
+    return short
+
+
+# Two tests, the MLP files and the catalog networks, so that the two xdist workers share the
+# work (each is one test: a fixture shared by per-row tests ran on both workers).
+
+def test_margin_on_shipped_cases(builtin):
+    """The MLP files, every builtin and variant: every row of the table is measured here."""
+    worst = worst_used(builtin, networks=False)
+    short = _short(worst, TOLERANCES)
+    assert not short, short
+
+
+def test_margin_on_shipped_networks(builtin):
+    """The catalog networks (cases/networks.toml, cases/sequences.toml): every row they reach
+    (analytic, fd, forward differences, the nudge) keeps its margin there too."""
+    worst = worst_used(builtin, networks=True)
+    assert {kind for _, kind in worst} >= {"analytic", "finite_difference", "forward_difference", "nudge"}
+    short = _short(worst, [row for row in TOLERANCES if row in worst])
     assert not short, short
 
 
