@@ -33,8 +33,8 @@ def attention(rounds: int) -> None:
     torch = tb.torch
     fw = SimpleNamespace(torch=torch, F=tb.F)
     print("  'manual' is the catalog's numpy forward and hand-written backward (dx and the 8 parameter "
-          "gradients) on a random dy; 'torch' is the catalog's torch forward (projections + "
-          "F.scaled_dot_product_attention) and autograd.grad for x and the parameters; 'torch MHA' is "
+          "gradients) on a random dy; 'torch' is the catalog's torch forward (projections, matmul, softmax, "
+          "masked_fill) and autograd.grad for x and the parameters; 'torch MHA' is "
           "nn.MultiheadAttention(need_weights=False) with autograd.grad for x and its parameters. Timed at one "
           "BLAS and one torch thread, as the CLI runs cases; the last lines repeat it at the process default "
           f"({torch.get_num_threads()} torch threads, BLAS unpinned).")

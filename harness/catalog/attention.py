@@ -124,10 +124,9 @@ class Attention(Layer):
                    "numbers reshaped), default dropout 0 but broadcast_dropout on. The key bias bk has a "
                    "zero gradient in exact arithmetic (a constant on each row of scores), which is why "
                    "some models drop it. F.scaled_dot_product_attention's fused CPU kernel (what the "
-                   "module runs) takes the softmax backward's row sums in the flash-attention form, Σ dO∘O "
-                   "rather than Σ dP∘P: "
-                   "equal in exact arithmetic, but at T = 1 it leaves rounding noise where the query and "
-                   "key gradients are exactly 0 in plain ops, so the harness's torch form uses plain ops.")
+                   "module runs) left rounding noise of about 5e-17 on a one-head T = 1 network where the "
+                   "query and key gradients are exactly 0 in plain ops, so the harness's torch form uses "
+                   "plain ops.")
 
     def out_shape(self, attrs, in_shape):
         if len(in_shape) != 2:
