@@ -238,6 +238,8 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
         info = (f"{arch} · "
                 f"{m.dtype} · batch {c.batch} · seed {c.seed} · input scale {c.input_scale:g} · {m.n_params} parameters")
         extra = [f"<p>{html.escape(c.description)}</p>"] if c.description else []
+        if any(s.kind == "residual" for s in getattr(m, "network", ())):
+            extra.append(f"<p class='meta'>layers: {html.escape(m.numbered())}</p>")
         extra += [f"<p class='meta'>{html.escape(b)}: {html.escape(n)}</p>" for b, n in r.notes.items()]
         if r.ties:
             extra.append(f"<p class='meta'>max-pool ties: {r.ties['windows']} windows, {r.ties['elements']} "

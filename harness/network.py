@@ -196,6 +196,12 @@ class Network:
         shape = f"{self.input[0]} ids<{self.vocab}" if self.vocab else "×".join(map(str, self.input))
         return f"[{shape}] {arch} {self.loss}{l2} {self.dtype}"
 
+    def numbered(self) -> str:
+        """Every layer with its index, a residual with the layers of its body:
+        "1 embedding9x8 · 2 residual(3–4) · 3 layernorm · 4 attention2,causal · …"."""
+        return " · ".join(f"{s.index} residual({s.index + 1}–{s['end']})" if s.kind == "residual"
+                          else f"{s.index} {s.describe()}" for s in self.network)
+
     @property
     def per_step(self) -> bool:
         """Class ids per step: cross-entropy on an N×T×V output, y of N×T."""

@@ -191,6 +191,8 @@ def _case_section(r: CaseResult) -> list[str]:
         lines += [c.description, ""]
     lines.append(f"`{c.model.describe()}`, batch m = {c.batch}, seed {c.seed}, "
                  f"input scale {c.input_scale:g}, {c.model.n_params} parameters; from `{c.source}`.")
+    if any(s.kind == "residual" for s in getattr(c.model, "network", ())):
+        lines += ["", f"Layers (a residual's body numbered right after it): {c.model.numbered()}."]
     times = ", ".join(f"{b} {1000 * s:.1f} ms" for b, s in r.seconds.items())
     lines += ["", f"Time per backend: {times}."]
     for backend, out in r.outputs.items():

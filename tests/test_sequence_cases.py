@@ -154,6 +154,19 @@ def test_explain_shows_the_numbering(tmp_path):
     assert "residual: da^[1] = da^[2] (the skip)" in out and "i=2  residual: its body is layers 3..6, on a^[1]" in out
 
 
+def test_the_report_shows_the_numbering(tmp_path, builtin):
+    from harness.report import write_report
+    from harness.runner import run
+
+    case = _load(tmp_path, case_text(NESTED))
+    assert case.model.numbered().startswith("1 dense3 · 2 residual(3–6) · 3 layernorm · 4 residual(5–5) · ")
+    result = run([case], [builtin["manual"], builtin["torch"]])
+    write_report(result, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert f"Layers (a residual's body numbered right after it): {case.model.numbered()}." in text
+    assert "layers: 1 dense3 · 2 residual(3–6)" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
 def test_residual_output_is_input_plus_body(tmp_path):
     case = _load(tmp_path, case_text(NESTED))
     out = backprop(case.model, case.arrays())
