@@ -196,6 +196,26 @@ class Network:
         shape = f"{self.input[0]} ids<{self.vocab}" if self.vocab else "×".join(map(str, self.input))
         return f"[{shape}] {arch} {self.loss}{l2} {self.dtype}"
 
+    def structurally_zero(self, quantity: str) -> bool:
+        """Whether ``quantity`` is 0 in exact arithmetic whatever the inputs, so that every arm
+        returns rounding noise for it (noise against noise: it passes by the rounding floor, and
+        says nothing about the tolerance table or about which pair is the worst):
+        - db of a dense or conv2d layer without activation that feeds a batch norm directly:
+          the norm subtracts the (per channel) mean, b with it;
+        - attention's dbk: bk adds q_t·bk to every score of query t's row, and a softmax does
+          not move when its row is shifted."""
+        match = re.fullmatch(r"d(bk|b)(\d+)", quantity)
+        if not match or not 1 <= int(match.group(2)) <= self.L:
+            return False
+        i = int(match.group(2))
+        spec = self.network[i - 1]
+        if match.group(1) == "bk":
+            return spec.kind == "attention"
+        if spec.kind not in ("dense", "conv2d") or spec.activation or i == self.L:
+            return False
+        above = self.network[i]
+        return above.kind == "batchnorm" and self.input_key(above) == f"a{i}"
+
     def numbered(self) -> str:
         """Every layer with its index, a residual with the layers of its body:
         "1 embedding9x8 · 2 residual(3–4) · 3 layernorm · 4 attention2,causal · …"."""

@@ -105,7 +105,12 @@ def _versions() -> str:
 
 
 def _worst(r: CaseResult) -> Comparison | None:
-    return max(r.comparisons, key=lambda c: c.tol_used, default=None)
+    """The comparison nearest its tolerance (or furthest past it), leaving out the quantities
+    that are 0 in exact arithmetic (noise against noise) unless one of them fails."""
+    zero = getattr(r.case.model, "structurally_zero", lambda q: False)
+    shown = ([c for c in r.comparisons if not c.passed]
+             or [c for c in r.comparisons if not zero(c.quantity)] or r.comparisons)
+    return max(shown, key=lambda c: c.tol_used, default=None)
 
 
 def markdown(result: RunResult, command: str = "") -> str:

@@ -1,7 +1,6 @@
 """The tolerance table is measured: on the shipped cases every row keeps a margin of 10× or more,
 and each row is still tight enough to flag a 1e-3 relative error in one element."""
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from harness.cases import load_file
 from harness.compare import compare
 from harness.runner import run
+from harness.network import Network
 from harness.network_cases import SPATIAL_LAYERS
 from harness.tolerances import TOLERANCES
 
@@ -34,20 +34,28 @@ NETWORK_VARIANTS = ("fd-forward", "nudge")
 
 
 def structurally_zero(case, quantity: str) -> bool:
-    """db of a dense layer that feeds a batch norm directly: exactly 0 in exact arithmetic (the
-    norm subtracts the batch mean, b with it), so both sides are rounding noise and their ratio
-    to the tolerance says nothing about the table (the rounding floor clears it if needed).
-    Likewise attention's dbk: bk adds q·bk to every score of a query's row, and the softmax
-    of a row does not move when the row is shifted."""
-    net = getattr(case.model, "network", None)
-    if net is not None and (key := re.fullmatch(r"dbk(\d+)", quantity)):
-        return net[int(key.group(1)) - 1].kind == "attention"
-    match = re.fullmatch(r"db(\d+)", quantity)
-    if net is None or not match:
-        return False
-    i = int(match.group(1))
-    return (net[i - 1].kind == "dense" and not net[i - 1].activation and i < len(net)
-            and net[i].kind == "batchnorm")
+    """Network.structurally_zero: a db that a batch norm cancels, attention's dbk. Both sides
+    are rounding noise there, and their ratio to the tolerance says nothing about the table
+    (the rounding floor clears it if needed)."""
+    return isinstance(case.model, Network) and case.model.structurally_zero(quantity)
+
+
+def test_structurally_zero_quantities():
+    """Exactly the ones the docstring names: by exact arithmetic, checked in float64."""
+    from harness.cases import Case
+    from harness.network import backprop
+    from harness.selfcheck import build_network
+
+    net = build_network((4, 6), [{"layer": "dense", "units": 6}, {"layer": "batchnorm"},
+                                 {"layer": "dense", "units": 6, "activation": "tanh"}, {"layer": "batchnorm"},
+                                 {"layer": "attention", "heads": 2}, {"layer": "last_step"},
+                                 {"layer": "dense", "units": 3}], "cross_entropy", "float64")
+    zero = {q for q in net.quantities() if net.structurally_zero(q)}
+    assert zero == {"db1", "dbk5"}
+    out = backprop(net, Case("z", net, 5, 0).arrays())
+    for q in net.quantities()[1:]:
+        big = np.abs(out[q]).max()
+        assert (big < 1e-12) == (q in zero), (q, big)
 
 
 def _shipped(networks: bool) -> list:
