@@ -124,7 +124,7 @@ class Attention(Layer):
                    "numbers reshaped), default dropout 0 but broadcast_dropout on. The key bias bk has a "
                    "zero gradient in exact arithmetic (a constant on each row of scores), which is why "
                    "some models drop it. F.scaled_dot_product_attention's fused CPU kernel (what the "
-                   "module runs) left rounding noise of about 5e-17 on a one-head T = 1 network where the "
+                   "module runs) left rounding noise on a one-head T = 1 network where the "
                    "query and key gradients are exactly 0 in plain ops, so the harness's torch form uses "
                    "plain ops.")
 
