@@ -684,18 +684,8 @@ def _sequence_settings(f: _Fields, extras: list[str]) -> dict | None:
                          f"{', '.join(e for e in extras if e in nc.SPATIAL_LAYERS + nc.SEQUENCE_LAYERS)}")
     if "filters" in f.raw:
         f.fail("filters", "only for a conv sweep (a sequence sweep has no conv2d)")
-    raw = f.get("input", list, nc.DEFAULT_SEQUENCE_INPUT, what="[T, D], each a size or a range [lo, hi]")
-    if len(raw) != 2:
-        f.fail("input", f"a sequence sweep's input is [T, D], each a size or a range [lo, hi]; "
-                        f"got {len(raw)} entries: {_show(raw)}")
-    ranges = _size_ranges(f, raw, "TD")
-    depth_hi = _range(f, "depth", [1, 4], 1, MAX_DEPTH)[1]
-    room = (MAX_DEPTH - 4 * depth_hi - 2) // nc.LAYERS_PER_SEQUENCE_BLOCK
-    blocks = _range(f, "blocks", nc.DEFAULT_BLOCKS, 1, MAX_DEPTH)
-    if blocks[1] > room:
-        f.fail("blocks", f"a network has at most {MAX_DEPTH} layers: with depth up to {depth_hi}, "
-                         f"blocks (up to {nc.LAYERS_PER_SEQUENCE_BLOCK} layers each) must be at most "
-                         f"{max(room, 0)}, got {_show(blocks)}")
+    ranges, blocks = _input_and_blocks(f, "sequence", "TD", nc.DEFAULT_SEQUENCE_INPUT,
+                                       nc.LAYERS_PER_SEQUENCE_BLOCK, 2)
     vocab = _range(f, "vocab", nc.DEFAULT_VOCAB, 1, MAX_DIM)
     if "vocab" in f.raw and "embedding" not in extras:
         f.fail("vocab", "the sweep draws no embedding (add it to `layers`), so no input is token ids")
@@ -716,21 +706,32 @@ def _spatial_settings(f: _Fields, extras: list[str]) -> dict | None:
         return None
     if "filters" in f.raw and "conv2d" not in extras:
         f.fail("filters", "the sweep draws no conv2d (add it to `layers`), so nothing has filters")
-    raw = f.get("input", list, nc.DEFAULT_SPATIAL_INPUT,
-                what="[C, H, W], each a size or a range [lo, hi]")
-    if len(raw) != 3:
-        f.fail("input", f"a conv sweep's input is [C, H, W], each a size or a range [lo, hi]; "
+    ranges, blocks = _input_and_blocks(f, "conv", "CHW", nc.DEFAULT_SPATIAL_INPUT, nc.LAYERS_PER_BLOCK, 1)
+    filters = _range(f, "filters", nc.DEFAULT_FILTERS, 1, MAX_DIM)
+    return {"input": ranges, "blocks": blocks, "filters": filters}
+
+
+def _input_and_blocks(f: _Fields, kind: str, axes: str, default: list, per_block: int,
+                      head: int) -> tuple[list[list[int]], list[int]]:
+    """A conv or sequence sweep's ``input`` (a size or range per axis of ``axes``) and its
+    ``blocks`` range, checked so that a network of ``per_block`` layers per block, the dense
+    layers of ``depth`` (4 each at most) and ``head`` more stays within MAX_DEPTH."""
+    from . import network_cases as nc
+
+    shape = "[" + ", ".join(axes) + "]"
+    raw = f.get("input", list, default, what=f"{shape}, each a size or a range [lo, hi]")
+    if len(raw) != len(axes):
+        f.fail("input", f"a {kind} sweep's input is {shape}, each a size or a range [lo, hi]; "
                         f"got {len(raw)} entries: {_show(raw)}")
-    ranges = _size_ranges(f, raw, "CHW")
+    ranges = _size_ranges(f, raw, axes)
     depth_hi = _range(f, "depth", [1, 4], 1, MAX_DEPTH)[1]
-    room = (MAX_DEPTH - 4 * depth_hi - 1) // nc.LAYERS_PER_BLOCK
+    room = (MAX_DEPTH - 4 * depth_hi - head) // per_block
     blocks = _range(f, "blocks", nc.DEFAULT_BLOCKS, 1, MAX_DEPTH)
     if blocks[1] > room:
         f.fail("blocks", f"a network has at most {MAX_DEPTH} layers: with depth up to {depth_hi}, "
-                         f"blocks (up to {nc.LAYERS_PER_BLOCK} layers each) must be at most "
+                         f"blocks (up to {per_block} layers each) must be at most "
                          f"{max(room, 0)}, got {_show(blocks)}")
-    filters = _range(f, "filters", nc.DEFAULT_FILTERS, 1, MAX_DIM)
-    return {"input": ranges, "blocks": blocks, "filters": filters}
+    return ranges, blocks
 
 
 def _size_ranges(f: _Fields, raw: list, axes: str) -> list[list[int]]:

@@ -292,14 +292,14 @@ def l2_term(net: Network, arrays: Mapping[str, Array], m: int) -> float:
     return c * sum(float((arrays[k] * arrays[k]).sum()) for k in net.regularised()) if c else 0.0
 
 
-def _open_skips(net: Network, start: int, base: Mapping[str, Array]) -> list[Array]:
+def _open_skips(net: Network, start: int, base: Mapping[str, Array] | None, X: Array) -> list[Array]:
     """The inputs of the residuals whose body layer ``start`` is in (outermost first), from the
     values of a pass: a forward that starts inside a body still adds its skip at the end."""
     out = []
     for spec in net.network[:start]:
         if spec.kind == "residual" and spec.index < start <= spec["end"]:
             key = net.input_key(spec)
-            out.append(base["X"] if key == "X" else base[key])
+            out.append(X if key == "X" else base[key])
     return out
 
 
@@ -317,7 +317,7 @@ def forward(net: Network, arrays: Mapping[str, Array], start: int = 0, x: Array 
     a = arrays["X"] if start == 0 else x
     values: dict[str, Array] = {}
     caches: dict[int, Any] = {}
-    skips = _open_skips(net, start, {**(base or {}), "X": arrays["X"]}) if start else []
+    skips = _open_skips(net, start, base, arrays["X"]) if start else []
     if at_z:
         spec = net.network[start - 1]
         if sides is not None:

@@ -83,6 +83,10 @@ class _Evaluator:
         return not any(LAYERS[s.kind].couples_examples for s in self.net.network)
 
     @cached_property
+    def _residuals(self) -> bool:
+        return any(s.kind == "residual" for s in self.net.network)
+
+    @cached_property
     def _batch_keys(self) -> set[str]:
         rows = {k for k, (_, _, p) in self.net.param_specs().items() if p.per_example}  # h0
         return {"X", "y", "Y", "target_mask", *self.net.input_specs(1), *rows}
@@ -92,7 +96,8 @@ class _Evaluator:
 
     def _loss(self, n: int, start: int, at_z: bool, x: Array, sides: list | None = None) -> float:
         one = self._example(n)
-        base = {k: v[n:n + 1] for k, v in self.values.items()}  # the skips of open residuals
+        # the skips of open residuals, sliced only where there are residuals (a hot path)
+        base = {k: v[n:n + 1] for k, v in self.values.items()} if self._residuals else None
         s, _, _ = forward(self.net, one, start=start, x=x, at_z=at_z, sides=sides, base=base)
         return float(NETWORK_LOSSES[self.net.loss].cost(s, targets(self.net, one)))
 
