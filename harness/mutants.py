@@ -412,19 +412,6 @@ class ConvDWLastExample(NetworkMutant):
         return super().why_not(net, arrays)
 
 
-def _bias_cancelled(net: Network, spec) -> bool:
-    """Whether a batch norm above the layer cancels its bias b[f]: nothing between them but
-    layers that keep a per-channel shift a shift (pools, flatten), so ∂J/∂b = 0."""
-    if spec.activation:
-        return False
-    for above in net.network[spec.index:]:
-        if above.kind == "batchnorm":
-            return True
-        if above.kind not in ("maxpool2d", "avgpool2d", "flatten", "identity"):
-            return False
-    return False
-
-
 class ConvDbPositionMean(NetworkMutant):
     """db as the dense layer's Σ_rows dz, over the batch only: an F×Ho×Wo array, made to fit
     b (F) by the mean over the positions ("the bias is shared, so average it"). Each position
@@ -446,7 +433,8 @@ class ConvDbPositionMean(NetworkMutant):
     @classmethod
     def why_not(cls, net, arrays):
         for spec in _of(net, "conv2d"):
-            if spec["bias"] and spec.out_shape[1] * spec.out_shape[2] > 1 and not _bias_cancelled(net, spec):
+            cancelled = net.structurally_zero(f"db{spec.index}")  # by a batch norm above
+            if spec["bias"] and spec.out_shape[1] * spec.out_shape[2] > 1 and not cancelled:
                 return None
         return super().why_not(net, arrays) or ("no conv2d with a bias, more than one output position, "
                                                 "and no batch norm above that cancels the bias (∂J/∂b = 0)")

@@ -200,8 +200,9 @@ class Network:
         """Whether ``quantity`` is 0 in exact arithmetic whatever the inputs, so that every arm
         returns rounding noise for it (noise against noise: it passes by the rounding floor, and
         says nothing about the tolerance table or about which pair is the worst):
-        - db of a dense or conv2d layer without activation that feeds a batch norm directly:
-          the norm subtracts the (per channel) mean, b with it;
+        - db of a dense or conv2d layer without activation whose output reaches a batch norm
+          through nothing but layers that keep a per-channel shift a shift (pools, flatten,
+          identity): the norm subtracts the (per channel) mean, b with it;
         - attention's dbk: bk adds q_t·bk to every score of query t's row, and a softmax does
           not move when its row is shifted."""
         match = re.fullmatch(r"d(bk|b)(\d+)", quantity)
@@ -211,10 +212,18 @@ class Network:
         spec = self.network[i - 1]
         if match.group(1) == "bk":
             return spec.kind == "attention"
-        if spec.kind not in ("dense", "conv2d") or spec.activation or i == self.L:
+        if spec.kind not in ("dense", "conv2d") or spec.activation:
             return False
-        above = self.network[i]
-        return above.kind == "batchnorm" and self.input_key(above) == f"a{i}"
+        value = f"a{i}"
+        for above in self.network[i:]:
+            if above.kind == "residual" or self.input_key(above) != value:
+                return False
+            if above.kind == "batchnorm":
+                return True
+            if above.kind not in ("maxpool2d", "avgpool2d", "flatten", "identity"):
+                return False
+            value = f"a{above.index}"
+        return False
 
     def numbered(self) -> str:
         """Every layer with its index, a residual with the layers of its body:
