@@ -1,0 +1,274 @@
+"""Check one user layer family: run it and the four arms on every shape, compare every pair,
+name the pattern and the known mistake, and shrink a failure to the smallest input.
+
+Pairs: the user's code ("yours") against manual, torch, jax and fd, and the arms against
+each other (a disagreement there is the harness's own, reported as such). Tolerances are
+the rows of ``harness.tolerances``: the user's code is an analytic backprop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..compare import Comparison, compare
+from ..tolerances import ANALYTIC, FINITE_DIFFERENCE, lookup, pair_kind
+from .arms import ARMS, run_arm
+from .child import UserError, UserModule
+from .families import Family, Setup, show
+
+YOURS = "yours"
+KIND = {YOURS: ANALYTIC, "manual": ANALYTIC, "torch": ANALYTIC, "jax": ANALYTIC, "fd": FINITE_DIFFERENCE}
+DEFAULT_TIMEOUT = 60.0  # seconds for one layer: all its shapes and the shrinking
+
+
+class BadOutput(Exception):
+    """The user's function returned the wrong number of values or a wrong shape."""
+
+
+@dataclass
+class Attempt:
+    """One shape: the comparisons, or why there are none."""
+
+    shape: dict
+    comparisons: list[Comparison] = field(default_factory=list)
+    problem: str = ""  # raised, hung, bad output: one line
+    detail: str = ""
+    edits: list[str] = field(default_factory=list)
+    user: dict = field(default_factory=dict)
+    setup: Setup | None = None
+    note: str = ""
+
+
+@dataclass
+class LayerResult:
+    family: Family
+    verdict: str  # agrees, disagrees, raised, not in the catalog yet, harness arms disagree
+    attempts: list[Attempt] = field(default_factory=list)
+    first: str = ""  # the first quantity of the user's that disagrees
+    worst: float = 0.0  # the largest norm-relative difference of the user's, over failing pairs
+    worst_shape: dict | None = None
+    message: str = ""  # where and how much (Comparison.message) or the problem
+    pattern: str = ""
+    mistake: str = ""
+    smallest: dict | None = None
+    command: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in ("agrees", "not in the catalog yet")
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        return [c for a in self.attempts for c in a.comparisons]
+
+
+def _read(setup: Setup, results: list, family: Family) -> dict:
+    """The user's results as named quantities; BadOutput on a wrong arity."""
+    q = {}
+    for (call_index, names), (value, arity) in zip(setup.outputs, results):
+        name = setup.calls[call_index].name
+        if setup.calls[call_index].keep_only is not None:
+            if arity != 2:
+                got = f"{arity} values" if arity else "a single value, not a tuple"
+                raise BadOutput(f"{name} returned {got}; expected (out, cache)")
+        if len(names) == 1:
+            q[names[0]] = value
+            continue
+        if not isinstance(value, tuple) or len(value) != len(names):
+            got = f"{len(value)} values" if isinstance(value, tuple) else f"{type(value).__name__}"
+            raise BadOutput(f"{name} returned {got}; expected ({', '.join(names)})")
+        q.update(zip(names, value))
+    return setup.from_user(q)
+
+
+def _check_shapes(user: dict, want: dict, family: Family) -> None:
+    for k, w in want.items():
+        u = user.get(k)
+        if u is None:
+            raise BadOutput(f"{k} is missing from what {family.functions[-1]} returned")
+        if not isinstance(u, np.ndarray):
+            raise BadOutput(f"{k} is a {type(u).__name__}, not an array")
+        if u.shape != np.shape(w) and u.size == np.size(w) and np.ndim(w) == 0:
+            continue
+        if u.shape != np.shape(w):
+            raise BadOutput(f"{k} has shape {u.shape}, expected {np.shape(w)}")
+
+
+def _to_user(setup: Setup, out: dict) -> dict:
+    return {k: np.asarray(v) if not np.ma.isMaskedArray(v) else v for k, v in setup.to_user(out).items()}
+
+
+def compare_all(label: str, answers: dict[str, dict], dtype: str, J_scale: float) -> list[Comparison]:
+    comps = []
+    names = list(answers)
+    for a, b in itertools.combinations(names, 2):
+        kind = pair_kind(KIND[a], KIND[b])
+        tol = lookup(dtype, kind)
+        for q in answers[b]:
+            if q not in answers[a]:
+                continue
+            x, y = answers[a][q], answers[b][q]
+            if np.ndim(x) == 0 or np.ndim(y) == 0:
+                x, y = np.asarray(x, np.float64).reshape(()), np.asarray(y, np.float64).reshape(())
+            comps.append(compare(label, q, a, x, b, y, kind, dtype, tol, J_scale=J_scale))
+    return comps
+
+
+def run_shape(module: UserModule, family: Family, shape: dict, dtype: str, timeout: float,
+              arms: tuple[str, ...] = ARMS) -> Attempt:
+    attempt = Attempt(shape)
+    setup = attempt.setup = family.setup(shape, dtype)
+    label = f"{family.name} [{show(shape)}]"
+    try:
+        results, attempt.edits = module.run(setup.calls, timeout)
+        user = attempt.user = _read(setup, results, family)
+        if setup.after_user is not None:
+            attempt.note = setup.after_user(user) or ""
+        answers = {}
+        for arm in arms:
+            answers[arm] = _to_user(setup, run_arm(arm, setup.chain, setup.x, setup.G))
+        _check_shapes(user, answers["manual"], family)
+    except UserError as e:
+        attempt.problem, attempt.detail = e.message, e.detail
+        return attempt
+    except BadOutput as e:
+        attempt.problem = f"wrong output: {e}"
+        return attempt
+    J = answers["manual"].get("loss", answers["manual"].get("cost"))
+    scale = abs(float(J)) if J is not None else float(np.abs(np.asarray(setup.G)).sum()) if setup.G is not None else 0.0
+    cast = {k: np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" else v
+            for k, v in user.items() if k in answers["manual"]}
+    attempt.comparisons = compare_all(label, {YOURS: cast, **answers}, dtype, scale)
+    return attempt
+
+
+def _pattern(user: np.ndarray, ref: np.ndarray, quantity: str, shape: dict) -> str:
+    """A recognisable shape of the difference, or ""."""
+    u, r = np.asarray(user, np.float64), np.asarray(ref, np.float64)
+    if u.shape != r.shape or not np.isfinite(u).all():
+        return ""
+    if not u.any() and r.any():
+        return f"{quantity} is all zeros"
+    rr = float(np.vdot(r, r))
+    if rr > 0 and np.count_nonzero(r) >= 3:  # with one or two elements any two vectors look proportional
+        k = float(np.vdot(u, r)) / rr
+        if abs(k - 1) > 1e-6 and np.linalg.norm(u - k * r) <= 1e-6 * np.linalg.norm(u):
+            named = [f"{n} = {v}" for n, v in shape.items() if v > 1 and (abs(k - v) < 1e-9 * v or abs(k * v - 1) < 1e-9)]
+            why = (f" (1/{named[0].split()[0]}, {named[0]})" if named and k < 1 else f" ({named[0]})" if named
+                   else "")
+            return f"all of {quantity} is off by the same factor: {k:.6g}× the right value{why}"
+    if u.ndim == 2 and u.shape == r.shape[::-1] and np.allclose(u, r.T):
+        return f"{quantity} is the transpose of the right value"
+    if u.ndim == 3 and "T" in shape and shape["T"] > 1 and u.shape[1] == shape["T"]:
+        ok = [bool(np.allclose(u[:, t], r[:, t], rtol=1e-6, atol=1e-9 * max(1.0, np.abs(r).max()))) for t in range(u.shape[1])]
+        if any(ok) and not all(ok):
+            if ok == [i == len(ok) - 1 for i in range(len(ok))]:
+                return f"only the last time step of {quantity} is right (t = {len(ok) - 1}): the path back through time is missing"
+            if ok == [i == 0 for i in range(len(ok))]:
+                return f"only the first time step of {quantity} is right"
+            return f"time steps {[t for t, g in enumerate(ok) if g]} of {quantity} are right, the others not"
+    return ""
+
+
+def _summary(attempt: Attempt) -> tuple[list[str], list[str]]:
+    """The user's quantities that disagree with the manual arm, and those that agree."""
+    bad, good = [], []
+    for c in attempt.comparisons:
+        if c.a == YOURS and c.b == "manual":
+            (good if c.passed else bad).append(c.quantity)
+    return bad, good
+
+
+def analyse(family: Family, attempts: list[Attempt]) -> LayerResult:
+    problems = [a for a in attempts if a.problem]
+    user_fail = [c for a in attempts for c in a.comparisons if YOURS in (c.a, c.b) and not c.passed]
+    arms_fail = [c for a in attempts for c in a.comparisons if YOURS not in (c.a, c.b) and not c.passed]
+    edits = [e for a in attempts for e in a.edits]
+    if problems:
+        a = problems[0]
+        res = LayerResult(family, "raised" if "raised" in a.problem or "process" in a.problem or "return" in a.problem
+                          else "wrong output", attempts, message=a.problem, worst_shape=a.shape)
+        return res
+    if user_fail:
+        # The largest failing shape describes the mistake best (a pattern needs many elements).
+        first_attempt = max((a for a in attempts if any(not c.passed and YOURS in (c.a, c.b) for c in a.comparisons)),
+                            key=lambda a: a.setup.x.size)
+        order = list(dict.fromkeys(c.quantity for c in first_attempt.comparisons))
+        bad_q = {c.quantity for c in first_attempt.comparisons if YOURS in (c.a, c.b) and not c.passed}
+        first = next(q for q in order if q in bad_q)
+        worst = max(user_fail, key=lambda c: c.norm_rel if np.isfinite(c.norm_rel) else 1e308)
+        worst_attempt = next(a for a in attempts if worst in a.comparisons)
+        main = next(c for c in first_attempt.comparisons if c.quantity == first and YOURS in (c.a, c.b)
+                    and not c.passed)
+        res = LayerResult(family, "disagrees", attempts, first=first, worst=worst.norm_rel,
+                          worst_shape=worst_attempt.shape, message=main.message())
+        bad, good = _summary(first_attempt)
+        pats = []
+        for q in bad:
+            p = _pattern(first_attempt.user[q], _manual_value(first_attempt, q), q, first_attempt.shape)
+            if p:
+                pats.append(p)
+        if good and bad:
+            pats.insert(0, f"{', '.join(good)} right; only {', '.join(bad)} wrong")
+        if first_attempt.note:
+            pats.append(first_attempt.note)
+        res.pattern = "; ".join(pats)
+        if edits:
+            res.pattern = "; ".join([res.pattern, *dict.fromkeys(edits)]).strip("; ")
+        return res
+    if edits:
+        return LayerResult(family, "modifies its input", attempts, message="; ".join(dict.fromkeys(edits)),
+                           worst_shape=attempts[0].shape)
+    if arms_fail:
+        c = arms_fail[0]
+        return LayerResult(family, "harness arms disagree", attempts, first=c.quantity, message=c.message())
+    return LayerResult(family, "agrees", attempts,
+                       worst=max((c.norm_rel for a in attempts for c in a.comparisons if YOURS in (c.a, c.b)),
+                                 default=0.0))
+
+
+def _manual_value(attempt: Attempt, q: str):
+    return _to_user(attempt.setup, run_arm("manual", attempt.setup.chain, attempt.setup.x, attempt.setup.G))[q]
+
+
+def check_family(module: UserModule, family: Family, dtype: str = "float64", shapes: list[dict] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, shrink: bool = True, file: str = "FILE.py") -> LayerResult:
+    if family.not_yet:
+        return LayerResult(family, "not in the catalog yet", message=family.not_yet)
+    start = time.monotonic()
+    attempts = []
+    for shape in shapes or family.shape_list():
+        left = max(1.0, timeout - (time.monotonic() - start))
+        attempts.append(run_shape(module, family, shape, dtype, left))
+        if attempts[-1].problem and ("did not return" in attempts[-1].problem or "process" in attempts[-1].problem):
+            break  # a hang or a death: the next shape would do it again
+    res = analyse(family, attempts)
+    if res.verdict == "disagrees":
+        from .mistakes import name_mistake
+
+        res.mistake = name_mistake(family, max((a for a in attempts if any(
+            not c.passed and YOURS in (c.a, c.b) for c in a.comparisons)), key=lambda a: a.setup.x.size), dtype)
+    if res.verdict in ("disagrees", "modifies its input", "wrong output") and shrink and family.space:
+        from .shrink import smallest
+
+        left = timeout - (time.monotonic() - start)
+        res.smallest = smallest(module, family, res.verdict, dtype, max(left, 1.0),
+                                known=res.worst_shape or attempts[0].shape)
+    if res.smallest is not None:
+        res.command = (f"python -m harness layers {file} --only '{family.name}' --shape {show(res.smallest)}"
+                       + (f" --dtype {dtype}" if dtype != "float64" else ""))
+    return res
+
+
+@contextlib.contextmanager
+def opened(path):
+    module = UserModule(path)
+    try:
+        yield module
+    finally:
+        module.close()

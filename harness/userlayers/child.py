@@ -1,0 +1,260 @@
+"""The user's layer file, imported and called in a process of its own.
+
+The user's code is under test: it may raise, hang, print, edit its inputs, return
+anything, or end its own process. In a spawned child (like ``backends/isolated.py``):
+- its prints go to stderr, never into ``--json`` on stdout;
+- each request (one forward and the backwards that use its cache) has a timeout; a child
+  that hangs is killed, one that dies is reported, and a fresh child serves the next request;
+- every array argument is compared with a copy taken before the call: an in-place edit is
+  reported by argument name (a dict argument such as ``bn_param`` is the documented way to
+  hand back running averages, and is not checked);
+- results cross back as plain data: arrays, numbers, tuples, lists and dicts of them; a
+  cache (any Python object) stays in the child, where the backward reads it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import multiprocessing as mp
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMPORT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An argument taken from an earlier call's result in the same request: ``call`` is its
+    position, ``item`` the element of a tuple result (None: the whole result)."""
+
+    call: int
+    item: int | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple
+    keep_only: int | None = None  # send back only this element of a tuple result (0: out, not cache)
+
+
+class Opaque:
+    """A returned value that is not plain data: its type name, for messages."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name}>"
+
+
+def _plain(v, depth: int = 0):
+    if isinstance(v, np.ndarray):
+        return np.array(v)
+    if isinstance(v, (bool, int, float, complex, np.generic)):
+        return np.asarray(v)
+    if depth < 3 and isinstance(v, (tuple, list)):
+        return tuple(_plain(u, depth + 1) for u in v) if isinstance(v, tuple) else [_plain(u, depth + 1) for u in v]
+    if depth < 3 and isinstance(v, dict):
+        return {str(k): _plain(u, depth + 1) for k, u in v.items()}
+    if v is None:
+        return None
+    return Opaque(type(v).__name__)
+
+
+def _one_line(e: BaseException) -> str:
+    try:
+        text = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    except BaseException:  # noqa: BLE001 - a __str__ that raises
+        return type(e).__name__
+
+
+def _where(path: str, e: BaseException) -> str:
+    """FILE:LINE of the user's file in an import error's traceback (or the syntax error's)."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{e.filename}:{e.lineno}"
+    line = None
+    for frame in traceback.extract_tb(e.__traceback__):
+        if os.path.abspath(frame.filename) == os.path.abspath(path):
+            line = frame.lineno
+    return f"{path}:{line}" if line else path
+
+
+def _functions(module) -> dict[str, list[str]]:
+    out = {}
+    for name, f in vars(module).items():
+        if callable(f) and not name.startswith("_") and not isinstance(f, type):
+            try:
+                out[name] = list(inspect.signature(f).parameters)
+            except (TypeError, ValueError):
+                out[name] = []
+    return out
+
+
+def _serve(conn, path: str) -> None:
+    os.dup2(2, 1)  # the user's prints go to stderr
+    sys.stdout = sys.stderr
+    try:
+        spec = importlib.util.spec_from_file_location(f"xval_user_layers_{Path(path).stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        conn.send(("ready", _functions(module)))
+    except BaseException as e:  # noqa: BLE001 - SystemExit at import too
+        conn.send(("import_error", f"{_where(path, e)}: importing it raised {_one_line(e)}"))
+        return
+    while True:
+        try:
+            calls = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(_run(module, calls))
+
+
+def _run(module, calls: list[Call]) -> tuple:
+    results: list = []
+    sent: list = []
+    edits: list[str] = []
+    for call in calls:
+        f = getattr(module, call.name, None)
+        try:
+            args = [_resolve(a, results) for a in call.args]
+        except (TypeError, IndexError, KeyError):
+            prev = calls[next(a.call for a in call.args if isinstance(a, Ref))].name
+            return ("raised", prev, "returned something that is not an (out, cache) tuple, "
+                    f"so {call.name} cannot be given its cache", "")
+        before = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+        try:
+            names = list(inspect.signature(f).parameters)
+        except (TypeError, ValueError):
+            names = []
+        try:
+            r = f(*args)
+        except BaseException as e:  # noqa: BLE001 - sys.exit() too: a record, not the end
+            return ("raised", call.name, _one_line(e), traceback.format_exc())
+        for k, (a, b) in enumerate(zip(args, before)):
+            if b is not None and not (a.shape == b.shape and np.array_equal(a, b, equal_nan=True)):
+                edits.append(f"{call.name} modified its argument {names[k] if k < len(names) else k} in place")
+        results.append(r)
+        if call.keep_only is not None and isinstance(r, tuple) and len(r) > call.keep_only:
+            sent.append((_plain(r[call.keep_only]), len(r)))
+        else:
+            sent.append((_plain(r), len(r) if isinstance(r, tuple) else None))
+    try:
+        return ("ok", sent, edits)
+    except BaseException as e:  # noqa: BLE001
+        return ("raised", calls[-1].name, f"its result could not be read: {_one_line(e)}", "")
+
+
+def _resolve(a, results):
+    if isinstance(a, Ref):
+        r = results[a.call]
+        return r if a.item is None else r[a.item]
+    return a
+
+
+class UserError(Exception):
+    """The user's code raised, hung or died: ``message`` is one line for the layer's row."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.message, self.detail = message, detail
+
+
+class UserImportError(Exception):
+    """The user's file cannot be imported: one line naming the file and line."""
+
+
+class UserModule:
+    """The user's file in a child process; ``functions`` maps name -> parameter names."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._ctx = mp.get_context("spawn")
+        self._proc = self._conn = None
+        self.functions: dict[str, list[str]] = {}
+        self._start()
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, args=(child, self.path), daemon=True, name="xval-user-layers")
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        reply = self._receive(IMPORT_TIMEOUT, "importing it")
+        if reply[0] == "import_error":
+            self.close()
+            raise UserImportError(reply[1])
+        if reply[0] != "ready":
+            self.close()
+            raise UserImportError(f"{self.path}: {reply[1]}")
+        self.functions = reply[1]
+
+    def _receive(self, timeout: float, doing: str) -> tuple:
+        answered = False
+        try:
+            if self._conn.poll(timeout):
+                answered = True
+                return self._conn.recv()
+        except (EOFError, OSError):
+            pass
+        except Exception as e:  # noqa: BLE001 - a reply that cannot be unpickled
+            self.close()
+            return ("died", f"its process sent an unreadable reply while {doing}: {type(e).__name__}")
+        proc = self._proc
+        proc.join(5 if answered else 0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+            what = f"did not return within {timeout:g} s while {doing}; it was stopped"
+        else:
+            code = proc.exitcode
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"ended with exit code {code}"
+            what = f"its process {how} while {doing} (os._exit, sys.exit in a thread, or a crash)"
+        self.close()
+        return ("died", what)
+
+    def run(self, calls: list[Call], timeout: float) -> tuple[list, list[str]]:
+        """[(result, arity)] per call and the in-place edits seen; raises ``UserError``."""
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        try:
+            self._conn.send(calls)
+        except (OSError, EOFError):
+            pass
+        doing = "running " + ", ".join(dict.fromkeys(c.name for c in calls))
+        reply = self._receive(timeout, doing)
+        if reply[0] == "ok":
+            return reply[1], reply[2]
+        if reply[0] == "raised":
+            raise UserError(f"{reply[1]} raised {reply[2]}", reply[3])
+        raise UserError(f"{calls[0].name}: {reply[1]}" if "process" in reply[1] else reply[1])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(5)
+            self._proc = None
+
+    def __enter__(self) -> "UserModule":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
