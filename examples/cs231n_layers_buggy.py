@@ -160,7 +160,7 @@ def batchnorm_backward(dout, cache):
     out = γ x̂ + β, x̂ = xc · inv_std, inv_std = 1/std, std = √(var + eps), var = mean(xc²),
     xc = x − μ, μ = mean(x). Each line below is one node's local derivative."""
     x_hat, xc, std, inv_std, gamma = cache
-    N = dout.shape[0]
+    N = dout.shape[0]  # noqa: F841 - the student kept it from the first version
     dbeta = dout.sum(axis=0)
     dgamma = (dout * x_hat).sum(axis=0)
     dx_hat = dout * gamma
@@ -369,7 +369,7 @@ def max_pool_backward_naive(dout, cache):
             for i in range(H_out):
                 for j in range(W_out):
                     hs, ws = i * stride, j * stride
-                    window = x[n, c, hs:hs + ph, ws:ws + pw]
+                    window = x[n, c, hs:hs + ph, ws:ws + pw]  # noqa: F841 - computed, then not used: the plant
                     dx[n, c, hs, ws] += dout[n, c, i, j]  # PLANTED: top-left, not the argmax
     return dx
 

@@ -54,7 +54,7 @@ def relu(Z):
 
 def relu_backward(dA, cache):
     """dZ = dA where Z > 0, else 0 (the derivative at Z = 0 is taken to be 0)."""
-    Z = cache
+    Z = cache  # noqa: F841 - read, then not used: the plant
     dZ = np.array(dA, copy=True)  # PLANTED: the dZ[Z <= 0] = 0 line is missing
     return dZ
 

@@ -79,7 +79,48 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--case", required=True, metavar="NAME", help="the case to walk through")
     e.add_argument("--against", default="torch,jax", metavar="NAMES",
                    help="backends whose differences are shown beside each step (default: %(default)s)")
+    ly = sub.add_parser("layers", help="check your own CS231n- or DLS-style layer functions (FILE.py)")
+    ly.add_argument("file", metavar="FILE.py", help="your layers file; it is imported and run, as pytest runs a test file")
+    ly.add_argument("--only", default=None, metavar="NAMES",
+                    help="comma-separated layers to check (names as in the table: affine, batchnorm, ...)")
+    ly.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    ly.add_argument("--shape", default=None, metavar="K=V,...",
+                    help="check one shape only (with --only and one layer): the reproducing command")
+    ly.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="per layer, for all its shapes and the shrinking (default: %(default)g)")
+    ly.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                    help="writes DIR/layers.{csv,md,json,html} (default: %(default)s)")
+    ly.add_argument("--against", default="manual,torch,jax,fd", metavar="ARMS",
+                    help="the arms your code is compared with, and each other (default: %(default)s)")
+    ly.add_argument("--json", action="store_true", help="print DIR/layers.json to stdout instead of the table")
     return parser
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .files import LAYERS_FILES, atomic_write
+    from .userlayers import check_file
+    from .userlayers import report as lr
+
+    out = Path(args.out)
+    _prepare_out(out)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    against = tuple(a.strip() for a in args.against.split(",") if a.strip())
+    results = check_file(args.file, only=only, dtype=args.dtype, timeout=args.timeout, shape=args.shape,
+                         against=against)
+    data = lr.as_json(results, args.file, args.dtype)
+    with output_set(out, LAYERS_FILES) as stage:
+        atomic_write(stage / "layers.csv", lr.comparisons_frame(results).to_csv(index=False).encode())
+        atomic_write(stage / "layers.md", lr.markdown(results, args.file, args.dtype).encode())
+        atomic_write(stage / "layers.json", lr.dumps(data).encode())
+        atomic_write(stage / "layers.html", lr.html_page(data).encode())
+    if args.json:
+        print(lr.dumps(data))
+    else:
+        print(lr.table_text(results))
+        for line in lr.details(results):
+            print(line)
+        print(lr.verdict_line(results))
+    return 0 if data["passed"] else 1
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -295,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_study(args)
         if args.command == "selfcheck":
             return cmd_selfcheck(args)
+        if args.command == "layers":
+            return cmd_layers(args)
     except (InputError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -216,10 +216,11 @@ def _exchange(a: Path, b: Path) -> bool:
 RUN_FILES = ("report.md", "report.html", "results.json", "agreement.csv", "errors.csv", "arrays")
 CLAIMS_FILES = ("claims.md", "claims.csv")
 SELFCHECK_FILES = ("selfcheck.md", "selfcheck.csv")
+LAYERS_FILES = ("layers.csv", "layers.md", "layers.json", "layers.html")
 STUDY_FILES = {
     "epsilon": ("study-epsilon.csv", "study-epsilon-summary.csv", "study-epsilon.png",
                 "study-epsilon.md", "nudge.md"),
     "cost": ("study-cost.csv", "study-cost.png", "study-cost.md", "nudge.md"),
 }
-KNOWN_NAMES = frozenset({MARKER, *RUN_FILES, *CLAIMS_FILES, *SELFCHECK_FILES,
+KNOWN_NAMES = frozenset({MARKER, *RUN_FILES, *CLAIMS_FILES, *SELFCHECK_FILES, *LAYERS_FILES,
                          *(n for names in STUDY_FILES.values() for n in names), "test-browser"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from .arms import ARMS
 from .check import DEFAULT_TIMEOUT, LayerResult, check_family
 from .child import UserImportError, UserModule
 from .families import FAMILIES, Family, show
@@ -49,10 +50,16 @@ def parse_shape(text: str, family: Family) -> dict:
 
 def check_file(path: str | Path, only: list[str] | None = None, dtype: str = "float64",
                timeout: float = DEFAULT_TIMEOUT, shape: str | None = None, shrink: bool = True,
-               progress=None) -> list[LayerResult]:
+               progress=None, against: tuple[str, ...] = ARMS) -> list[LayerResult]:
     """Every recognised layer of the file, checked. InputError: the file cannot be read or
-    imported (one line with file and line), or --only names nothing the file defines."""
+    imported (one line with file and line), or --only names nothing the file defines.
+    ``against``: the arms compared with the user's code and each other (manual always runs:
+    the shapes and the shrinking read it)."""
     path = Path(path)
+    unknown = [a for a in against if a not in ARMS]
+    if unknown:
+        raise InputError(f"unknown arm {unknown[0]!r}; the arms are {', '.join(ARMS)}", field="--against")
+    against = ("manual", *[a for a in against if a != "manual"])
     if not path.is_file():
         raise InputError("no such file", file=str(path))
     try:
@@ -77,7 +84,7 @@ def check_file(path: str | Path, only: list[str] | None = None, dtype: str = "fl
         results = []
         for fam in families:
             shapes = [parse_shape(shape, fam)] if shape is not None else None
-            results.append(check_family(module, fam, dtype, shapes, timeout, shrink, file=str(path)))
+            results.append(check_family(module, fam, dtype, shapes, timeout, shrink, file=str(path), arms=against))
             if progress is not None:
                 progress(results[-1])
         return results
@@ -86,14 +93,15 @@ def check_file(path: str | Path, only: list[str] | None = None, dtype: str = "fl
 
 
 def check_layer(path: str | Path, layer: str, dtype: str = "float64", shapes: list[dict] | None = None,
-                timeout: float = DEFAULT_TIMEOUT) -> LayerResult:
+                timeout: float = DEFAULT_TIMEOUT, against: tuple[str, ...] = ARMS) -> LayerResult:
     """For tests: check one layer of a user's file; AssertionError saying where and how much."""
     module = UserModule(path)
     try:
         fams = [f for f in recognise(module.functions) if f.name == layer]
         if not fams:
             raise AssertionError(f"{path} does not define the functions of {layer!r}")
-        res = check_family(module, fams[0], dtype, shapes, timeout, shrink=True, file=str(path))
+        res = check_family(module, fams[0], dtype, shapes, timeout, shrink=True, file=str(path),
+                           arms=("manual", *[a for a in against if a != "manual"]))
     finally:
         module.close()
     if not res.passed:

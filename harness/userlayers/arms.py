@@ -130,12 +130,16 @@ _JAX: dict[tuple, Any] = {}
 def jax_arm(chain: Chain, x: Array, G: Array | None) -> dict[str, Array]:
     import jax
 
+    from ..backends.jax_backend import enable_compilation_cache
+
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
     fw = SimpleNamespace(jax=jax, jnp=jnp)
     floating = np.issubdtype(x.dtype, np.floating)
     key = (tuple(chain.specs), chain.loss, floating)
+    if not _JAX:
+        enable_compilation_cache(jax)  # as the jax backend does: a second run compiles nothing
     if key not in _JAX:
         def f(params, x, inputs, T, G):
             s = _walk(chain, x, params, inputs, lambda layer, spec, a, p, inp: layer.jax(spec, fw, a, p, inp))

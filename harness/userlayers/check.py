@@ -131,7 +131,10 @@ def run_shape(module: UserModule, family: Family, shape: dict, dtype: str, timeo
             attempt.note = setup.after_user(user) or ""
         answers = {}
         for arm in arms:
-            answers[arm] = _to_user(setup, run_arm(arm, setup.chain, setup.x, setup.G))
+            try:
+                answers[arm] = _to_user(setup, run_arm(arm, setup.chain, setup.x, setup.G))
+            except ImportError as e:  # torch or jax not installed (they are extras): that arm is left out
+                attempt.note = f"{arm} left out: {e}"
         _check_shapes(user, answers["manual"], family)
     except UserError as e:
         attempt.problem, attempt.detail = e.message, e.detail
@@ -191,9 +194,10 @@ def analyse(family: Family, attempts: list[Attempt]) -> LayerResult:
     edits = [e for a in attempts for e in a.edits]
     if problems:
         a = problems[0]
-        res = LayerResult(family, "raised" if "raised" in a.problem or "process" in a.problem or "return" in a.problem
-                          else "wrong output", attempts, message=a.problem, worst_shape=a.shape)
-        return res
+        verdict = ("wrong output" if a.problem.startswith("wrong output") else
+                   "timed out" if "did not return within" in a.problem else
+                   "died" if "its process" in a.problem else "raised")
+        return LayerResult(family, verdict, attempts, message=a.problem, worst_shape=a.shape)
     if user_fail:
         # The largest failing shape describes the mistake best (a pattern needs many elements).
         first_attempt = max((a for a in attempts if any(not c.passed and YOURS in (c.a, c.b) for c in a.comparisons)),
@@ -237,14 +241,15 @@ def _manual_value(attempt: Attempt, q: str):
 
 
 def check_family(module: UserModule, family: Family, dtype: str = "float64", shapes: list[dict] | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, shrink: bool = True, file: str = "FILE.py") -> LayerResult:
+                 timeout: float = DEFAULT_TIMEOUT, shrink: bool = True, file: str = "FILE.py",
+                 arms: tuple[str, ...] = ARMS) -> LayerResult:
     if family.not_yet:
         return LayerResult(family, "not in the catalog yet", message=family.not_yet)
     start = time.monotonic()
     attempts = []
     for shape in shapes or family.shape_list():
         left = max(1.0, timeout - (time.monotonic() - start))
-        attempts.append(run_shape(module, family, shape, dtype, left))
+        attempts.append(run_shape(module, family, shape, dtype, left, arms))
         if attempts[-1].problem and ("did not return" in attempts[-1].problem or "process" in attempts[-1].problem):
             break  # a hang or a death: the next shape would do it again
     res = analyse(family, attempts)
@@ -253,7 +258,7 @@ def check_family(module: UserModule, family: Family, dtype: str = "float64", sha
 
         res.mistake = name_mistake(family, max((a for a in attempts if any(
             not c.passed and YOURS in (c.a, c.b) for c in a.comparisons)), key=lambda a: a.setup.x.size), dtype)
-    if res.verdict in ("disagrees", "modifies its input", "wrong output") and shrink and family.space:
+    if res.verdict in ("disagrees", "modifies its input", "wrong output", "raised") and shrink and family.space:
         from .shrink import smallest
 
         left = timeout - (time.monotonic() - start)
@@ -261,7 +266,8 @@ def check_family(module: UserModule, family: Family, dtype: str = "float64", sha
                                 known=res.worst_shape or attempts[0].shape)
     if res.smallest is not None:
         res.command = (f"python -m harness layers {file} --only '{family.name}' --shape {show(res.smallest)}"
-                       + (f" --dtype {dtype}" if dtype != "float64" else ""))
+                       + (f" --dtype {dtype}" if dtype != "float64" else "")
+                       + (f" --against {','.join(arms)}" if tuple(arms) != ARMS else ""))
     return res
 
 

@@ -122,6 +122,7 @@ def _run(module, calls: list[Call]) -> tuple:
     results: list = []
     sent: list = []
     edits: list[str] = []
+    checks: list = []
     for call in calls:
         f = getattr(module, call.name, None)
         try:
@@ -139,14 +140,18 @@ def _run(module, calls: list[Call]) -> tuple:
             r = f(*args)
         except BaseException as e:  # noqa: BLE001 - sys.exit() too: a record, not the end
             return ("raised", call.name, _one_line(e), traceback.format_exc())
-        for k, (a, b) in enumerate(zip(args, before)):
-            if b is not None and not (a.shape == b.shape and np.array_equal(a, b, equal_nan=True)):
-                edits.append(f"{call.name} modified its argument {names[k] if k < len(names) else k} in place")
+        checks.append((call.name, names, args, before))
         results.append(r)
         if call.keep_only is not None and isinstance(r, tuple) and len(r) > call.keep_only:
             sent.append((_plain(r[call.keep_only]), len(r)))
         else:
             sent.append((_plain(r), len(r) if isinstance(r, tuple) else None))
+    # Checked after every call of the request: a backward that edits the input its forward
+    # cached (x -= mu) changes the forward's argument too.
+    for name, names, args, before in checks:
+        for k, (a, b) in enumerate(zip(args, before)):
+            if b is not None and not (a.shape == b.shape and np.array_equal(a, b, equal_nan=True)):
+                edits.append(f"{name}'s argument {names[k] if k < len(names) else k} was modified in place")
     try:
         return ("ok", sent, edits)
     except BaseException as e:  # noqa: BLE001
@@ -213,7 +218,7 @@ class UserModule:
         if proc.is_alive():
             proc.kill()
             proc.join(5)
-            what = f"did not return within {timeout:g} s while {doing}; it was stopped"
+            what = f"did not return within {timeout:.3g} s while {doing}; it was stopped"
         else:
             code = proc.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"ended with exit code {code}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -290,11 +290,8 @@ def _dls_linear(activation: str | None):
         A = _normal(rng, (n_prev, m), dt)
         W, b = _normal(rng, (n, n_prev), dt, 1 / math.sqrt(n_prev)), _normal(rng, (n, 1), dt, 0.5)
         specs = [_spec({"layer": "dense", "units": n}, 1, (n_prev,), m)]
-        if activation:
+        if activation:  # relu's kink: fd masks any element whose nudge crosses it
             specs.append(_spec({"layer": activation}, 2, (n,), m))
-            Z = A.T @ W.T + b.T
-            if activation == "relu":  # no pre-activation at relu's kink
-                A = A.copy()
         dZ = _normal(rng, (n, m), dt)
         if activation:
             calls = _fwd_bwd("linear_activation_forward", (A, W, b, activation), "linear_activation_backward",
