@@ -155,6 +155,22 @@ def _claims_section(out: Path) -> str:
             + pd.DataFrame(rows).to_html(index=False, escape=True))
 
 
+def _layers_section(out: Path) -> str:
+    """The "Your layers" section of ``python -m harness layers`` run into the same folder."""
+    path = out / "layers.json"
+    if not path.exists():
+        return ""
+    import json
+
+    from .userlayers.report import html_section
+
+    try:
+        return html_section(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # another command's file
+        return (f"<h2>Your layers</h2><p class='bad'>layers.json in this folder could not be read "
+                f"({html.escape(type(e).__name__)}); run python -m harness layers again.</p>")
+
+
 def _studies_section(out: Path) -> str:
     parts = []
     for name, title in (("study-epsilon.png", "Error against ε"), ("study-cost.png", "Cost against size")):
@@ -223,7 +239,7 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
         [f"{e.case}: backend {e.backend} raised {e.message}" for e in result.errors]
     if problems:
         body += ["<h2>Problems</h2><ul>"] + [f"<li>{html.escape(p)}</li>" for p in problems[:200]] + ["</ul>"]
-    body += [_claims_section(out), _studies_section(out), "<h2>Cases</h2>"]
+    body += [_claims_section(out), _studies_section(out), _layers_section(out), "<h2>Cases</h2>"]
     # Every failing case in full; passing ones up to a cap, so a 1,000-case sweep stays a page.
     detailed = [r for r in result.cases if not r.passed]
     detailed += [r for r in result.cases if r.passed][:max(0, MAX_CASE_SECTIONS - len(detailed))]

@@ -203,3 +203,52 @@ def table(outcomes: list[Outcome]) -> tuple[str, float]:
     eligible = [o for o in outcomes if o.detected is not None]
     rate = sum(o.detected for o in eligible) / max(len(eligible), 1)
     return "\n".join(lines), rate
+
+
+# ----------------------------------------------------------------- buggy layer files
+
+BUGGY_LAYER_FILES = ("examples/cs231n_layers_buggy.py", "examples/dls_layers_buggy.py")
+
+
+def planted(path) -> dict[str, str]:
+    """The file's PLANTED dict (function -> mistake), read without running the file."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(path).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "PLANTED" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def layer_files(root, against: tuple[str, ...] | None = None, check=None) -> tuple[str, bool]:
+    """Run ``python -m harness layers`` on each shipped buggy layers file: every layer with a
+    planted mistake must disagree and be shrunk, every other layer must agree. Returns a
+    markdown table and whether all of that held. ``check`` stands in for ``check_file``."""
+    from pathlib import Path
+
+    from .userlayers import check_file
+    from .userlayers.arms import ARMS
+    from .userlayers.families import show
+
+    lines = ["| file | layer | planted | verdict | caught | smallest failing input | mistake named |",
+             "|---|---|---|---|---|---|---|"]
+    ok = True
+    for rel in BUGGY_LAYER_FILES:
+        path = Path(root) / rel
+        if not path.is_file():  # an install without the source checkout's examples/
+            lines.append(f"| {Path(rel).name} | — | — | not found at {path} | — | — | — |")
+            continue
+        plants = planted(path)
+        for r in (check or check_file)(path, against=against or ARMS):
+            if r.verdict == "not in the catalog yet":
+                continue
+            mine = [f for f in r.family.functions if f in plants]
+            caught = (r.verdict != "agrees") == bool(mine) and (not mine or r.smallest is not None)
+            ok &= caught
+            named = r.mistake if r.mistake and r.mistake != "no known mistake matches" else "—"
+            lines.append(f"| {Path(rel).name} | {r.family.name} | {'; '.join(plants[f] for f in mine) or '—'} | "
+                         f"{r.verdict} | {'yes' if caught else 'NO'} | "
+                         f"{show(r.smallest) if r.smallest else '—'} | {named} |")
+    return "\n".join(lines), ok

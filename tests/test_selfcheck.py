@@ -15,7 +15,7 @@ def test_every_mutant_is_caught_where_detectable(tmp_path):
     where it can show, in both forms; its CSV holds one row per (mutant, case)."""
     import pandas as pd
 
-    proc = run_cli("selfcheck", "--out", tmp_path)
+    proc = run_cli("selfcheck", "--no-layer-files", "--out", tmp_path)  # those: tests/test_userlayers.py
     assert proc.returncode == 0, proc.stdout[-1500:]
     assert "Kill rate: 100%" in proc.stdout and (tmp_path / "selfcheck.md").exists()
     rows = pd.read_csv(tmp_path / "selfcheck.csv")

@@ -21,6 +21,10 @@ import pytest
 from harness.errors import InputError
 from harness.userlayers import FAMILIES, check_file, check_layer, recognise
 
+# One worker runs this file, so that the module fixtures (the examples' runs) run once, not
+# once per xdist worker (make test passes --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("userlayers")
+
 ROOT = Path(__file__).resolve().parent.parent
 EX = ROOT / "examples"
 
@@ -43,15 +47,15 @@ def cs231n():
 
 @pytest.fixture(scope="module")
 def cs231n_buggy():
-    # Shrinking is checked on a few layers below; here only the verdicts, patterns and mistakes,
-    # against manual and fd (torch and jax agree with both on every shape: the fixture above).
-    return _by_name(check_file(EX / "cs231n_layers_buggy.py", shrink=False, against=("manual", "fd")))
+    # Against the manual arm only: torch, jax and fd agree with it on every shape (the fixture
+    # above), and a planted mistake is caught by any of them.
+    return _by_name(check_file(EX / "cs231n_layers_buggy.py", against=("manual",)))
 
 
 @pytest.fixture(scope="module")
 def dls():
     return (_by_name(check_file(EX / "dls_layers.py")),
-            _by_name(check_file(EX / "dls_layers_buggy.py", against=("manual", "fd"))))  # noqa: E501
+            _by_name(check_file(EX / "dls_layers_buggy.py", against=("manual",))))
 
 
 def test_every_cs231n_signature_of_the_issue_is_recognised(cs231n):
@@ -119,12 +123,12 @@ def test_the_dls_examples(dls):
     assert "--only 'linear' --shape m=2," in buggy["linear"].command
 
 
-def test_shrinking_finds_the_inputs_a_mistake_needs():
-    results = _by_name(check_file(EX / "cs231n_layers_buggy.py", only=["rnn", "batchnorm", "conv"], against=("manual",)))
-    assert results["rnn"].smallest == {"N": 1, "T": 2, "D": 1, "H": 1}  # the step path needs T = 2
-    assert results["batchnorm"].smallest == {"N": 3, "D": 1}
-    conv = results["conv"].smallest
+def test_shrinking_finds_the_inputs_a_mistake_needs(cs231n_buggy):
+    assert cs231n_buggy["rnn"].smallest == {"N": 1, "T": 2, "D": 1, "H": 1}  # the step path needs T = 2
+    assert cs231n_buggy["batchnorm"].smallest == {"N": 3, "D": 1}
+    conv = cs231n_buggy["conv"].smallest
     assert conv["S"] == 2 and conv["N"] == conv["C"] == conv["F"] == 1  # the stride is the mistake
+    assert cs231n_buggy["word_embedding"].smallest["T"] * cs231n_buggy["word_embedding"].smallest["N"] == 2
 
 
 def test_check_layer_raises_saying_where_and_how_much():
@@ -206,7 +210,7 @@ def test_cli_exit_codes_table_and_reproducing_command(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "harness", "layers", *a, "--out", str(tmp_path / "o")],  # noqa: E731
                                     capture_output=True, text=True, timeout=300, cwd=ROOT)
     ok = run(str(EX / "dls_layers.py"), "--only", "linear,relu (DLS)", "--against", "manual,fd")
-    assert ok.returncode == 0 and "ALL AGREE: 2 layers" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "ALL AGREE: 2 layers match manual, fd" in ok.stdout, ok.stdout + ok.stderr
     bad = run(str(EX / "cs231n_layers_buggy.py"), "--only", "word_embedding", "--against", "manual")
     assert bad.returncode == 1 and "DISAGREE: 1 of 1 layers (word_embedding)" in bad.stdout
     command = next(line for line in bad.stdout.splitlines() if "reproduce:" in line).split("reproduce: ")[1]
@@ -215,6 +219,12 @@ def test_cli_exit_codes_table_and_reproducing_command(tmp_path):
     assert again.returncode == 1 and "N=1,T=2,V=1,D=1" in again.stdout, again.stdout + again.stderr
     md = (tmp_path / "o2" / "layers.md").read_text()
     assert "| word_embedding | disagrees | dW |" in md and "embedding-assigns" in md
+    # A run into the same folder shows the layers in its report.html.
+    run_ = subprocess.run([sys.executable, "-m", "harness", "run", "cases/hard.toml", "--backends",
+                           "manual,manual_columns", "--quiet", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert run_.returncode == 0 and "Your layers:" in page and "word_embedding" in page
 
 
 def test_float32_and_shape_options():
@@ -253,3 +263,23 @@ def test_dropout_keep_probability_convention_is_recognised(tmp_path):
     r = check_file(f, shrink=False)[0]
     assert r.verdict == "disagrees" and r.first == "out"
     assert "reads p as the drop probability" in r.pattern
+
+
+def test_selfcheck_catches_and_shrinks_every_planted_layer(cs231n_buggy, dls):
+    """What `python -m harness selfcheck` adds: both shipped buggy files, every planted layer
+    caught and shrunk, every other layer agreeing (here from the fixtures' runs against manual;
+    the command runs all four arms)."""
+    from harness.selfcheck import layer_files
+
+    runs = {"cs231n_layers_buggy.py": list(cs231n_buggy.values()), "dls_layers_buggy.py": list(dls[1].values())}
+    text, ok = layer_files(ROOT, check=lambda path, against: runs[path.name])
+    assert ok, text
+    n = len(_planted_layers(_planted("cs231n_layers_buggy"), "cs231n")) + len(_planted_layers(_planted("dls_layers_buggy"), "dls"))
+    assert text.count("| yes |") == n and "| NO |" not in text
+    # and it can fail: a planted layer that agreed would be a NO
+    cs231n_buggy["relu"].verdict, saved = "agrees", cs231n_buggy["relu"].verdict
+    try:
+        text, ok = layer_files(ROOT, check=lambda path, against: runs[path.name])
+    finally:
+        cs231n_buggy["relu"].verdict = saved
+    assert not ok and "| relu | " in text and "| NO |" in text

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from .arms import ARMS
-from .check import DEFAULT_TIMEOUT, LayerResult, check_family
+from .check import DEFAULT_TIMEOUT, LayerResult
+from .layer_check import check_family
 from .child import UserImportError, UserModule
 from .families import FAMILIES, Family, show
 

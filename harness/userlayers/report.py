@@ -51,7 +51,8 @@ def verdict_line(results: list[LayerResult]) -> str:
     tail = f"; not in the catalog yet: {', '.join(skipped)}" if skipped else ""
     if bad:
         return f"DISAGREE: {len(bad)} of {checked} layers ({', '.join(bad)}){tail}"
-    return f"ALL AGREE: {checked} layers match torch, jax, fd and the manual arm{tail}"
+    arms = list(dict.fromkeys(n for r in results for c in r.comparisons for n in (c.a, c.b) if n != YOURS))
+    return f"ALL AGREE: {checked} layers match {', '.join(arms) or 'nothing'}{tail}"
 
 
 def table_text(results: list[LayerResult]) -> str:

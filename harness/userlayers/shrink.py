@@ -45,7 +45,7 @@ def smallest(module, family: Family, verdict: str, dtype: str, timeout: float, k
             raise OutOfTime
         failed = _fails(run_shape(module, family, dict(shape), dtype, left, arms=("manual",)))
         if failed and size(shape) < size(best[0]):
-            best[0] = dict(shape)
+            best[0] = {k: shape[k] for k, _, _ in family.space}  # in the family's key order
         return failed
 
     try:
