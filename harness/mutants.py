@@ -699,3 +699,35 @@ NETWORK_MUTANTS = [BatchnormStatsConstant, DropoutUnscaled, DropoutOtherMask, La
 MUTANTS = [ForgetsGPrime, GInsteadOfGPrime, ForgetsMean, DWFromWrongLayer, WNotTransposed,
            SoftmaxElementwise, DbNotSummed, OffByOneLayer, ScaledLayer, PerturbedElement,
            *NETWORK_MUTANTS]
+
+
+def matching_mistake(model: Model | Network, arrays: dict[str, Array], out: dict[str, Array],
+                     tolerance) -> str | None:
+    """Which known mistake a backend's wrong result is: the self-check's mutant whose gradients
+    equal ``out`` on every quantity both give, each within ``tolerance`` (the analytic row of
+    the case dtype), and which differs from the right answer somewhere. None when none does:
+    a match is stated only when it is exact to the tolerance, never guessed."""
+    from .backends.manual import ManualBackend
+    from .compare import compare
+
+    right = backprop(model, arrays) if isinstance(model, Network) else ManualBackend().gradients(model, arrays)
+    candidates = NETWORK_MUTANTS if isinstance(model, Network) else [
+        m for m in MUTANTS if not issubclass(m, NetworkMutant) and m not in (PerturbedElement, ScaledLayer)]
+    for cls in candidates:
+        if isinstance(model, Network) and cls.why_not(model, arrays) is not None:
+            continue
+        try:
+            wrong = cls().gradients(model, {k: v.copy() for k, v in arrays.items()})
+        except Exception:  # noqa: BLE001 - a mutant that does not apply to this network's layout
+            continue
+        shared = [q for q in wrong if q in out and q in right and np.shape(wrong[q]) == np.shape(out[q])]
+        changed = [q for q in shared if np.shape(wrong[q]) == np.shape(right[q])
+                   and not np.allclose(wrong[q], right[q], rtol=1e-6, atol=0)]
+        if not changed:
+            continue
+        if all(compare("", q, "plugin", np.asarray(out[q], np.float64), cls.name, np.asarray(wrong[q], np.float64),
+                       "analytic", str(model.dtype), tolerance).passed for q in shared):
+            params = [q for q in changed if q.startswith("d") and q[1:] in arrays]
+            shown = params or changed
+            return f"{', '.join(shown)} {'matches' if len(shown) == 1 else 'match'} '{cls.mistake}' ({cls.name})"
+    return None

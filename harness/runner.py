@@ -225,7 +225,29 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
         # allowed on top of the table. It only ever adds allowance, so it is computed only when
         # the table alone flags something: a well-conditioned run never pays for it.
         result.comparisons = compare_all(rounding_floor(case, inputs))
+    _name_plugin_mistakes(result, backends, inputs)
     return result
+
+
+def _name_plugin_mistakes(result: CaseResult, backends: Sequence[Backend], inputs: dict[str, Array]) -> None:
+    """For a user's plugin (run in its own process) that disagrees: the known mistake its
+    gradients equal, if one does exactly, as a note ("dW1 matches 'forgot g′(z^[1])'")."""
+    from .backends.isolated import IsolatedBackend
+
+    failing = {n for c in result.comparisons if not c.passed for n in (c.a, c.b)}
+    for b in backends:
+        if not isinstance(b, IsolatedBackend) or b.name not in failing or b.name not in result.outputs:
+            continue
+        from .mutants import matching_mistake
+
+        model = result.case.model
+        try:
+            text = matching_mistake(model, inputs, result.outputs[b.name], lookup(model.dtype, "analytic"))
+        except Exception:  # noqa: BLE001 - naming is a courtesy: never the reason a run fails
+            text = None
+        said = text or "no known mistake matches"
+        note = result.notes.get(b.name)
+        result.notes[b.name] = f"{note}; {said}" if note else said
 
 
 def _mask_ties(result: CaseResult, net: Network, inputs: dict[str, Array]) -> None:

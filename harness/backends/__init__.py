@@ -54,7 +54,13 @@ def get(name: str) -> Backend:
 
 
 def check_plugin_spec(spec: str) -> None:
-    """``FILE.py:ClassName`` with an existing file, or an installed entry-point name."""
+    """``FILE.py:ClassName`` with an existing file, ``layers:FILE.py`` (a backend from a
+    user's layer functions, harness.userlayers.backend), or an installed entry-point name."""
+    if spec.startswith("layers:"):
+        path = spec[len("layers:"):]
+        if not Path(path).is_file():
+            raise InputError(f"layers file {path!r} does not exist", field="--backend")
+        return
     if ":" not in spec:
         if spec not in _plugins():
             raise InputError(f"expected FILE.py:ClassName or an installed backend name, got {spec!r}",
@@ -76,6 +82,10 @@ def load_plugin(spec: str) -> Backend:
     if ":" not in spec:
         raise InputError(f"expected FILE.py:ClassName, got {spec!r}", field="--backend")
     check_plugin_spec(spec)
+    if spec.startswith("layers:"):
+        from ..userlayers.backend import LayersBackend
+
+        return LayersBackend(spec[len("layers:"):])
     path, _, cls_name = spec.rpartition(":")
     file = Path(path)
     mod_name = f"harness_plugin_{file.stem}_{abs(hash(str(file.resolve())))}"

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import sys
 import traceback
+from pathlib import Path
 
 DEFAULT_TIMEOUT = 600.0  # seconds for one case; --timeout sets it
 START_TIMEOUT = 120.0  # seconds to import the plugin (it may import torch)
@@ -47,7 +48,7 @@ def _serve(conn, spec: str) -> None:
     sys.stdout = sys.stderr
     from ..errors import InputError
     from ..errors import describe
-    from . import Gradients, check_output, get, kind_of, load_plugin, notes_of
+    from . import Gradients, NotApplicable, check_output, get, kind_of, load_plugin, notes_of
 
     try:
         backend = load_plugin(spec) if ":" in spec else get(spec)
@@ -72,6 +73,8 @@ def _serve(conn, spec: str) -> None:
             notes, inconclusive = notes_of(raw)
             out = Gradients(check_output(model, raw, m), notes=notes, inconclusive=inconclusive)
             reply: tuple = ("ok", out)
+        except NotApplicable as e:  # a note for the case, not an error: sent back as what it is
+            reply = ("not_applicable", describe(e).partition(": ")[2] or type(e).__name__)
         except BaseException as e:  # noqa: BLE001 - sys.exit() too: a record, not the end
             try:
                 detail = traceback.format_exc()
@@ -93,7 +96,7 @@ class IsolatedBackend:
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.spec, self.timeout = spec, timeout
-        self.name = spec.rpartition(":")[2]
+        self.name = Path(spec[len("layers:"):]).stem if spec.startswith("layers:") else spec.rpartition(":")[2]
         self._kind: str | tuple = "analytic"
         self._ctx = mp.get_context("spawn")  # fork would copy torch's and JAX's threads half-way
         self._proc = None
@@ -172,6 +175,10 @@ class IsolatedBackend:
             return reply[1]
         if reply[0] == "raised":
             raise PluginRaised(reply[1], reply[2])
+        if reply[0] == "not_applicable":
+            from .base import NotApplicable
+
+            raise NotApplicable(reply[1])
         raise PluginProcessError(reply[1])
 
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .base import Attr, Layer
@@ -9,6 +11,12 @@ from .base import Attr, Layer
 
 def _rate(p: float) -> str | None:
     return None if 0 <= p < 1 else f"must be in [0, 1) (the probability of dropping), got {p}"
+
+
+def _keep_mask(p: float, rng: np.random.Generator, shape) -> np.ndarray:
+    """1 where a unit is kept (probability 1 − p). Module level, bound with functools.partial:
+    a Network is pickled to plugin processes."""
+    return (rng.random(shape) >= p).astype(np.float64)
 
 
 class Dropout(Layer):
@@ -32,8 +40,7 @@ class Dropout(Layer):
 
     def inputs(self, spec, batch):
         p = float(spec["rate"])
-        return {"mask": ((batch, *spec.in_shape),
-                         lambda rng, shape: (rng.random(shape) >= p).astype(np.float64))}
+        return {"mask": ((batch, *spec.in_shape), functools.partial(_keep_mask, p))}
 
     def check_input(self, spec, name, value):
         bad = (value != 0) & (value != 1)

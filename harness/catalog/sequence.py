@@ -18,6 +18,11 @@ def _sequence(kind: str, in_shape) -> None:
                              f"{list(in_shape)}")
 
 
+def _unit_normal(rng: np.random.Generator, shape) -> np.ndarray:
+    """Embedding rows drawn N(0, 1) (a module-level function: a Network is pickled to plugins)."""
+    return rng.standard_normal(shape)
+
+
 class Embedding(Layer):
     """a[n, t] = W[x[n, t]]: row x of the V×dim table W for each token id x.
 
@@ -45,7 +50,7 @@ class Embedding(Layer):
         return (in_shape[0], attrs["dim"])
 
     def params(self, spec):
-        return {"W": Param((spec["vocab"], spec["dim"]), lambda rng, shape: rng.standard_normal(shape),
+        return {"W": Param((spec["vocab"], spec["dim"]), _unit_normal,
                            regularised=True)}
 
     def forward(self, spec, x, p, inp):
