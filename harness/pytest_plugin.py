@@ -15,6 +15,11 @@ separately (a name may itself contain ``-vs-``). A failure says where and how mu
 with pytest-xdist: every worker collects the same items, and computes each case it runs
 once. ``--xval-report DIR`` writes the report (md, html, json, csv) at the end of the
 session.
+
+``--xval-layers FILE.py`` checks a user's own layer functions as ``python -m harness layers``
+does: one item per layer × quantity × pair (``layers.py::batchnorm::dx::yours-vs-torch``).
+The file is never imported into pytest's process (``pytest_pycollect_makemodule`` hands it
+to the harness, which runs it in a child); each layer is checked once per process.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="add a plugin backend from a file; may be repeated")
     group.addoption("--xval-report", default=None, metavar="DIR",
                     help="write report.md/html, results.json and agreement.csv to DIR at the end")
+    group.addoption("--xval-layers", action="append", default=[], metavar="FILE.py",
+                    help="check your own layer functions (as python -m harness layers): one test per "
+                         "layer × quantity × pair; may be repeated")
+    group.addoption("--xval-layers-against", default=None, metavar="ARMS",
+                    help="the arms --xval-layers compares your code with (default: manual,torch,jax,fd)")
 
 
 class XvalFailure(AssertionError):
@@ -148,7 +158,144 @@ def _check_report_dir(out: str) -> None:
         raise pytest.UsageError(f"--xval-report: cannot write to {out!r}: {e.strerror or e}") from None
 
 
+class _LayerRuns:
+    """Per process: each layers file's recognised families, and each family's check, once."""
+
+    def __init__(self, paths: list[Path], arms: tuple[str, ...]) -> None:
+        self.paths, self.arms = paths, arms
+        self._modules: dict[Path, object] = {}
+        self._results: dict[tuple[Path, str], object] = {}
+
+    def module(self, path: Path):
+        if path not in self._modules:
+            from .userlayers.child import UserModule
+
+            self._modules[path] = UserModule(path)  # the user's file, in a process of its own
+        return self._modules[path]
+
+    def result(self, path: Path, family):
+        key = (path, family.name)
+        if key not in self._results:
+            from .userlayers.layer_check import check_family
+
+            self._results[key] = check_family(self.module(path), family, file=str(path), arms=self.arms)
+        return self._results[key]
+
+    def close(self) -> None:
+        for m in self._modules.values():
+            m.close()
+
+
+_LAYER_RUNS = pytest.StashKey[_LayerRuns]()
+
+
+class LayersFile(pytest.File):
+    """A user's layers file: collected by the harness (never imported into pytest's process)."""
+
+    def collect(self):
+        from .userlayers import recognise
+        from .userlayers.check import YOURS
+        from .userlayers.child import UserImportError
+
+        runs = self.config.stash[_LAYER_RUNS]
+        try:
+            families = recognise(runs.module(self.path).functions)
+        except UserImportError as e:
+            raise self.CollectError(str(e)) from None
+        if not families:
+            raise self.CollectError(f"{self.path}: defines none of the recognised layer functions")
+        names = [YOURS, *runs.arms]
+        for fam in families:
+            if fam.not_yet:
+                yield LayersItem.from_parent(self, name=f"{fam.name}::not-in-the-catalog-yet", family=fam,
+                                             quantity="", a="", b="")
+                continue
+            for q in _quantities(fam):
+                for a, b in itertools.combinations(names, 2):
+                    yield LayersItem.from_parent(self, name=f"{fam.name}::{q}::{a}-vs-{b}", family=fam,
+                                                 quantity=q, a=a, b=b)
+
+
+def _quantities(family) -> list[str]:
+    """The quantities a family compares, in order, from the manual arm on its shapes (numpy only)."""
+    from .userlayers.arms import manual
+
+    out: dict[str, None] = {}
+    for shape in family.shape_list():
+        setup = family.setup(shape)
+        out.update(dict.fromkeys(setup.to_user(manual(setup.chain, setup.x, setup.G))))
+    return list(out)
+
+
+class LayersItem(pytest.Item):
+    def __init__(self, *, family, quantity: str, a: str, b: str, **kw) -> None:
+        super().__init__(**kw)
+        self.family, self.quantity, self.a, self.b = family, quantity, a, b
+
+    def runtest(self) -> None:
+        if self.family.not_yet:
+            pytest.skip(f"{self.family.name}: not in the catalog yet ({self.family.not_yet})")
+        r = self.config.stash[_LAYER_RUNS].result(self.path, self.family)
+        if r.verdict not in ("agrees", "disagrees", "harness arms disagree"):
+            raise XvalFailure(f"{self.family.name}: {r.verdict}: {r.message}")
+        found = [c for c in r.comparisons if c.quantity == self.quantity and (c.a, c.b) == (self.a, self.b)]
+        if not found:
+            pytest.skip(f"{self.quantity} is not compared by {self.a} and {self.b} on any shape")
+        bad = [c for c in found if not c.passed]
+        if bad:
+            worst = max(bad, key=lambda c: c.tol_used)
+            lines = [worst.message()]
+            if r.pattern:
+                lines.append(f"pattern: {r.pattern}")
+            if r.mistake and self.a == "yours":
+                lines.append(f"mistake: {r.mistake}")
+            if r.smallest and self.a == "yours":
+                from .userlayers.families import show
+
+                lines.append(f"smallest failing input: {show(r.smallest)}; reproduce: {r.command}")
+            raise XvalFailure("\n".join(lines))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, XvalFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.family.name} {self.quantity} {self.a} vs {self.b}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    """A --xval-layers file is collected by the harness, in place of pytest's Module: pytest
+    would import it into its own process; the harness runs it in a child (userlayers.child)."""
+    return LayersFile.from_parent(parent, path=module_path) if _is_layers_file(parent.config, module_path) else None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runs = config.stash.get(_LAYER_RUNS, None)
+    if runs is not None:
+        runs.close()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    layer_files = config.getoption("xval_layers")
+    if layer_files:
+        paths = []
+        for f in layer_files:
+            path = Path(os.path.abspath(config.invocation_params.dir / f))
+            if not path.is_file():
+                raise pytest.UsageError(f"--xval-layers: {f!r} does not exist")
+            paths.append(path)
+        from .userlayers.arms import ARMS
+
+        spec = config.getoption("xval_layers_against")
+        arms = tuple(a.strip() for a in (spec or ",".join(ARMS)).split(",") if a.strip())
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown:
+            raise pytest.UsageError(f"--xval-layers-against: unknown arm {unknown[0]!r}; the arms are {', '.join(ARMS)}")
+        arms = ("manual", *[a for a in arms if a != "manual"])  # manual always runs: shapes and shrinking read it
+        config.stash[_LAYER_RUNS] = _LayerRuns(list(dict.fromkeys(paths)), arms)
+        config.args.extend(str(p) for p in config.stash[_LAYER_RUNS].paths)
     casefiles = config.getoption("xval")
     if not casefiles:
         if config.getoption("xval_report"):
@@ -198,7 +345,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.args.extend(str(p) for p in paths)
 
 
+def _is_layers_file(config, file_path: Path) -> bool:
+    runs = config.stash.get(_LAYER_RUNS, None)
+    return runs is not None and Path(os.path.realpath(file_path)) in {Path(os.path.realpath(p)) for p in runs.paths}
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if _is_layers_file(parent.config, file_path):
+        import fnmatch
+
+        # pytest's python plugin asks pytest_pycollect_makemodule (above) for a path given on the
+        # command line or named like a test file; any other is collected here, once.
+        python = parent.session.isinitpath(file_path) or any(
+            fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files"))
+        return None if python else LayersFile.from_parent(parent, path=file_path)
     runs = parent.config.stash.get(_RUNS, None)
     if runs is None or Path(os.path.realpath(file_path)) not in runs.real:
         return None

@@ -283,3 +283,41 @@ def test_selfcheck_catches_and_shrinks_every_planted_layer(cs231n_buggy, dls):
     finally:
         cs231n_buggy["relu"].verdict = saved
     assert not ok and "| relu | " in text and "| NO |" in text
+
+
+MIXED = '''
+import numpy as np
+
+def relu_forward(x):
+    return np.maximum(0, x), x
+
+def relu_backward(dout, cache):
+    return dout * (cache > 0)
+
+def affine_forward(x, w, b):
+    return x.reshape(x.shape[0], -1) @ w + b, (x, w, b)
+
+def affine_backward(dout, cache):
+    x, w, b = cache
+    xf = x.reshape(x.shape[0], -1)
+    return (dout @ w.T).reshape(x.shape), xf.T @ dout / x.shape[0], dout.sum(0)  # dw / N
+'''
+
+
+def test_pytest_xval_layers_one_item_per_layer_quantity_pair(tmp_path):
+    (tmp_path / "mixed.py").write_text(MIXED)
+    (tmp_path / "broken.py").write_text("def relu_forward(x:\n")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    listed = run("--xval-layers", "mixed.py", "--collect-only")
+    ids = [line for line in listed.stdout.splitlines() if "::" in line]
+    # affine: out, dx, dw, db; relu: out, dx; each × the 10 pairs of yours, manual, torch, jax, fd
+    assert len(ids) == (4 + 2) * 10 and "mixed.py::affine::dw::yours-vs-torch" in ids, listed.stdout
+    # The run: against manual and fd (torch and jax: the CLI tests above), 3 pairs per quantity.
+    p = run("--xval-layers", "mixed.py", "--xval-layers-against", "manual,fd")
+    assert p.returncode == 1, p.stdout
+    assert "2 failed, 16 passed" in p.stdout, p.stdout[-3000:]  # affine's dw: yours vs manual, vs fd
+    assert "affine [" in p.stdout and "dw yours vs manual" in p.stdout and "dw yours vs fd" in p.stdout
+    assert "all of dw is off by the same factor" in p.stdout and "smallest failing input: N=2,C=0,D=1,M=1" in p.stdout
+    bad = run("--xval-layers", "broken.py", "--collect-only")
+    assert bad.returncode != 0 and "broken.py:1: importing it raised SyntaxError" in bad.stdout
