@@ -73,6 +73,25 @@ def check_plugin_spec(spec: str) -> None:
         raise InputError(f"backend file {path!r} does not exist", field="--backend")
 
 
+def import_file(path: str):
+    """The user's Python file as a module, in this process; InputError (field --backend) when
+    importing it fails in any way, even a sys.exit() in it."""
+    file = Path(path)
+    mod_name = f"harness_plugin_{file.stem}_{abs(hash(str(file.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise InputError(f"cannot import {path!r} as a Python module", field="--backend")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # the user's file, even a sys.exit() in it: report it, do not crash
+        raise InputError(f"importing {path!r} failed: {type(e).__name__}: {e}", field="--backend") from None
+    return module
+
+
 def load_plugin(spec: str) -> Backend:
     """Build the backend class named by ``path/to/file.py:ClassName``, in this process.
 
@@ -87,19 +106,7 @@ def load_plugin(spec: str) -> Backend:
 
         return LayersBackend(spec[len("layers:"):])
     path, _, cls_name = spec.rpartition(":")
-    file = Path(path)
-    mod_name = f"harness_plugin_{file.stem}_{abs(hash(str(file.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(mod_name, file)
-    if module_spec is None or module_spec.loader is None:
-        raise InputError(f"cannot import {path!r} as a Python module", field="--backend")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[mod_name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as e:  # the user's file, even a sys.exit() in it: report it, do not crash
-        raise InputError(f"importing {path!r} failed: {type(e).__name__}: {e}", field="--backend") from None
+    module = import_file(path)
     if not hasattr(module, cls_name):
         classes = [n for n, v in vars(module).items() if isinstance(v, type)]
         raise InputError(f"{path!r} has no class {cls_name!r}{did_you_mean(cls_name, classes)}",

@@ -87,12 +87,66 @@ def _serve(conn, spec: str) -> None:
             conn.send(("raised", f"the result could not be sent back: {describe(e)}", ""))
 
 
-class IsolatedBackend:
+class Child:
+    """A spawned child process and its pipe: the reply to a request, or how the child died or
+    hung (then it is stopped). ``who`` names it in those messages."""
+
+    who = "the child process"
+    _proc = None
+    _conn = None
+
+    def _receive(self, timeout: float, doing: str) -> tuple:
+        """The child's reply, or ("died", message) when it ended or hung."""
+        answered = False  # the pipe became readable: a reply, or the child's end closing
+        try:
+            if self._conn.poll(timeout):
+                answered = True
+                return self._conn.recv()
+        except (EOFError, OSError):
+            pass
+        except Exception as e:  # noqa: BLE001 - a reply that cannot be unpickled
+            self.close()
+            return ("died", f"{self.who} sent an unreadable reply while {doing}: {type(e).__name__}")
+        proc = self._proc
+        proc.join(5 if answered else 0)  # a closed pipe: the child is ending, give it a moment
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+            what = (f"did not answer within {timeout:g} s while {doing}; it was stopped" if not answered
+                    else f"closed its pipe while {doing}; it was stopped")
+        else:
+            code = proc.exitcode
+            how = (f"was killed by signal {-code}" if code is not None and code < 0
+                   else f"ended with exit code {code}")
+            what = f"{how} while {doing} (os._exit, sys.exit in a thread, or a crash)"
+        self.close()
+        return ("died", f"{self.who} {what}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(5)
+            self._proc = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class IsolatedBackend(Child):
     """A backend from ``spec`` (``FILE.py:ClassName`` or an entry-point name), run in a child.
 
     ``name`` and ``kind`` are the plugin's own, read in the child. Raises ``InputError``
     when the plugin cannot be imported or built (as an in-process plugin would).
     """
+
+    who = "the plugin process"
 
     def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.spec, self.timeout = spec, timeout
@@ -122,34 +176,6 @@ class IsolatedBackend:
             self.unavailable = None
         else:  # died or hung while importing: every case will say so
             self.unavailable = reply[1]
-
-    def _receive(self, timeout: float, doing: str) -> tuple:
-        """The child's reply, or ("died", message) when it ended or hung."""
-        answered = False  # the pipe became readable: a reply, or the child's end closing
-        try:
-            if self._conn.poll(timeout):
-                answered = True
-                return self._conn.recv()
-        except (EOFError, OSError):
-            pass
-        except Exception as e:  # noqa: BLE001 - a reply that cannot be unpickled
-            self.close()
-            return ("died", f"the plugin process sent an unreadable reply while {doing}: "
-                            f"{type(e).__name__}")
-        proc = self._proc
-        proc.join(5 if answered else 0)  # a closed pipe: the child is ending, give it a moment
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-            what = (f"did not answer within {timeout:g} s while {doing}; it was stopped" if not answered
-                    else f"closed its pipe while {doing}; it was stopped")
-        else:
-            code = proc.exitcode
-            how = (f"was killed by signal {-code}" if code is not None and code < 0
-                   else f"ended with exit code {code}")
-            what = f"{how} while {doing} (os._exit, sys.exit in a thread, or a crash)"
-        self.close()
-        return ("died", f"the plugin process {what}")
 
     @property
     def kind(self) -> str:
@@ -181,18 +207,3 @@ class IsolatedBackend:
             raise NotApplicable(reply[1])
         raise PluginProcessError(reply[1])
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.kill()
-            self._proc.join(5)
-            self._proc = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001
-            pass

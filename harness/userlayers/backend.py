@@ -18,8 +18,6 @@ in that process, and every call gets copies of the arrays.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +39,13 @@ class LayersBackend:
     kind = "analytic"
 
     def __init__(self, path: str) -> None:
-        file = Path(path)
-        if not file.is_file():
+        from ..backends import import_file
+
+        if not Path(path).is_file():
             raise InputError(f"layers file {path!r} does not exist", field="--backend")
-        name = f"xval_layers_{file.stem}_{abs(hash(str(file.resolve())))}"
-        spec = importlib.util.spec_from_file_location(name, file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:  # noqa: BLE001 - the user's file: reported, not raised through
-            raise InputError(f"importing {path!r} failed: {type(e).__name__}: {e}", field="--backend") from None
+        module = import_file(path)
         self.f = {n: v for n, v in vars(module).items() if callable(v) and not n.startswith("_")}
-        self.name = file.stem
+        self.name = Path(path).stem
 
     # ------------------------------------------------------------------ one layer
 

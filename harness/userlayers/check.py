@@ -193,7 +193,7 @@ def analyse(family: Family, attempts: list[Attempt]) -> LayerResult:
     if problems:
         a = problems[0]
         verdict = ("wrong output" if a.problem.startswith("wrong output") else
-                   "timed out" if "did not return within" in a.problem else
+                   "timed out" if "did not answer within" in a.problem else
                    "died" if "its process" in a.problem else "raised")
         return LayerResult(family, verdict, attempts, message=a.problem, worst_shape=a.shape)
     if user_fail:

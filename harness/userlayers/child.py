@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends.isolated import Child
+
 IMPORT_TIMEOUT = 120.0
 
 
@@ -177,8 +179,10 @@ class UserImportError(Exception):
     """The user's file cannot be imported: one line naming the file and line."""
 
 
-class UserModule:
+class UserModule(Child):
     """The user's file in a child process; ``functions`` maps name -> parameter names."""
+
+    who = "its process"
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -202,30 +206,6 @@ class UserModule:
             raise UserImportError(f"{self.path}: {reply[1]}")
         self.functions = reply[1]
 
-    def _receive(self, timeout: float, doing: str) -> tuple:
-        answered = False
-        try:
-            if self._conn.poll(timeout):
-                answered = True
-                return self._conn.recv()
-        except (EOFError, OSError):
-            pass
-        except Exception as e:  # noqa: BLE001 - a reply that cannot be unpickled
-            self.close()
-            return ("died", f"its process sent an unreadable reply while {doing}: {type(e).__name__}")
-        proc = self._proc
-        proc.join(5 if answered else 0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-            what = f"did not return within {timeout:.3g} s while {doing}; it was stopped"
-        else:
-            code = proc.exitcode
-            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"ended with exit code {code}"
-            what = f"its process {how} while {doing} (os._exit, sys.exit in a thread, or a crash)"
-        self.close()
-        return ("died", what)
-
     def run(self, calls: list[Call], timeout: float) -> tuple[list, list[str]]:
         """[(result, arity)] per call and the in-place edits seen; raises ``UserError``."""
         if self._proc is None or not self._proc.is_alive():
@@ -240,26 +220,10 @@ class UserModule:
             return reply[1], reply[2]
         if reply[0] == "raised":
             raise UserError(f"{reply[1]} raised {reply[2]}", reply[3])
-        raise UserError(f"{calls[0].name}: {reply[1]}" if "process" in reply[1] else reply[1])
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.kill()
-            self._proc.join(5)
-            self._proc = None
+        raise UserError(f"{calls[0].name}: {reply[1]}")
 
     def __enter__(self) -> "UserModule":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001
-            pass
