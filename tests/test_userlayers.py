@@ -241,6 +241,10 @@ def test_recognition_is_by_name_and_parameter_count():
     fams = recognise({"affine_forward": ["x", "w", "b"], "affine_backward": ["dout"],  # one parameter short
                       "relu_forward": ["x"], "relu_backward": ["dout", "cache"]})
     assert [f.name for f in fams] == ["relu"]
+    # a parameter with a default may be left out; *args takes any number; a third required one may not
+    fams = recognise({"affine_forward": ["x", "w", "b", "verbose="], "affine_backward": ["*args"],
+                      "relu_forward": ["x", "y"], "relu_backward": ["dout", "cache"]})
+    assert [f.name for f in fams] == ["affine"]
 
 
 def test_importing_harness_userlayers_imports_no_framework():

@@ -23,11 +23,21 @@ from .families import FAMILIES, Family, show
 __all__ = ["check_file", "recognise", "check_layer", "parse_shape", "FAMILIES", "LayerResult"]
 
 
+def _takes(params: list[str], n: int) -> bool:
+    """A function with these parameters accepts n positional arguments: the names as
+    inspect shows them, a default marked by a trailing "=", *args by a leading "*"."""
+    plain = [p for p in params if not p.startswith("*")]
+    required = [p for p in plain if not p.endswith("=")]
+    return len(required) <= n and (n <= len(plain) or any(p.startswith("*") and not p.startswith("**")
+                                                          for p in params))
+
+
 def recognise(functions: dict[str, list[str]]) -> list[Family]:
-    """The families whose functions the file defines with the expected parameter counts."""
+    """The families whose functions the file defines, each taking the expected number of
+    positional arguments (a parameter with a default may be left out, *args takes any)."""
     found = []
     for fam in FAMILIES:
-        if all(name in functions and len(functions[name]) == n for name, n in zip(fam.functions, fam.arity)):
+        if all(name in functions and _takes(functions[name], n) for name, n in zip(fam.functions, fam.arity)):
             found.append(fam)
     return found
 

@@ -89,12 +89,22 @@ def _where(path: str, e: BaseException) -> str:
     return f"{path}:{line}" if line else path
 
 
+def _shown(p: inspect.Parameter) -> str:
+    """x, x= (has a default), *args, **kw: what recognise() needs of a parameter."""
+    if p.kind is inspect.Parameter.VAR_POSITIONAL:
+        return f"*{p.name}"
+    if p.kind is inspect.Parameter.VAR_KEYWORD:
+        return f"**{p.name}"
+    return f"{p.name}=" if p.default is not inspect.Parameter.empty else p.name
+
+
 def _functions(module) -> dict[str, list[str]]:
     out = {}
     for name, f in vars(module).items():
         if callable(f) and not name.startswith("_") and not isinstance(f, type):
             try:
-                out[name] = list(inspect.signature(f).parameters)
+                out[name] = [_shown(p) for p in inspect.signature(f).parameters.values()
+                             if p.kind is not inspect.Parameter.KEYWORD_ONLY]
             except (TypeError, ValueError):
                 out[name] = []
     return out
