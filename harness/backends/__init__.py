@@ -7,8 +7,6 @@ Frameworks are imported only when their backend is built, so importing
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -55,7 +53,7 @@ def get(name: str) -> Backend:
 
 def check_plugin_spec(spec: str) -> None:
     """``FILE.py:ClassName`` with an existing file, ``layers:FILE.py`` (a backend from a
-    user's layer functions, harness.userlayers.backend), or an installed entry-point name."""
+    user's layer functions, backends/layers.py), or an installed entry-point name."""
     if spec.startswith("layers:"):
         path = spec[len("layers:"):]
         if not Path(path).is_file():
@@ -73,25 +71,6 @@ def check_plugin_spec(spec: str) -> None:
         raise InputError(f"backend file {path!r} does not exist", field="--backend")
 
 
-def import_file(path: str):
-    """The user's Python file as a module, in this process; InputError (field --backend) when
-    importing it fails in any way, even a sys.exit() in it."""
-    file = Path(path)
-    mod_name = f"harness_plugin_{file.stem}_{abs(hash(str(file.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(mod_name, file)
-    if module_spec is None or module_spec.loader is None:
-        raise InputError(f"cannot import {path!r} as a Python module", field="--backend")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[mod_name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as e:  # the user's file, even a sys.exit() in it: report it, do not crash
-        raise InputError(f"importing {path!r} failed: {type(e).__name__}: {e}", field="--backend") from None
-    return module
-
-
 def load_plugin(spec: str) -> Backend:
     """Build the backend class named by ``path/to/file.py:ClassName``, in this process.
 
@@ -102,10 +81,12 @@ def load_plugin(spec: str) -> Backend:
         raise InputError(f"expected FILE.py:ClassName, got {spec!r}", field="--backend")
     check_plugin_spec(spec)
     if spec.startswith("layers:"):
-        from ..userlayers.backend import LayersBackend
+        from .layers import LayersBackend
 
         return LayersBackend(spec[len("layers:"):])
     path, _, cls_name = spec.rpartition(":")
+    from .user_file import import_file
+
     module = import_file(path)
     if not hasattr(module, cls_name):
         classes = [n for n, v in vars(module).items() if isinstance(v, type)]

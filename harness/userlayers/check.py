@@ -9,6 +9,7 @@ the rows of ``harness.tolerances``: the user's code is an analytic backprop.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,11 +36,20 @@ class Attempt:
     shape: dict
     comparisons: list[Comparison] = field(default_factory=list)
     problem: str = ""  # raised, hung, bad output: one line
-    detail: str = ""
+    kind: str = ""  # the problem's kind: raised, timed out, died, wrong output, harness error
+    detail: str = ""  # the user's traceback, for a function that raised
     edits: list[str] = field(default_factory=list)
     user: dict = field(default_factory=dict)
     setup: Setup | None = None
-    note: str = ""
+    notes: list[str] = field(default_factory=list)
+    user_seconds: float = 0.0  # time in the user's code (the per-layer timeout counts only that)
+
+    @property
+    def note(self) -> str:
+        return "; ".join(self.notes)
+
+    def user_failed(self) -> bool:
+        return any(not c.passed for c in self.comparisons if YOURS in (c.a, c.b))
 
 
 @dataclass
@@ -65,7 +75,7 @@ class LayerResult:
         return [c for a in self.attempts for c in a.comparisons]
 
 
-def _read(setup: Setup, results: list, family: Family) -> dict:
+def _read(setup: Setup, results: list) -> dict:
     """The user's results as named quantities; BadOutput on a wrong arity."""
     q = {}
     for (call_index, names), (value, arity) in zip(setup.outputs, results):
@@ -91,6 +101,8 @@ def _check_shapes(user: dict, want: dict, family: Family) -> None:
             raise BadOutput(f"{k} is missing from what {family.functions[-1]} returned")
         if not isinstance(u, np.ndarray):
             raise BadOutput(f"{k} is a {type(u).__name__}, not an array")
+        if u.dtype.kind not in "biuf":  # strings, objects, complex: not a real-valued gradient
+            raise BadOutput(f"{k} has dtype {u.dtype}, not real numbers")
         if u.shape != np.shape(w) and u.size == np.size(w) and np.ndim(w) == 0:
             continue
         if u.shape != np.shape(w):
@@ -122,28 +134,37 @@ def run_shape(module: UserModule, family: Family, shape: dict, dtype: str, timeo
     attempt = Attempt(shape)
     setup = attempt.setup = family.setup(shape, dtype)
     label = f"{family.name} [{show(shape)}]"
+    t0 = time.monotonic()
     try:
         results, attempt.edits = module.run(setup.calls, timeout)
-        user = attempt.user = _read(setup, results, family)
-        if setup.after_user is not None:
-            attempt.note = setup.after_user(user) or ""
-        answers = {}
-        for arm in arms:
-            try:
-                answers[arm] = _to_user(setup, run_arm(arm, setup.chain, setup.x, setup.G))
-            except ImportError as e:  # torch or jax not installed (they are extras): that arm is left out
-                attempt.note = f"{arm} left out: {e}"
-        _check_shapes(user, answers["manual"], family)
+        attempt.user_seconds = time.monotonic() - t0
+        user = attempt.user = _read(setup, results)
+        if setup.after_user is not None and (note := setup.after_user(user)):
+            attempt.notes.append(note)
     except UserError as e:
-        attempt.problem, attempt.detail = e.message, e.detail
+        attempt.user_seconds = time.monotonic() - t0
+        attempt.problem, attempt.detail, attempt.kind = e.message, e.detail, e.kind
         return attempt
     except BadOutput as e:
-        attempt.problem = f"wrong output: {e}"
+        attempt.problem, attempt.kind = f"wrong output: {e}", "wrong output"
+        return attempt
+    answers = {}
+    for arm in arms:
+        try:
+            answers[arm] = _to_user(setup, run_arm(arm, setup.chain, setup.x, setup.G))
+        except ImportError as e:  # torch or jax not installed (they are extras): that arm is left out
+            attempt.notes.append(f"{arm} left out: {e}")
+        except Exception as e:  # noqa: BLE001 - the harness's own failure: said, never the user's
+            attempt.problem, attempt.kind = f"the harness's {arm} arm raised {type(e).__name__}: {e}", "harness error"
+            return attempt
+    try:
+        _check_shapes(user, answers["manual"], family)
+    except BadOutput as e:
+        attempt.problem, attempt.kind = f"wrong output: {e}", "wrong output"
         return attempt
     J = answers["manual"].get("loss", answers["manual"].get("cost"))
     scale = abs(float(J)) if J is not None else float(np.abs(np.asarray(setup.G)).sum()) if setup.G is not None else 0.0
-    cast = {k: np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind in "biuf" else v
-            for k, v in user.items() if k in answers["manual"]}
+    cast = {k: np.asarray(v, dtype=np.float64) for k, v in user.items() if k in answers["manual"]}
     attempt.comparisons = compare_all(label, {YOURS: cast, **answers}, dtype, scale)
     return attempt
 
@@ -185,24 +206,28 @@ def _summary(attempt: Attempt) -> tuple[list[str], list[str]]:
     return bad, good
 
 
+def largest_failing(attempts: list[Attempt]) -> Attempt:
+    """The largest shape where the user's result disagrees: it shows a pattern best."""
+    return max((a for a in attempts if a.user_failed()), key=lambda a: a.setup.x.size)
+
+
 def analyse(family: Family, attempts: list[Attempt]) -> LayerResult:
     problems = [a for a in attempts if a.problem]
-    user_fail = [c for a in attempts for c in a.comparisons if YOURS in (c.a, c.b) and not c.passed]
     arms_fail = [c for a in attempts for c in a.comparisons if YOURS not in (c.a, c.b) and not c.passed]
-    edits = [e for a in attempts for e in a.edits]
+    edited = [a for a in attempts if a.edits]
     if problems:
         a = problems[0]
-        verdict = ("wrong output" if a.problem.startswith("wrong output") else
-                   "timed out" if "did not answer within" in a.problem else
-                   "died" if "its process" in a.problem else "raised")
-        return LayerResult(family, verdict, attempts, message=a.problem, worst_shape=a.shape)
-    if user_fail:
-        # The largest failing shape describes the mistake best (a pattern needs many elements).
-        first_attempt = max((a for a in attempts if any(not c.passed and YOURS in (c.a, c.b) for c in a.comparisons)),
-                            key=lambda a: a.setup.x.size)
+        message = a.problem + (f" ({where})" if (where := _user_line(a.detail)) else "")
+        return LayerResult(family, a.kind or "raised", attempts, message=message, worst_shape=a.shape)
+    if arms_fail:  # the harness's own arms disagree: nothing can be said of the user's code
+        c = arms_fail[0]
+        return LayerResult(family, "harness arms disagree", attempts, first=c.quantity, message=c.message())
+    if any(a.user_failed() for a in attempts):
+        first_attempt = largest_failing(attempts)
         order = list(dict.fromkeys(c.quantity for c in first_attempt.comparisons))
         bad_q = {c.quantity for c in first_attempt.comparisons if YOURS in (c.a, c.b) and not c.passed}
         first = next(q for q in order if q in bad_q)
+        user_fail = [c for a in attempts for c in a.comparisons if YOURS in (c.a, c.b) and not c.passed]
         worst = max(user_fail, key=lambda c: c.norm_rel if np.isfinite(c.norm_rel) else 1e308)
         worst_attempt = next(a for a in attempts if worst in a.comparisons)
         main = next(c for c in first_attempt.comparisons if c.quantity == first and YOURS in (c.a, c.b)
@@ -210,29 +235,32 @@ def analyse(family: Family, attempts: list[Attempt]) -> LayerResult:
         res = LayerResult(family, "disagrees", attempts, first=first, worst=worst.norm_rel,
                           worst_shape=worst_attempt.shape, message=main.message())
         bad, good = _summary(first_attempt)
-        pats = []
-        for q in bad:
-            p = _pattern(first_attempt.user[q], _manual_value(first_attempt, q), q, first_attempt.shape)
-            if p:
-                pats.append(p)
+        right = _manual_answers(first_attempt)
+        pats = [p for q in bad if (p := _pattern(first_attempt.user[q], right[q], q, first_attempt.shape))]
         if good and bad:
             pats.insert(0, f"{', '.join(good)} right; only {', '.join(bad)} wrong")
-        if first_attempt.note:
-            pats.append(first_attempt.note)
+        pats += first_attempt.notes
+        pats += list(dict.fromkeys(e for a in edited for e in a.edits))
         res.pattern = "; ".join(pats)
-        if edits:
-            res.pattern = "; ".join([res.pattern, *dict.fromkeys(edits)]).strip("; ")
         return res
-    if edits:
-        return LayerResult(family, "modifies its input", attempts, message="; ".join(dict.fromkeys(edits)),
-                           worst_shape=attempts[0].shape)
-    if arms_fail:
-        c = arms_fail[0]
-        return LayerResult(family, "harness arms disagree", attempts, first=c.quantity, message=c.message())
+    if edited:
+        return LayerResult(family, "modifies its input", attempts,
+                           message="; ".join(dict.fromkeys(e for a in edited for e in a.edits)),
+                           worst_shape=edited[0].shape)
     return LayerResult(family, "agrees", attempts,
                        worst=max((c.norm_rel for a in attempts for c in a.comparisons if YOURS in (c.a, c.b)),
                                  default=0.0))
 
 
-def _manual_value(attempt: Attempt, q: str):
-    return _to_user(attempt.setup, run_arm("manual", attempt.setup.chain, attempt.setup.x, attempt.setup.G))[q]
+def _user_line(detail: str) -> str:
+    """FILE:LINE of the innermost frame outside the harness in a traceback from the child."""
+    frames = [ln.strip() for ln in detail.splitlines() if ln.strip().startswith('File "')]
+    user = [f for f in frames if "/harness/" not in f]
+    if not user:
+        return ""
+    path, _, rest = user[-1][len('File "'):].partition('", line ')
+    return f"{path}:{rest.split(',')[0]}"
+
+
+def _manual_answers(attempt: Attempt) -> dict:
+    return _to_user(attempt.setup, run_arm("manual", attempt.setup.chain, attempt.setup.x, attempt.setup.G))

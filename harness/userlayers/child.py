@@ -127,7 +127,11 @@ def _serve(conn, path: str) -> None:
             calls = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(_run(module, calls))
+        reply = _run(module, calls)
+        try:
+            conn.send(reply)
+        except Exception as e:  # noqa: BLE001 - a result that cannot be pickled (an object array of lambdas)
+            conn.send(("raised", calls[-1].name, f"returned something that cannot be sent back: {_one_line(e)}", ""))
 
 
 def _run(module, calls: list[Call]) -> tuple:
@@ -143,7 +147,7 @@ def _run(module, calls: list[Call]) -> tuple:
             prev = calls[next(a.call for a in call.args if isinstance(a, Ref))].name
             return ("raised", prev, "returned something that is not an (out, cache) tuple, "
                     f"so {call.name} cannot be given its cache", "")
-        before = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+        before = [_snapshot(a) for a in args]
         try:
             names = list(inspect.signature(f).parameters)
         except (TypeError, ValueError):
@@ -162,12 +166,34 @@ def _run(module, calls: list[Call]) -> tuple:
     # cached (x -= mu) changes the forward's argument too.
     for name, names, args, before in checks:
         for k, (a, b) in enumerate(zip(args, before)):
-            if b is not None and not (a.shape == b.shape and np.array_equal(a, b, equal_nan=True)):
-                edits.append(f"{name}'s argument {names[k] if k < len(names) else k} was modified in place")
-    try:
-        return ("ok", sent, edits)
-    except BaseException as e:  # noqa: BLE001
-        return ("raised", calls[-1].name, f"its result could not be read: {_one_line(e)}", "")
+            arg = names[k] if k < len(names) else str(k)
+            if arg.endswith("_param"):  # bn_param["running_mean"] = ...: the documented way back
+                continue
+            for where in _changed(a, b):
+                edits.append(f"{name}'s argument {arg}{where} was modified in place")
+    return ("ok", sent, edits)
+
+
+def _snapshot(a):
+    """Copies of an array argument, or of the arrays in a dict argument (DLS's parameters)."""
+    if isinstance(a, np.ndarray):
+        return a.copy()
+    if isinstance(a, dict):
+        return {k: v.copy() for k, v in a.items() if isinstance(v, np.ndarray)}
+    return None
+
+
+def _same(a, b) -> bool:
+    return isinstance(a, np.ndarray) and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+
+
+def _changed(a, before) -> list[str]:
+    """"" for an edited array argument, "['W1']" for each edited array of a dict argument."""
+    if isinstance(before, np.ndarray):
+        return [] if _same(a, before) else [""]
+    if isinstance(before, dict):
+        return [f"[{k!r}]" for k, v in before.items() if not _same(a.get(k) if isinstance(a, dict) else None, v)]
+    return []
 
 
 def _resolve(a, results):
@@ -178,11 +204,12 @@ def _resolve(a, results):
 
 
 class UserError(Exception):
-    """The user's code raised, hung or died: ``message`` is one line for the layer's row."""
+    """The user's code raised, hung or died: ``message`` is one line for the layer's row,
+    ``kind`` one of "raised", "timed out", "died"; ``detail`` the traceback in the child."""
 
-    def __init__(self, message: str, detail: str = "") -> None:
+    def __init__(self, message: str, detail: str = "", kind: str = "raised") -> None:
         super().__init__(message)
-        self.message, self.detail = message, detail
+        self.message, self.detail, self.kind = message, detail, kind
 
 
 class UserImportError(Exception):
@@ -219,7 +246,10 @@ class UserModule(Child):
     def run(self, calls: list[Call], timeout: float) -> tuple[list, list[str]]:
         """[(result, arity)] per call and the in-place edits seen; raises ``UserError``."""
         if self._proc is None or not self._proc.is_alive():
-            self._start()
+            try:
+                self._start()  # a fresh child after one died or hung
+            except UserImportError as e:  # the file changed, or its import now fails
+                raise UserError(f"restarting its process failed: {e}", kind="died") from None
         try:
             self._conn.send(calls)
         except (OSError, EOFError):
@@ -229,8 +259,10 @@ class UserModule(Child):
         if reply[0] == "ok":
             return reply[1], reply[2]
         if reply[0] == "raised":
-            raise UserError(f"{reply[1]} raised {reply[2]}", reply[3])
-        raise UserError(f"{calls[0].name}: {reply[1]}")
+            raise UserError(f"{reply[1]} {reply[2]}" if reply[2].startswith("returned") or "result" in reply[2]
+                            else f"{reply[1]} raised {reply[2]}", reply[3])
+        # died or hung: which, from the child's state (_receive stops a hung one)
+        raise UserError(f"{calls[0].name}: {reply[1]}", kind="timed out" if " did not answer " in reply[1] else "died")
 
     def __enter__(self) -> "UserModule":
         return self

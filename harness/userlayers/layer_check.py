@@ -3,10 +3,8 @@ smallest failing input (check.py decides; mistakes.py and shrink.py describe a f
 
 from __future__ import annotations
 
-import time
-
 from .arms import ARMS
-from .check import DEFAULT_TIMEOUT, YOURS, LayerResult, analyse, run_shape
+from .check import DEFAULT_TIMEOUT, LayerResult, analyse, largest_failing, run_shape
 from .child import UserModule
 from .families import Family, show
 from .mistakes import name_mistake
@@ -18,20 +16,18 @@ def check_family(module: UserModule, family: Family, dtype: str = "float64", sha
                  arms: tuple[str, ...] = ARMS) -> LayerResult:
     if family.not_yet:
         return LayerResult(family, "not in the catalog yet", message=family.not_yet)
-    start = time.monotonic()
+    spent = 0.0  # seconds in the user's code: the budget is theirs, not the arms' (jax compiles)
     attempts = []
     for shape in shapes or family.shape_list():
-        left = max(1.0, timeout - (time.monotonic() - start))
-        attempts.append(run_shape(module, family, shape, dtype, left, arms))
-        if "its process" in attempts[-1].problem:
-            break  # a hang or a death: the next shape would do it again
+        attempts.append(run_shape(module, family, shape, dtype, max(1.0, timeout - spent), arms))
+        spent += attempts[-1].user_seconds
+        if attempts[-1].kind in ("timed out", "died"):
+            break  # the next shape would do it again
     res = analyse(family, attempts)
     if res.verdict == "disagrees":
-        res.mistake = name_mistake(family, max((a for a in attempts if any(
-            not c.passed and YOURS in (c.a, c.b) for c in a.comparisons)), key=lambda a: a.setup.x.size), dtype)
+        res.mistake = name_mistake(family, largest_failing(attempts), dtype)
     if res.verdict in ("disagrees", "modifies its input", "wrong output", "raised") and shrink and family.space:
-        left = timeout - (time.monotonic() - start)
-        res.smallest = smallest(module, family, res.verdict, dtype, max(left, 1.0),
+        res.smallest = smallest(module, family, res.verdict, dtype, max(timeout - spent, 1.0),
                                 known=res.worst_shape or attempts[0].shape)
     if res.smallest is not None:
         res.command = (f"python -m harness layers {file} --only '{family.name}' --shape {show(res.smallest)}"

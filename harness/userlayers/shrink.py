@@ -2,10 +2,10 @@
 
 ``hypothesis.find`` draws shapes from the family's ``space`` (batch, widths, channels,
 spatial size, T, kernel, stride, padding) and shrinks any that fails towards the smallest
-integers: the same shrinker hypothesis uses on a failing test. A shape fails when the
-user's function raises, returns the wrong shape, edits its input, or disagrees with the
-manual arm (the fastest of the four; it agrees with torch, jax and fd on every shape the
-full check runs). The values in a shape are drawn from its seed, so the reported shape
+integers: the same shrinker hypothesis uses on a failing test. A shape fails when it
+fails the way the layer did: disagrees with the manual arm (the fastest of the four; it
+agrees with torch, jax and fd on every shape the full check runs), edits its input, raises,
+or returns the wrong output. The values in a shape are drawn from its seed, so the reported shape
 and the reproducing command give the same arrays.
 """
 
@@ -14,13 +14,18 @@ from __future__ import annotations
 import math
 import time
 
-from .check import YOURS, run_shape
+from .check import run_shape
 from .families import Family
 
 
-def _fails(attempt) -> bool:
-    return bool(attempt.problem or attempt.edits or any(
-        not c.passed for c in attempt.comparisons if YOURS in (c.a, c.b)))
+def _fails(attempt, verdict: str) -> bool:
+    """Does this shape fail the way the layer failed? A smaller shape that fails otherwise
+    (raises where the layer disagreed, or runs out of the time left) is another finding."""
+    if verdict == "disagrees":
+        return not attempt.problem and attempt.user_failed()
+    if verdict == "modifies its input":
+        return not attempt.problem and bool(attempt.edits)
+    return attempt.kind == verdict  # raised, wrong output
 
 
 def size(shape: dict) -> tuple:
@@ -43,7 +48,7 @@ def smallest(module, family: Family, verdict: str, dtype: str, timeout: float, k
         left = stop - time.monotonic()
         if left <= 0.5:
             raise OutOfTime
-        failed = _fails(run_shape(module, family, dict(shape), dtype, left, arms=("manual",)))
+        failed = _fails(run_shape(module, family, dict(shape), dtype, left, arms=("manual",)), verdict)
         if failed and size(shape) < size(best[0]):
             best[0] = {k: shape[k] for k, _, _ in family.space}  # in the family's key order
         return failed

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..activations import ACTIVATIONS
-from ..backends.base import NotApplicable
+from .base import NotApplicable
 from ..catalog import LAYERS, NETWORK_LOSSES
 from ..errors import InputError
 from ..network import Network, targets
@@ -39,7 +39,7 @@ class LayersBackend:
     kind = "analytic"
 
     def __init__(self, path: str) -> None:
-        from ..backends import import_file
+        from .user_file import import_file
 
         if not Path(path).is_file():
             raise InputError(f"layers file {path!r} does not exist", field="--backend")
