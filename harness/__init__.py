@@ -39,12 +39,13 @@ _LAZY: dict[str, tuple[str, str]] = {
     "run_case": ("runner", "run_case"),
     "TOLERANCES": ("tolerances", "TOLERANCES"),
     "Tolerance": ("tolerances", "Tolerance"),
+    "check_layer": ("userlayers", "check_layer"),
 }
 
 __all__ = [
     "Backend", "BackendError", "Case", "CaseResult", "Comparison", "Gradients", "InputError",
     "Model", "Network", "NotApplicable", "RunResult", "TOLERANCES", "Tolerance", "compare", "get_backend", "load_file", "load_files",
-    "run", "run_case", "write_report",
+    "run", "run_case", "write_report", "check_layer",
 ]
 
 

@@ -168,7 +168,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
 
         files_text, layers_ok = layer_files(Path(__file__).resolve().parent.parent)
         text += ("\n\n## Buggy layer files (python -m harness layers)\n\n" + files_text)
-        summary += (" Buggy layer files: every planted layer caught and shrunk, every other layer agrees."
+        summary += (" Buggy layer files: every planted layer caught, with its smallest failing input; every other layer agrees."
                     if layers_ok else " Buggy layer files: NOT every planted layer was caught (see the table).")
     with output_set(out, SELFCHECK_FILES) as stage:
         atomic_write(stage / "selfcheck.csv",

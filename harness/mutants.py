@@ -720,7 +720,9 @@ def matching_mistake(model: Model | Network, arrays: dict[str, Array], out: dict
             wrong = cls().gradients(model, {k: v.copy() for k, v in arrays.items()})
         except Exception:  # noqa: BLE001 - a mutant that does not apply to this network's layout
             continue
-        shared = [q for q in wrong if q in out and q in right and np.shape(wrong[q]) == np.shape(out[q])]
+        shared = [q for q in wrong if q in out and q in right]
+        if any(np.shape(wrong[q]) != np.shape(out[q]) for q in shared):
+            continue  # a quantity of another shape is not equal to the mutant's
         changed = [q for q in shared if np.shape(wrong[q]) == np.shape(right[q])
                    and not np.allclose(wrong[q], right[q], rtol=1e-6, atol=0)]
         if not changed:

@@ -234,7 +234,10 @@ def _name_plugin_mistakes(result: CaseResult, backends: Sequence[Backend], input
     gradients equal, if one does exactly, as a note ("dW1 matches 'forgot g′(z^[1])'")."""
     from .backends.isolated import IsolatedBackend
 
-    failing = {n for c in result.comparisons if not c.passed for n in (c.a, c.b)}
+    plugins = {b.name for b in backends if isinstance(b, IsolatedBackend)}
+    # a plugin that disagrees with one of the harness's own backends (not only with another plugin)
+    failing = {n for c in result.comparisons if not c.passed for n in (c.a, c.b)
+               if ({c.a, c.b} - {n}) - plugins}
     for b in backends:
         if not isinstance(b, IsolatedBackend) or b.name not in failing or b.name not in result.outputs:
             continue

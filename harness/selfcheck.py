@@ -232,20 +232,22 @@ def layer_files(root, against: tuple[str, ...] | None = None, check=None) -> tup
     from .userlayers.arms import ARMS
     from .userlayers.families import show
 
-    lines = ["| file | layer | planted | verdict | caught | smallest failing input | mistake named |",
+    lines = ["| file | layer | planted | verdict | as expected | smallest failing input | mistake named |",
              "|---|---|---|---|---|---|---|"]
     ok = True
     for rel in BUGGY_LAYER_FILES:
         path = Path(root) / rel
-        if not path.is_file():  # an install without the source checkout's examples/
-            lines.append(f"| {Path(rel).name} | — | — | not found at {path} | — | — | — |")
+        if not path.is_file():  # an install without the source checkout's examples/: not a pass
+            lines.append(f"| {Path(rel).name} | — | — | not found at {path} | NO | — | — |")
+            ok = False
             continue
         plants = planted(path)
         for r in (check or check_file)(path, against=against or ARMS):
             if r.verdict == "not in the catalog yet":
                 continue
             mine = [f for f in r.family.functions if f in plants]
-            caught = (r.verdict != "agrees") == bool(mine) and (not mine or r.smallest is not None)
+            # a planted layer must disagree (not crash) and come with its smallest failing input
+            caught = (r.verdict == "disagrees" and r.smallest is not None) if mine else r.verdict == "agrees"
             ok &= caught
             named = r.mistake if r.mistake and r.mistake != "no known mistake matches" else "—"
             lines.append(f"| {Path(rel).name} | {r.family.name} | {'; '.join(plants[f] for f in mine) or '—'} | "

@@ -137,7 +137,24 @@ def test_check_layer_raises_saying_where_and_how_much():
         check_layer(EX / "cs231n_layers_buggy.py", "layernorm", against=("manual",))
     text = str(err.value)
     assert "layernorm: disagrees: layernorm [" in text and "dgamma yours vs" in text and "norm-rel" in text
-    assert "smallest failing input: N=1,D=2" in text
+    assert "smallest failing input: N=1,D=3" in text  # layer norm over 2 features is left out
+
+
+def test_check_layer_takes_the_functions_themselves():
+    from harness import check_layer as exported
+    from tests.test_examples_cs231n import EXAMPLE
+
+    exported(EXAMPLE.batchnorm_forward, EXAMPLE.batchnorm_backward, layer="batchnorm", against=("manual", "fd"))
+    exported(EXAMPLE.softmax_loss, layer="softmax_loss", against=("manual",))
+
+    def wrong_backward(dout, cache):
+        dx, dgamma, dbeta = EXAMPLE.batchnorm_backward(dout, cache)
+        return dx, dgamma * 2, dbeta
+    with pytest.raises(AssertionError, match="dgamma") as err:
+        exported(EXAMPLE.batchnorm_forward, wrong_backward, layer="batchnorm", against=("manual",))
+    assert "all of dgamma is off by the same factor: 2×" in str(err.value)
+    with pytest.raises(AssertionError, match="not in the catalog yet"):
+        exported(EXAMPLE.lstm_step_forward, EXAMPLE.lstm_step_backward, layer="lstm_step")
 
 
 HOSTILE = '''
@@ -171,6 +188,12 @@ def layernorm_forward(x, gamma, beta, ln_param):
 
 def layernorm_backward(dout, cache):
     return dout
+
+def dropout_forward(x, dropout_param):
+    return x, None
+
+def dropout_backward(dout, cache):
+    return np.full(dout.shape, "a")  # the right shape, not numbers
 '''
 
 
@@ -189,6 +212,8 @@ def test_the_users_code_cannot_crash_hide_or_mislead(tmp_path):
     assert got["softmax_loss"]["verdict"] == "timed out"
     assert got["svm_loss"]["verdict"] == "wrong output" and "expected (loss, dx)" in got["svm_loss"]["message"]
     assert got["layernorm"]["verdict"] == "raised" and "ValueError: not written yet" in got["layernorm"]["message"]
+    assert f"{f}:28)" in got["layernorm"]["message"]  # the line of the user's file that raised
+    assert got["dropout"]["verdict"] == "wrong output" and "not real numbers" in got["dropout"]["message"]
     assert {"layers.csv", "layers.md", "layers.json", "layers.html"} <= {q.name for q in (tmp_path / "out").iterdir()}
 
 
@@ -235,6 +260,13 @@ def test_float32_and_shape_options():
         check_file(EX / "cs231n_layers.py", only=["rnn"], shape="N=1,T=2")
     one = check_file(EX / "cs231n_layers.py", only=["rnn"], shape="N=2,T=3,D=1,H=2")[0]
     assert [a.shape for a in one.attempts] == [{"N": 2, "T": 3, "D": 1, "H": 2}]
+    with pytest.raises(InputError, match="needs D >= 1"):
+        check_file(EX / "cs231n_layers.py", only=["affine"], shape="N=1,C=0,D=0,M=1")
+    # a file whose only layer the catalog cannot check yet: nothing checked is not a pass
+    from harness.userlayers import report
+    only_not_yet = check_file(EX / "cs231n_layers.py", only=["lstm_step"])
+    assert report.verdict_line(only_not_yet).startswith("NOTHING CHECKED")
+    assert not report.as_json(only_not_yet, "f", "float64")["passed"]
 
 
 def test_recognition_is_by_name_and_parameter_count():

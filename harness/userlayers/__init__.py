@@ -17,7 +17,7 @@ from ..errors import InputError
 from .arms import ARMS
 from .check import DEFAULT_TIMEOUT, LayerResult
 from .layer_check import check_family
-from .child import UserImportError, UserModule
+from .child import InProcessModule, UserImportError, UserModule
 from .families import FAMILIES, Family, show
 
 __all__ = ["check_file", "recognise", "check_layer", "parse_shape", "FAMILIES", "LayerResult"]
@@ -54,8 +54,14 @@ def parse_shape(text: str, family: Family) -> dict:
         raise InputError(f"{family.name} shapes have the keys {', '.join(keys)}; got {', '.join(shape)}",
                          field="--shape")
     shape = {k: shape[k] for k in keys}
-    if any(v < 0 for v in shape.values()) or not family.valid(shape):
-        raise InputError(f"{show(shape)} is not a valid shape for {family.name}", field="--shape")
+    low = [f"{k} >= {lo}" for k, lo, _ in family.space if shape[k] < lo]
+    if low or not family.valid(shape):
+        why = f": needs {', '.join(low)}" if low else ""
+        raise InputError(f"{show(shape)} is not a valid shape for {family.name}{why}", field="--shape")
+    try:
+        family.setup(shape)  # the catalog's own checks (layernorm over 1 feature, say)
+    except ValueError as e:
+        raise InputError(f"{show(shape)} is not a valid shape for {family.name}: {e}", field="--shape") from None
     return shape
 
 
@@ -103,16 +109,39 @@ def check_file(path: str | Path, only: list[str] | None = None, dtype: str = "fl
         module.close()
 
 
-def check_layer(path: str | Path, layer: str, dtype: str = "float64", shapes: list[dict] | None = None,
-                timeout: float = DEFAULT_TIMEOUT, against: tuple[str, ...] = ARMS) -> LayerResult:
-    """For tests: check one layer of a user's file; AssertionError saying where and how much."""
-    module = UserModule(path)
+def check_layer(forward, backward=None, layer: str | None = None, dtype: str = "float64",
+                shapes: list[dict] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                against: tuple[str, ...] = ARMS) -> LayerResult:
+    """For tests: check one layer; AssertionError saying where and how much, the pattern, the
+    mistake and the smallest failing input.
+
+    Either ``check_layer("my_layers.py", layer="batchnorm")`` (the file runs in a child
+    process, as the command runs it) or ``check_layer(batchnorm_forward, batchnorm_backward,
+    layer="batchnorm")`` with the functions themselves, called in this process (a loss family
+    takes only ``forward``). ``layer`` is a row name of the README's table.
+    """
+    if layer is None and isinstance(backward, str):  # check_layer(path, "batchnorm")
+        layer, backward = backward, None
+    fams = [f for f in FAMILIES if f.name == layer]
+    if not fams:
+        raise ValueError(f"unknown layer {layer!r}; the layers: {', '.join(f.name for f in FAMILIES)}")
+    fam = fams[0]
+    if fam.not_yet:
+        raise AssertionError(f"{layer}: not in the catalog yet ({fam.not_yet}): nothing was checked")
+    arms = ("manual", *[a for a in against if a != "manual"])
+    if callable(forward):
+        given = [forward, backward][:len(fam.functions)]
+        if any(not callable(g) for g in given) or len(fam.functions) > 2:
+            raise ValueError(f"{layer} takes the functions {', '.join(fam.functions)}")
+        module = InProcessModule(dict(zip(fam.functions, given)))
+        where = f"{getattr(forward, '__module__', '?')}.{getattr(forward, '__name__', '?')}"
+    else:
+        module, where = UserModule(forward), str(forward)
+        if not all(n in module.functions for n in fam.functions):
+            module.close()
+            raise AssertionError(f"{forward} does not define {', '.join(fam.functions)} ({layer})")
     try:
-        fams = [f for f in recognise(module.functions) if f.name == layer]
-        if not fams:
-            raise AssertionError(f"{path} does not define the functions of {layer!r}")
-        res = check_family(module, fams[0], dtype, shapes, timeout, shrink=True, file=str(path),
-                           arms=("manual", *[a for a in against if a != "manual"]))
+        res = check_family(module, fam, dtype, shapes, timeout, shrink=True, file=where, arms=arms)
     finally:
         module.close()
     if not res.passed:
@@ -122,6 +151,6 @@ def check_layer(path: str | Path, layer: str, dtype: str = "float64", shapes: li
         if res.mistake:
             lines.append(f"mistake: {res.mistake}")
         if res.smallest:
-            lines.append(f"smallest failing input: {show(res.smallest)} ({res.command})")
+            lines.append(f"smallest failing input: {show(res.smallest)}")
         raise AssertionError("\n".join(lines))
     return res

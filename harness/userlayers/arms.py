@@ -182,10 +182,10 @@ def _same_sides(a: list, b: list) -> bool:
 def fd(chain: Chain, x: Array, G: Array | None) -> dict[str, Array]:
     """Central differences in float64, h = 1e-6 · max(1, |v|) per element (error ~1e-10 of the
     scale on these unit-sized inputs; the float64 finite-difference tolerance is 1e-7)."""
-    c64 = Chain(chain.specs, {k: np.asarray(v, np.float64) for k, v in chain.params.items()},
+    c64 = Chain(chain.specs, {k: np.array(v, np.float64, order="C") for k, v in chain.params.items()},
                 {k: np.asarray(v, np.float64) for k, v in chain.inputs.items()}, chain.loss, chain.targets)
     floating = np.issubdtype(x.dtype, np.floating)
-    x64 = np.asarray(x, np.float64) if floating else x
+    x64 = np.array(x, np.float64, order="C") if floating else x  # copies: nudged in place below
     G64 = None if G is None else np.asarray(G, np.float64)
 
     def f(xv, params):

@@ -269,3 +269,25 @@ class UserModule(Child):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class InProcessModule:
+    """The user's functions called in this process (``check_layer`` given the functions
+    themselves): the same requests, copies and edit checks as the child, without its
+    protection against a hang or an exit (the caller's own test process runs them)."""
+
+    def __init__(self, functions: dict) -> None:
+        from types import SimpleNamespace
+
+        self._module = SimpleNamespace(**functions)
+        self.functions = {n: [] for n in functions}
+
+    def run(self, calls: list[Call], timeout: float) -> tuple[list, list[str]]:
+        reply = _run(self._module, calls)
+        if reply[0] == "ok":
+            return reply[1], reply[2]
+        raise UserError(f"{reply[1]} {reply[2]}" if reply[2].startswith("returned")
+                        else f"{reply[1]} raised {reply[2]}", reply[3])
+
+    def close(self) -> None:
+        pass

@@ -35,6 +35,8 @@ def details(results: list[LayerResult]) -> list[str]:
         if r.passed:
             continue
         lines.append(f"{r.family.name}: {r.verdict}: {r.message}")
+        if r.attempts and r.attempts[0].setup is not None and r.attempts[0].setup.note:
+            lines.append(f"  convention: {r.attempts[0].setup.note}")
         for label, text in (("pattern", r.pattern), ("mistake", r.mistake)):
             if text:
                 lines.append(f"  {label}: {text}")
@@ -51,6 +53,8 @@ def verdict_line(results: list[LayerResult]) -> str:
     tail = f"; not in the catalog yet: {', '.join(skipped)}" if skipped else ""
     if bad:
         return f"DISAGREE: {len(bad)} of {checked} layers ({', '.join(bad)}){tail}"
+    if not checked:
+        return f"NOTHING CHECKED{tail}"
     arms = list(dict.fromkeys(n for r in results for c in r.comparisons for n in (c.a, c.b) if n != YOURS))
     return f"ALL AGREE: {checked} layers match {', '.join(arms) or 'nothing'}{tail}"
 
@@ -92,12 +96,13 @@ def markdown(results: list[LayerResult], path: str, dtype: str) -> str:
 
 def as_json(results: list[LayerResult], path: str, dtype: str) -> dict:
     return {"file": path, "dtype": dtype, "verdict": verdict_line(results),
-            "passed": all(r.passed for r in results),
+            "passed": all(r.passed for r in results) and any(r.verdict == "agrees" for r in results),
             "layers": [{"layer": r.family.name, "functions": list(r.family.functions), "verdict": r.verdict,
                         "passed": r.passed, "first": r.first,
                         "worst_norm_rel": r.worst if np.isfinite(r.worst) else None,
                         "shape": r.worst_shape, "message": r.message, "pattern": r.pattern,
                         "mistake": r.mistake, "smallest": r.smallest, "command": r.command,
+                        "convention": r.attempts[0].setup.note if r.attempts and r.attempts[0].setup else "",
                         "shapes_checked": [a.shape for a in r.attempts]}
                        for r in results]}
 
