@@ -33,7 +33,7 @@ def size(shape: dict) -> tuple:
 
 
 def smallest(module, family: Family, verdict: str, dtype: str, timeout: float, known: dict) -> dict:
-    from hypothesis import HealthCheck, find, settings
+    from hypothesis import HealthCheck, Phase, find, settings
     from hypothesis import strategies as st
     from hypothesis.errors import NoSuchExample
 
@@ -54,7 +54,10 @@ def smallest(module, family: Family, verdict: str, dtype: str, timeout: float, k
         return failed
 
     try:
+        # generate and shrink only: the explain phase (which parts of the example matter)
+        # re-runs the user's code hundreds of times more and reports nothing we show
         find(strategy, fails, settings=settings(max_examples=150, database=None, deadline=None, derandomize=True,
+                                                phases=[Phase.generate, Phase.shrink],
                                                 suppress_health_check=list(HealthCheck)))
     except (NoSuchExample, OutOfTime):
         pass
