@@ -95,16 +95,26 @@ def test_ctrl_c_with_jobs_prints_no_worker_tracebacks(tmp_path):
     slow = tmp_path / "slow.toml"
     slow.write_text('[[sweep]]\nname = "s"\ncount = 400\nseed = 1\nwidth = [20, 40]\nbatch = [20, 40]\n')
     # Ctrl-C reaches the whole foreground process group: parent and workers alike.
+    # As a terminal starts a command: SIGINT at its default and not blocked. A pytest worker may
+    # have it otherwise by the time this test runs (the full suite under xdist: the run went on
+    # to the end, its parent deaf to the SIGINT), and a child inherits both.
+    here = (signal.getsignal(signal.SIGINT), sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+
+    def as_from_a_terminal():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(slow), "--jobs", "2", "--quiet",
                              "--out", str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_from_a_terminal)
     try:
         time.sleep(12)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
         os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, (stderr, here)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert not (tmp_path / "out").exists()
 
