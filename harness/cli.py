@@ -353,12 +353,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         print("interrupted; the previous report, if any, is left as it was", file=sys.stderr)
-        code = 143 if isinstance(e, _Terminated) or _terminated else 130
-        from . import runner
-
-        if runner.HARD_EXIT:  # workers already stopped; only a stuck pool thread is left
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return code
+        return 143 if isinstance(e, _Terminated) or _terminated else 130
     return 2

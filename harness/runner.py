@@ -301,7 +301,6 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
 
 # --------------------------------------------------------------------------- parallel runs
 
-HARD_EXIT = False  # an interrupted parallel run left a thread the interpreter's exit would wait for
 _WORKER_BACKENDS: list = []
 
 
@@ -333,7 +332,6 @@ def pin_threads() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-HARD_EXIT = False  # an interrupted parallel run left a thread the interpreter's exit would wait for
 _WORKER_BACKENDS: list = []
 _WORKER_TRUST: frozenset = frozenset()
 
@@ -387,22 +385,9 @@ def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
         procs = list((getattr(pool, "_processes", None) or {}).values())
         for proc in procs:
             proc.terminate()
-        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
             proc.join(10)
-        # A worker spawned while the interrupt landed may not be in the pool's list yet, and the
-        # interpreter's exit joins every child process and the pool's manager thread: stop the
-        # stragglers, and if anything is still alive the CLI ends the process itself once its
-        # message is out (an interrupted --jobs run once hung at exit in CI under load).
-        for proc in mp.active_children():
-            proc.terminate()
-            proc.join(5)
-        if manager is not None:
-            manager.join(5)
-        if (manager is not None and manager.is_alive()) or mp.active_children():
-            global HARD_EXIT
-            HARD_EXIT = True
         raise
     else:
         pool.shutdown()
