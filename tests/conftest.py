@@ -16,6 +16,10 @@ def pytest_configure(config):
     libraries' own thread counts, so in-process runs with them stay tested too."""
     import os
 
+    # The pytest sessions the tests start (tests/test_pytest_plugin.py) skip hypothesis's own
+    # plugin too, as pyproject's addopts does here: it costs 1.5 s of imports per process.
+    if "no:hypothesispytest" not in os.environ.get("PYTEST_ADDOPTS", ""):
+        os.environ["PYTEST_ADDOPTS"] = (os.environ.get("PYTEST_ADDOPTS", "") + " -p no:hypothesispytest").strip()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         from harness.runner import pin_threads
 
