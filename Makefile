@@ -15,7 +15,7 @@ report: $(STAMP)
 
 # Two pytest-xdist workers: about 8 minutes on 2 cores on a clean clone (cold JAX cache).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
