@@ -43,6 +43,7 @@ class Attempt:
     setup: Setup | None = None
     notes: list[str] = field(default_factory=list)
     user_seconds: float = 0.0  # time in the user's code (the per-layer timeout counts only that)
+    right: dict = field(default_factory=dict)  # the manual arm's answer, in the user's terms
 
     @property
     def note(self) -> str:
@@ -157,6 +158,7 @@ def run_shape(module: UserModule, family: Family, shape: dict, dtype: str, timeo
         except Exception as e:  # noqa: BLE001 - the harness's own failure: said, never the user's
             attempt.problem, attempt.kind = f"the harness's {arm} arm raised {type(e).__name__}: {e}", "harness error"
             return attempt
+    attempt.right = answers["manual"]
     try:
         _check_shapes(user, answers["manual"], family)
     except BadOutput as e:
@@ -235,7 +237,7 @@ def analyse(family: Family, attempts: list[Attempt]) -> LayerResult:
         res = LayerResult(family, "disagrees", attempts, first=first, worst=worst.norm_rel,
                           worst_shape=worst_attempt.shape, message=main.message())
         bad, good = _summary(first_attempt)
-        right = _manual_answers(first_attempt)
+        right = first_attempt.right
         pats = [p for q in bad if (p := _pattern(first_attempt.user[q], right[q], q, first_attempt.shape))]
         if good and bad:
             pats.insert(0, f"{', '.join(good)} right; only {', '.join(bad)} wrong")
@@ -260,7 +262,3 @@ def _user_line(detail: str) -> str:
         return ""
     path, _, rest = user[-1][len('File "'):].partition('", line ')
     return f"{path}:{rest.split(',')[0]}"
-
-
-def _manual_answers(attempt: Attempt) -> dict:
-    return _to_user(attempt.setup, run_arm("manual", attempt.setup.chain, attempt.setup.x, attempt.setup.G))
