@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import platform
 import re
-import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -21,6 +20,7 @@ from .claims_report import claims_markdown, claims_terminal, write_claims  # noq
 from .compare import Comparison, fmt as _fmt
 from .files import RUN_FILES, atomic_write, file_name, output_set
 from .model import Model
+from .progress import Progress  # noqa: F401 - re-exported: the display lives in progress.py now
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
 
@@ -280,25 +280,6 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
                  f"{', '.join(result.backends)}, {len(result.comparisons)} comparisons"
                  + (f"; report in {out_dir}/report.md" if out_dir else ""))
     return "\n".join(lines)
-
-
-class Progress:
-    """A one-line progress bar on stderr, shown only on a terminal."""
-
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.enabled = hasattr(stream, "isatty") and stream.isatty()
-
-    def __call__(self, i: int, n: int, name: str) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = width * i // max(n, 1)
-        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {i}/{n} {name[:40]:<40}"
-        self.stream.write(text if i < n else "\r" + " " * len(text) + "\r")
-        self.stream.flush()
-
-
 
 
 __all__ = ["write_report", "markdown", "summary_table", "verdict", "Progress", "write_claims",
