@@ -30,8 +30,9 @@ CASE_KEYS = {"name", "description", "layers", "activations", "output", "loss", "
 # Keys of the network form only (harness.network_cases); the MLP form refuses them.
 NETWORK_ONLY_KEYS = ("input", "l2", "l2_form", "vocab")
 SWEEP_KEYS = {"name", "count", "seed", "depth", "width", "activations", "losses", "dtypes",
-              "batch", "input_scale", "layers", "l2", "l2_forms", "input", "blocks", "filters", "vocab"}
-NETWORK_SWEEP_KEYS = ("layers", "l2", "l2_forms", "input", "blocks", "filters", "vocab")
+              "batch", "input_scale", "layers", "l2", "l2_forms", "input", "blocks", "filters", "vocab",
+              "kernel", "heads"}
+NETWORK_SWEEP_KEYS = ("layers", "l2", "l2_forms", "input", "blocks", "filters", "vocab", "kernel", "heads")
 TOP_KEYS = {"case", "sweep"}
 
 # --------------------------------------------------------------------------- limits
@@ -49,14 +50,19 @@ MAX_SEED = 2**63 - 1  # recorded in results.json: an int64 for numpy, pandas and
 # Layers of one network (L): far deeper than any MLP worth checking by hand; JAX unrolls the
 # layers into one graph, whose compile time grows with depth.
 MAX_DEPTH = 1_000
-# Cases of one sweep: 100,000 of the smallest networks take ten minutes to run when they
-# share one shape (158 cases/s, README) and hours when JAX compiles each; the memory check
-# below usually stops a sweep well before.
-MAX_SWEEP_COUNT = 100_000
-# Layer sizes one sweep draws, count × (depth hi + 1): drawing is about 10 µs per number in
-# numpy's scalar path (the draw order is part of a sweep's meaning, so it cannot be batched),
-# which keeps a sweep's expansion to seconds.
+# Cases of one sweep without --yes (``allow_huge``): 1,000,000 of the smallest networks take
+# over an hour to run when they share one shape (158 cases/s, README) and days when JAX
+# compiles each. Beyond it a sweep is refused unless the user says yes; the memory check below
+# still applies either way, and on most machines stops a sweep of networks long before (each
+# case keeps its results and JAX's compiled function for the report).
+MAX_SWEEP_COUNT = 1_000_000
+# Layer sizes one sweep draws, count × (depth hi + 1), likewise lifted by --yes: drawing is
+# about 10 µs per number in numpy's scalar path (the draw order is part of a sweep's meaning,
+# so it cannot be batched), which keeps a sweep's expansion to seconds.
 MAX_SWEEP_WIDTHS = 1_000_000
+# Head counts a sweep's `heads` range may reach: far more than the widths a sweep draws, and
+# the divisor search per drawn attention stays a few hundred steps (network_cases._draw_width).
+MAX_HEADS = 256
 MAX_INPUT_SCALE = 1e10  # beyond this, z = x W overflows float32 for any width
 # A case may use this fraction of the machine's physical memory: the rest is for the OS,
 # other processes and the error of the estimate (see memory_estimate).
@@ -256,19 +262,21 @@ class _MemoryBudget:
 # --------------------------------------------------------------------------- loading
 
 
-def load_file(path: str | Path) -> list[Case]:
-    """Parse and validate one case file."""
-    return _load_file(path, _MemoryBudget())
+def load_file(path: str | Path, allow_huge: bool = False) -> list[Case]:
+    """Parse and validate one case file. ``allow_huge`` (the CLI's --yes) lets a sweep draw
+    more than MAX_SWEEP_COUNT cases or MAX_SWEEP_WIDTHS layers; the memory check still holds."""
+    return _load_file(path, _MemoryBudget(), allow_huge)
 
 
-def load_files(paths: list[str | Path]) -> list[Case]:
+def load_files(paths: list[str | Path], allow_huge: bool = False) -> list[Case]:
     """Load several files; a case name may appear only once in a run, and the cases of all
-    files together must fit in memory (a run keeps every case's results)."""
+    files together must fit in memory (a run keeps every case's results). ``allow_huge``: as
+    for ``load_file``."""
     cases: list[Case] = []
     where: dict[str, str] = {}
     budget = _MemoryBudget()
     for p in paths:
-        for c in _load_file(p, budget):
+        for c in _load_file(p, budget, allow_huge):
             if c.name in where:
                 raise InputError(f"case name already used in {where[c.name]}; names must be "
                                  "unique across the files of one run", file=c.source,
@@ -278,7 +286,7 @@ def load_files(paths: list[str | Path]) -> list[Case]:
     return cases
 
 
-def _load_file(path: str | Path, budget: _MemoryBudget) -> list[Case]:
+def _load_file(path: str | Path, budget: _MemoryBudget, allow_huge: bool = False) -> list[Case]:
     src = str(path)
     try:
         text = _read_case_file(path, src).decode("utf-8")
@@ -301,7 +309,7 @@ def _load_file(path: str | Path, budget: _MemoryBudget) -> list[Case]:
     for i, raw in enumerate(_table_list(doc, "case", src)):
         cases.append(_parse_case(raw, src, f"case #{i + 1}", budget))
     for i, raw in enumerate(_table_list(doc, "sweep", src)):
-        cases.extend(_expand_sweep(raw, src, f"sweep #{i + 1}", budget))
+        cases.extend(_expand_sweep(raw, src, f"sweep #{i + 1}", budget, allow_huge))
     seen: set[str] = set()
     for c in cases:
         if c.name in seen:
@@ -559,21 +567,40 @@ def _check_numbers(f: _Fields, fld: str, val: Any) -> None:
 # --------------------------------------------------------------------------- sweeps
 
 
-def _expand_sweep(raw: dict, src: str, label: str, budget: _MemoryBudget) -> list[Case]:
+def _count(f: _Fields, allow_huge: bool) -> int:
+    """A sweep's ``count``: at most MAX_SWEEP_COUNT, or MAX_SEED with --yes."""
+    count = f.get("count", int)
+    if count < 1:
+        f.fail("count", f"must be >= 1, got {_show(count)}")
+    if count > MAX_SWEEP_COUNT and not allow_huge:
+        f.fail("count", f"must be at most {MAX_SWEEP_COUNT}, got {_show(count)} (a sweep that long "
+                        "takes hours to days to run; pass --yes to draw it anyway)")
+    if count > MAX_SEED:
+        f.fail("count", f"must be at most {_limit(MAX_SEED)}, got {_show(count)}")
+    return count
+
+
+def _check_drawn(f: _Fields, count: int, per_case: int, what: str, allow_huge: bool) -> None:
+    """count × ``per_case`` drawn layers (or layer sizes) within MAX_SWEEP_WIDTHS, unless --yes."""
+    if count * per_case > MAX_SWEEP_WIDTHS and not allow_huge:
+        f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} {what}; {count} × "
+                        f"{per_case} = {count * per_case:,} (pass --yes to draw them anyway)")
+
+
+def _expand_sweep(raw: dict, src: str, label: str, budget: _MemoryBudget,
+                  allow_huge: bool = False) -> list[Case]:
     f = _Fields(raw, SWEEP_KEYS, src, label)
     prefix = f.get("name", str)
     if not prefix.strip():
         f.fail("name", "must not be empty")
     if any(k in raw for k in NETWORK_SWEEP_KEYS):
-        return _expand_network_sweep(f, prefix, src, budget)
-    count = f.int_range("count", ..., 1, MAX_SWEEP_COUNT)
+        return _expand_network_sweep(f, prefix, src, budget, allow_huge)
+    count = _count(f, allow_huge)
     seed = f.int_range("seed", 0, 0, MAX_SEED)
     depth = _range(f, "depth", [1, 4], 1, MAX_DEPTH)
     width = _range(f, "width", [1, 16], 1, MAX_DIM)
     batch = _range(f, "batch", [1, 32], 1, MAX_DIM)
-    if count * (depth[1] + 1) > MAX_SWEEP_WIDTHS:
-        f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} layer sizes, count × "
-                        f"(depth hi + 1); {count} × {depth[1] + 1} = {count * (depth[1] + 1):,}")
+    _check_drawn(f, count, depth[1] + 1, "layer sizes, count × (depth hi + 1)", allow_huge)
     hidden = _names(f, "activations", list(ACTIVATIONS), set(ACTIVATIONS))
     losses = _names(f, "losses", list(LOSSES), set(LOSSES))
     dtypes = _names(f, "dtypes", list(DTYPES), set(DTYPES))
@@ -615,15 +642,21 @@ def _expand_sweep(raw: dict, src: str, label: str, budget: _MemoryBudget) -> lis
     return cases
 
 
-def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudget) -> list[Case]:
-    """A sweep of catalog networks (``layers`` names the layer types it composes)."""
+def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudget,
+                          allow_huge: bool = False) -> list[Case]:
+    """A sweep of catalog networks (``layers`` names the layer types it composes).
+
+    ``layers`` names one family (dense, conv or sequence, see network_cases.FAMILIES) or
+    several: then it is a catalog sweep, and each case first draws its family, in proportion to
+    the summed weights of the layers of that family it names, then a network of that family.
+    """
     from . import network_cases as nc
 
     if "input_scale" in f.raw:  # read by the MLP form only: a network sweep would ignore it
         f.fail("input_scale", "a network sweep (one with any of "
                               f"{', '.join(f'`{k}`' for k in NETWORK_SWEEP_KEYS)}) draws its inputs "
                               "at scale 1; input_scale is for an MLP sweep")
-    count = f.int_range("count", ..., 1, MAX_SWEEP_COUNT)
+    count = _count(f, allow_huge)
     seed = f.int_range("seed", 0, 0, MAX_SEED)
     depth = _range(f, "depth", [1, 4], 1, MAX_DEPTH)
     width = _range(f, "width", [1, 16], 1, MAX_DIM)
@@ -631,20 +664,39 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     hidden = _names(f, "activations", list(ACTIVATIONS), set(ACTIVATIONS))
     losses = _names(f, "losses", list(nc.SWEEP_LOSSES), set(nc.SWEEP_LOSSES))
     dtypes = _names(f, "dtypes", list(DTYPES), set(DTYPES))
-    # Without `layers`, the dense extras: a conv sweep names its conv2d or pools, a sequence
-    # sweep its rnn, lstm, attention, embedding or residual.
-    extras = _names(f, "layers", [k for k in nc.SWEEP_LAYERS if k not in nc.SPATIAL_LAYERS + nc.SEQUENCE_LAYERS],
-                    set(nc.SWEEP_LAYERS))
-    sequence = _sequence_settings(f, extras)
-    spatial = None if sequence else _spatial_settings(f, extras)
-    per_case = 4 * depth[1] + 1 + (0 if spatial is None else
-                                   nc.LAYERS_PER_BLOCK * spatial["blocks"][1] + 1)
+    names, weights = _layer_weights(f)
+    families = {fam: sum(1 if weights is None else weights[n] for n in names if n in members)
+                for fam, members in nc.FAMILIES.items()}
+    families = {fam: w for fam, w in families.items() if w > 0}
+    for key, layer, kind in (("kernel", "conv2d", "conv"), ("filters", "conv2d", "conv"),
+                             ("vocab", "embedding", "sequence")):
+        if key in f.raw and layer not in names:
+            f.fail(key, f"only for a {kind} sweep with {layer} in `layers`: the sweep draws no "
+                        f"{layer} (add it to `layers`)")
+    if "heads" in f.raw and not ("attention" in names or ("sequence" in families and not
+                                                            {"rnn", "lstm"} & set(names))):
+        f.fail("heads", "only for a sequence sweep with attention in `layers`: the sweep draws no "
+                        "attention (add it to `layers`)")
+    catalog = len(families) > 1
+    if catalog:
+        spatial, sequence = _catalog_settings(f, names, families)
+        extras = {fam: [n for n in names if n in nc.SHARED_LAYERS + nc.FAMILIES[fam]]
+                  for fam in families}
+        fams = list(families)
+    else:
+        # Without `layers`, the dense extras: a conv sweep names its conv2d or pools, a sequence
+        # sweep its rnn, lstm, attention, embedding or residual.
+        one = [n for n in names if n != "dense"]
+        sequence = _sequence_settings(f, one, "input", f.raw.get("input"))
+        spatial = None if sequence else _spatial_settings(f, one, "input", f.raw.get("input"))
+        if not sequence and not spatial:
+            _dense_only(f)
+    block_layers = [nc.LAYERS_PER_BLOCK * spatial["blocks"][1] + 1] if spatial else []
     if sequence:
-        per_case += nc.LAYERS_PER_SEQUENCE_BLOCK * sequence["blocks"][1] + 2
-    if count * per_case > MAX_SWEEP_WIDTHS:
-        f.fail("count", f"a sweep draws at most {MAX_SWEEP_WIDTHS:,} layers, count × (4·depth hi + 1"
-                        f"{'' if spatial is None else ' + 4·blocks hi + 1'}); "
-                        f"{count} × {per_case} = {count * per_case:,}")
+        block_layers.append(nc.LAYERS_PER_SEQUENCE_BLOCK * sequence["blocks"][1] + 2)
+    per_case = 4 * depth[1] + 1 + max(block_layers, default=0)
+    _check_drawn(f, count, per_case, "layers, count × (4·depth hi + 1 + the blocks' layers at most)",
+                 allow_huge)
     forms = _names(f, "l2_forms", list(nc.L2_FORMS), set(nc.L2_FORMS))
     l2 = f.get("l2", list, [0.0, 0.0], what="[lo, hi]")
     if (len(l2) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -654,7 +706,14 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     cases = []
     for i in range(count):
         name = f"{prefix}-{i:03d}"
-        raw = nc.draw_network(rng, depth, width, hidden, losses, extras, dtypes, l2, forms, spatial, sequence)
+        if catalog:
+            fam = nc.pick(rng, fams, families)
+            raw = nc.draw_network(rng, depth, width, hidden, losses, extras[fam], dtypes, l2, forms,
+                                  spatial if fam == "conv" else None,
+                                  sequence if fam == "sequence" else None, weights)
+        else:
+            raw = nc.draw_network(rng, depth, width, hidden, losses, one, dtypes, l2, forms, spatial,
+                                  sequence, weights)
         m = int(rng.integers(batch[0], batch[1] + 1))
         case_seed = int(rng.integers(0, 2**31))
         try:
@@ -670,60 +729,127 @@ def _expand_network_sweep(f: _Fields, prefix: str, src: str, budget: _MemoryBudg
     return cases
 
 
-def _sequence_settings(f: _Fields, extras: list[str]) -> dict | None:
-    """``input`` ([T, D] ranges), ``blocks`` and ``vocab`` of a sequence sweep (one whose
-    ``layers`` name a sequence layer), None otherwise."""
+def _layer_weights(f: _Fields) -> tuple[list[str], dict[str, float] | None]:
+    """A network sweep's ``layers``: a list of names (equal weights; returns None for the
+    weights) or a table of name = weight >= 0. Returns the names of positive weight, in the
+    file's order: a layer of weight 0 is as if not named."""
+    from . import network_cases as nc
+
+    known = set(nc.CATALOG_LAYERS)
+    default = [k for k in nc.SWEEP_LAYERS if k not in nc.SPATIAL_LAYERS + nc.SEQUENCE_LAYERS]
+    if not isinstance(f.raw.get("layers"), dict):
+        return _names(f, "layers", default, known), None
+    weights: dict[str, float] = {}
+    for key, w in f.raw["layers"].items():
+        if key not in known:
+            f.fail(f"layers.{key}", f"unknown layer {_show(key)}{did_you_mean(key, known)}; "
+                                    f"known: {', '.join(nc.CATALOG_LAYERS)}")
+        if (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
+                or not 0 <= w <= MAX_DIM):
+            f.fail(f"layers.{key}", f"a weight is a number in 0..{MAX_DIM}, got {_show(w)}")
+        if w > 0:
+            weights[key] = float(w)
+    if not weights:
+        f.fail("layers", "every weight is 0: give at least one layer a positive weight")
+    return list(weights), weights
+
+
+def _dense_only(f: _Fields) -> None:
+    """A dense sweep refuses the conv and sequence settings, naming what would make them count."""
+    for key in ("input", "blocks"):
+        if key in f.raw:
+            f.fail(key, "only for a conv sweep: add conv2d, maxpool2d or avgpool2d to `layers` (or "
+                        "a sequence sweep: rnn, lstm, attention...; a dense sweep draws its input "
+                        "width from `width`)")
+
+
+def _catalog_settings(f: _Fields, names: list[str], families: dict) -> tuple[dict | None, dict | None]:
+    """The conv and sequence settings of a catalog sweep. Its ``input`` is a table, one entry per
+    kind of input it draws: ``{conv = [C, H, W], sequence = [T, D]}``, either left to its default;
+    ``blocks`` and the other ranges are shared."""
+    inputs = f.get("input", dict, {}, what="a table {conv = [C, H, W], sequence = [T, D]} (a catalog "
+                                          "sweep draws more than one kind of input)")
+    for key in inputs:
+        if key not in ("conv", "sequence") or key not in families:
+            f.fail(f"input.{key}", f"the sweep draws {' and '.join(k for k in ('conv', 'sequence') if k in families) or 'no'} "
+                                   "inputs of shape: input = {conv = [C, H, W], sequence = [T, D]}, "
+                                   "each only when `layers` names that family")
+    spatial = sequence = None
+    if "conv" in families:
+        spatial = _spatial_settings(f, [n for n in names if n != "dense"], "input.conv", inputs.get("conv"))
+    if "sequence" in families:
+        sequence = _sequence_settings(f, [n for n in names if n != "dense"], "input.sequence",
+                                      inputs.get("sequence"))
+    return spatial, sequence
+
+
+def _sequence_settings(f: _Fields, extras: list[str], fld: str, given: Any) -> dict | None:
+    """``input`` ([T, D] ranges, at ``fld``), ``blocks``, ``vocab`` and ``heads`` of a sequence
+    sweep (one whose ``layers`` name a sequence layer), None otherwise."""
     from . import network_cases as nc
 
     if not any(e in nc.SEQUENCE_LAYERS for e in extras):
         if "vocab" in f.raw:
             f.fail("vocab", "only for a sequence sweep with embedding in `layers`")
         return None
-    if any(e in nc.SPATIAL_LAYERS for e in extras):
-        f.fail("layers", "a sweep draws conv networks or sequence networks, not both: "
-                         f"{', '.join(e for e in extras if e in nc.SPATIAL_LAYERS + nc.SEQUENCE_LAYERS)}")
-    if "filters" in f.raw:
+    if "filters" in f.raw and "conv2d" not in extras:
         f.fail("filters", "only for a conv sweep (a sequence sweep has no conv2d)")
     ranges, blocks = _input_and_blocks(f, "sequence", "TD", nc.DEFAULT_SEQUENCE_INPUT,
-                                       nc.LAYERS_PER_SEQUENCE_BLOCK, 2)
+                                       nc.LAYERS_PER_SEQUENCE_BLOCK, 2, fld, given)
     vocab = _range(f, "vocab", nc.DEFAULT_VOCAB, 1, MAX_DIM)
-    if "vocab" in f.raw and "embedding" not in extras:
-        f.fail("vocab", "the sweep draws no embedding (add it to `layers`), so no input is token ids")
-    return {"input": ranges, "blocks": blocks, "vocab": vocab}
+    out = {"input": ranges, "blocks": blocks, "vocab": vocab}
+    if "heads" in f.raw:
+        heads = _range(f, "heads", [1, 4], 1, MAX_HEADS)
+        D_lo, D_hi = ranges[1]
+        # Some width in D's range that some head count in range divides: h divides a width of
+        # the range when its multiple at or above D lo is at most D hi.
+        if not any(-(-D_lo // h) * h <= D_hi for h in range(heads[0], min(heads[1], D_hi) + 1)):
+            f.fail("heads", f"no head count in {_show(heads)} divides a width D in {D_lo}..{D_hi} "
+                            f"({fld}[1]): attention splits its D features evenly among its heads")
+        out["heads"] = heads
+    return out
 
 
-def _spatial_settings(f: _Fields, extras: list[str]) -> dict | None:
-    """``input``, ``blocks`` and ``filters`` of a conv sweep (one whose ``layers`` name conv2d or
-    a pool), None for a dense one; each given to a dense sweep is an error naming it."""
+def _spatial_settings(f: _Fields, extras: list[str], fld: str, given: Any) -> dict | None:
+    """``input`` (at ``fld``), ``blocks``, ``filters`` and ``kernel`` of a conv sweep (one whose
+    ``layers`` name conv2d or a pool), None otherwise."""
     from . import network_cases as nc
 
-    spatial = [e for e in extras if e in nc.SPATIAL_LAYERS]
-    if not spatial:
-        for key in ("input", "blocks", "filters"):
-            if key in f.raw:
-                f.fail(key, "only for a conv sweep: add conv2d, maxpool2d or avgpool2d to "
-                            "`layers` (a dense sweep draws its input width from `width`)")
+    if not any(e in nc.SPATIAL_LAYERS for e in extras):
+        if "filters" in f.raw:
+            f.fail("filters", "only for a conv sweep: add conv2d to `layers`")
         return None
-    if "filters" in f.raw and "conv2d" not in extras:
-        f.fail("filters", "the sweep draws no conv2d (add it to `layers`), so nothing has filters")
-    ranges, blocks = _input_and_blocks(f, "conv", "CHW", nc.DEFAULT_SPATIAL_INPUT, nc.LAYERS_PER_BLOCK, 1)
-    filters = _range(f, "filters", nc.DEFAULT_FILTERS, 1, MAX_DIM)
-    return {"input": ranges, "blocks": blocks, "filters": filters}
+    ranges, blocks = _input_and_blocks(f, "conv", "CHW", nc.DEFAULT_SPATIAL_INPUT, nc.LAYERS_PER_BLOCK, 1,
+                                       fld, given)
+    out = {"input": ranges, "blocks": blocks, "filters": _range(f, "filters", nc.DEFAULT_FILTERS, 1, MAX_DIM)}
+    if "kernel" in f.raw:
+        kernel = _range(f, "kernel", [1, nc.MAX_KERNEL], 1, MAX_DIM)
+        H, W = ranges[1][1], ranges[2][1]
+        if kernel[0] > min(H, W) + 2 * nc.MAX_PADDING:
+            f.fail("kernel", f"lo {kernel[0]} fits no input: the largest is H × W = {H} × {W} ({fld}), "
+                             f"padded by at most {nc.MAX_PADDING} on each side to "
+                             f"{H + 2 * nc.MAX_PADDING} × {W + 2 * nc.MAX_PADDING}, and a conv2d's "
+                             "kernel must fit its padded input")
+        out["kernel"] = kernel
+    return out
 
 
 def _input_and_blocks(f: _Fields, kind: str, axes: str, default: list, per_block: int,
-                      head: int) -> tuple[list[list[int]], list[int]]:
-    """A conv or sequence sweep's ``input`` (a size or range per axis of ``axes``) and its
-    ``blocks`` range, checked so that a network of ``per_block`` layers per block, the dense
-    layers of ``depth`` (4 each at most) and ``head`` more stays within MAX_DEPTH."""
+                      head: int, fld: str = "input", given: Any = None) -> tuple[list[list[int]], list[int]]:
+    """A conv or sequence sweep's input (``given``, read from ``fld``: a size or range per axis
+    of ``axes``) and its ``blocks`` range, checked so that a network of ``per_block`` layers per
+    block, the dense layers of ``depth`` (4 each at most) and ``head`` more stays within
+    MAX_DEPTH."""
     from . import network_cases as nc
 
     shape = "[" + ", ".join(axes) + "]"
-    raw = f.get("input", list, default, what=f"{shape}, each a size or a range [lo, hi]")
+    raw = default if given is None else given
+    if not isinstance(raw, list):
+        f.fail(fld, f"expected {shape}, each a size or a range [lo, hi], got {_show(raw)}")
     if len(raw) != len(axes):
-        f.fail("input", f"a {kind} sweep's input is {shape}, each a size or a range [lo, hi]; "
-                        f"got {len(raw)} entries: {_show(raw)}")
-    ranges = _size_ranges(f, raw, axes)
+        f.fail(fld, f"a {kind} sweep's input is {shape}, each a size or a range [lo, hi]; "
+                    f"got {len(raw)} entries: {_show(raw)}")
+    ranges = _size_ranges(f, raw, axes, fld)
     depth_hi = _range(f, "depth", [1, 4], 1, MAX_DEPTH)[1]
     room = (MAX_DEPTH - 4 * depth_hi - head) // per_block
     blocks = _range(f, "blocks", nc.DEFAULT_BLOCKS, 1, MAX_DEPTH)
@@ -734,7 +860,7 @@ def _input_and_blocks(f: _Fields, kind: str, axes: str, default: list, per_block
     return ranges, blocks
 
 
-def _size_ranges(f: _Fields, raw: list, axes: str) -> list[list[int]]:
+def _size_ranges(f: _Fields, raw: list, axes: str, fld: str = "input") -> list[list[int]]:
     """A sweep's ``input``: for each axis a size or a range [lo, hi], as [lo, hi]."""
     ranges = []
     for i, (axis, r) in enumerate(zip(axes, raw)):
@@ -742,10 +868,10 @@ def _size_ranges(f: _Fields, raw: list, axes: str) -> list[list[int]]:
         if (not isinstance(lo_hi, list) or len(lo_hi) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
                 or not 1 <= lo_hi[0] <= lo_hi[1]):
-            f.fail(f"input[{i}]", f"{axis} must be a size >= 1 or a range [lo, hi] with "
+            f.fail(f"{fld}[{i}]", f"{axis} must be a size >= 1 or a range [lo, hi] with "
                                   f"1 <= lo <= hi, got {_show(r)}")
         if lo_hi[1] > MAX_DIM:
-            f.fail(f"input[{i}]", f"{axis} must be at most {_limit(MAX_DIM)}, got {_show(r)}")
+            f.fail(f"{fld}[{i}]", f"{axis} must be at most {_limit(MAX_DIM)}, got {_show(r)}")
         ranges.append(lo_hi)
     return ranges
 

@@ -327,6 +327,13 @@ SPATIAL_LAYERS = ("conv2d", "maxpool2d", "avgpool2d")
 # head per step or on last_step / mean_over_time.
 SEQUENCE_LAYERS = ("embedding", "rnn", "lstm", "attention", "residual")
 SWEEP_LAYERS = ("batchnorm", "layernorm", "dropout", *SPATIAL_LAYERS, *SEQUENCE_LAYERS)
+# A catalog sweep's families: each case draws one, by the summed weight of the layers of it that
+# `layers` names, then a network of that family. "dense" names the dense family alone (an MLP
+# of the catalog's dense layers); the shared layers (norms, dropout) belong to every family and
+# weigh towards none.
+FAMILIES = {"dense": ("dense",), "conv": SPATIAL_LAYERS, "sequence": SEQUENCE_LAYERS}
+SHARED_LAYERS = ("batchnorm", "layernorm", "dropout")
+CATALOG_LAYERS = ("dense", *SWEEP_LAYERS)
 DEFAULT_SEQUENCE_INPUT = [[1, 6], [2, 8]]  # [T, D]
 DEFAULT_VOCAB = [3, 12]
 LAYERS_PER_SEQUENCE_BLOCK = 6  # residual(layernorm, dense, relu, dense) or residual(layernorm, attention)
@@ -346,22 +353,58 @@ def _draw(rng: np.random.Generator, lo_hi) -> int:
     return int(rng.integers(lo_hi[0], lo_hi[1] + 1))
 
 
+def pick(rng: np.random.Generator, names: list[str], weights: dict[str, float] | None = None) -> str:
+    """One of ``names``, each with probability proportional to its weight. Equal weights (or
+    none) make one ``integers(0, n)`` call, the draw every sweep made before weights existed,
+    so a list and a table of equal weights name the same cases."""
+    if weights is None or len({weights[n] for n in names}) <= 1:
+        return names[int(rng.integers(0, len(names)))]
+    cum = np.cumsum([weights[n] for n in names])
+    return names[min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(names) - 1)]
+
+
+def heads_of(D: int, heads: list[int] | None) -> list[int]:
+    """The head counts an attention over D features may draw: today's 1, 2 or 4 without a
+    ``heads`` range, else the divisors of D in it (each head gets D / heads features)."""
+    if heads is None:
+        return [h for h in (1, 2, 4) if D % h == 0]
+    return [h for h in range(heads[0], min(heads[1], D) + 1) if D % h == 0]
+
+
+def _draw_width(rng: np.random.Generator, lo_hi, heads: list[int] | None) -> int:
+    """A sequence width from ``lo_hi``; with a ``heads`` range, moved up (wrapping round to lo)
+    to the first width some head count in it divides, so an attention can follow. The search
+    is short: a multiple of heads lo comes every heads lo widths (cases.MAX_HEADS at most)."""
+    D = _draw(rng, lo_hi)
+    if heads is None:
+        return D
+    lo, hi = lo_hi
+    for d in (*range(D, hi + 1), *range(lo, D)):
+        if heads_of(d, heads):
+            return d
+    raise AssertionError(f"no width in {lo_hi} takes heads {heads}: the loader checks this")
+
+
 def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras, dtypes, l2, forms,
-                 spatial: dict | None = None, sequence: dict | None = None) -> dict:
+                 spatial: dict | None = None, sequence: dict | None = None,
+                 weights: dict[str, float] | None = None) -> dict:
     """One random network of a sweep, as the raw table a case file would hold.
 
     ``depth`` dense layers, the last one the output; each hidden dense is followed, each with
     probability ½ and in this order, by a norm from ``extras``, its activation (fused into the
     dense or as a layer of its own), and dropout. With ``spatial`` (a conv sweep: ``input``,
     ``blocks`` and ``filters`` ranges) the dense head sits on ``_draw_blocks``'s convolutional
-    blocks and a flatten. The draw order is fixed: a sweep's seed names its cases.
+    blocks and a flatten. ``weights`` (a sweep's ``layers`` table): where the draw chooses
+    between layer types (a batch or a layer norm, a max or an average pool, an rnn, lstm or
+    attention block), each is chosen in proportion to its weight. The draw order is fixed: a
+    sweep's seed names its cases.
     """
     L = int(rng.integers(depth[0], depth[1] + 1))
     loss = losses[int(rng.integers(0, len(losses)))]
     layers: list[dict] = []
     vocab = 0
     if sequence is not None:
-        shape, vocab = _draw_sequence_blocks(rng, sequence, hidden, extras, layers)
+        shape, vocab = _draw_sequence_blocks(rng, sequence, hidden, extras, layers, weights)
         # Logits per step (cross-entropy on N×T×V) or one row per example first.
         if not (loss == "cross_entropy" and rng.integers(0, 2)):
             layers.append({"layer": "last_step" if rng.integers(0, 2) else "mean_over_time"})
@@ -369,14 +412,14 @@ def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras,
         shape = [int(rng.integers(width[0], width[1] + 1))]
     else:
         shape = [_draw(rng, r) for r in spatial["input"]]
-        _draw_blocks(rng, tuple(shape), spatial, hidden, extras, layers)
+        _draw_blocks(rng, tuple(shape), spatial, hidden, extras, layers, weights)
         layers.append({"layer": "flatten"})
     norms = [e for e in extras if e in ("batchnorm", "layernorm")]
     for _ in range(L - 1):
         units = int(rng.integers(max(width[0], 2), max(width[1], 2) + 1))
         act = hidden[int(rng.integers(0, len(hidden)))]
         fused = bool(rng.integers(0, 2))
-        norm = norms[int(rng.integers(0, len(norms)))] if norms and rng.integers(0, 2) else None
+        norm = pick(rng, norms, weights) if norms and rng.integers(0, 2) else None
         if norm:
             # Normalising 2 or 3 values pins x̂ near ±1 and passes almost no gradient: all
             # below it is then rounding noise, a degenerate network rather than a check.
@@ -404,8 +447,8 @@ def draw_network(rng: np.random.Generator, depth, width, hidden, losses, extras,
     return {**out, "vocab": vocab} if vocab else out
 
 
-def _draw_sequence_blocks(rng: np.random.Generator, sequence: dict, hidden, extras, layers: list[dict]
-                          ) -> tuple[list[int], int]:
+def _draw_sequence_blocks(rng: np.random.Generator, sequence: dict, hidden, extras, layers: list[dict],
+                          weights: dict[str, float] | None = None) -> tuple[list[int], int]:
     """The blocks of a sequence sweep's network, appended to ``layers``; returns the input shape
     and the vocab (0 for real sequences). With ``embedding`` in ``extras`` the input is token
     ids half of the time. Each block is one of ``extras``' rnn (h0 a parameter with probability
@@ -413,30 +456,32 @@ def _draw_sequence_blocks(rng: np.random.Generator, sequence: dict, hidden, extr
     with residual in ``extras``, a pre-norm residual block around it with probability ½) or,
     with residual, a residual MLP block (layernorm, dense, activation, dense back to the width).
     A residual block starts with a layer norm when ``extras`` has it and the width is at least
-    MIN_NORMALISED."""
-    T, D = _draw(rng, sequence["input"][0]), _draw(rng, sequence["input"][1])
+    MIN_NORMALISED. With a ``heads`` range in ``sequence``, attention draws its heads from it and
+    every width is one some head count in it divides (``_draw_width``)."""
+    kinds = [k for k in ("rnn", "lstm", "attention") if k in extras] or ["attention"]
+    heads = sequence.get("heads") if "attention" in kinds else None
+    T, D = _draw(rng, sequence["input"][0]), _draw_width(rng, sequence["input"][1], heads)
     D0, vocab = D, 0
     if "embedding" in extras and rng.integers(0, 2):
         vocab = _draw(rng, sequence["vocab"])
         layers.append({"layer": "embedding", "dim": D})
-    kinds = [k for k in ("rnn", "lstm", "attention") if k in extras] or ["attention"]
     residual = "residual" in extras
     for _ in range(_draw(rng, sequence["blocks"])):
         # pre-norm, where there are enough features to normalise (see MIN_NORMALISED)
         norm = [{"layer": "layernorm"}] if "layernorm" in extras and D >= MIN_NORMALISED else []
-        kind = kinds[int(rng.integers(0, len(kinds)))]
+        kind = pick(rng, kinds, weights)
         if residual and rng.integers(0, 4) == 0:  # a residual MLP block instead
             act = hidden[int(rng.integers(0, len(hidden)))]
             body = [*norm, {"layer": "dense", "units": 2 * D, "activation": act}, {"layer": "dense", "units": D}]
             layers.append({"layer": "residual", "body": body})
         elif kind == "attention":
-            heads = [h for h in (1, 2, 4) if D % h == 0]
-            layer = {"layer": "attention", "heads": heads[int(rng.integers(0, len(heads)))],
+            counts = heads_of(D, heads)
+            layer = {"layer": "attention", "heads": counts[int(rng.integers(0, len(counts)))],
                      "causal": bool(rng.integers(0, 2))}
             wrap = residual and rng.integers(0, 2)
             layers.append({"layer": "residual", "body": [*norm, layer]} if wrap else layer)
         else:
-            layer = {"layer": kind, "hidden": D if residual else _draw(rng, sequence["input"][1])}
+            layer = {"layer": kind, "hidden": D if residual else _draw_width(rng, sequence["input"][1], heads)}
             if rng.integers(0, 2):
                 layer["h0"] = True
             layers.append(layer)
@@ -449,22 +494,29 @@ def _pair_or_int(h: int, w: int) -> int | list[int]:
 
 
 def _draw_blocks(rng: np.random.Generator, shape: tuple[int, int, int], spatial: dict, hidden,
-                 extras, layers: list[dict]) -> None:
+                 extras, layers: list[dict], weights: dict[str, float] | None = None) -> None:
     """The convolutional blocks of a conv sweep's network, appended to ``layers``: each is a
     conv2d (when ``extras`` has it) with its activation, fused or a layer of its own, or after a
     spatial batch norm (probability ½, when ``extras`` has batchnorm and there are at least
     MIN_NORMALISED positions), then with probability ½ (always, without conv2d) a pool of
     ``extras``. Every size is drawn to fit the input it gets, so every network is valid:
-    kernel k ≤ H + 2p along each axis (padding at most k − 1), pool window ≤ H."""
+    kernel k ≤ H + 2p along each axis (padding at most k − 1), pool window ≤ H. With a
+    ``kernel`` range [lo, hi] in ``spatial`` (default 1..MAX_KERNEL), k ≥ lo: the padding is
+    raised to MAX_PADDING where lo needs it, and a block whose input is too small for lo even so
+    has no conv2d (its pool only, if it draws one)."""
     _, H, W = shape
     conv = "conv2d" in extras
     pools = [e for e in extras if e in ("maxpool2d", "avgpool2d")]
+    k_lo, k_hi = spatial.get("kernel", (1, MAX_KERNEL))
     for _ in range(_draw(rng, spatial["blocks"])):
-        if conv:
+        fits = conv and all(k_lo <= n + 2 * MAX_PADDING for n in (H, W))
+        if fits:
             ks, ss, ps = [], [], []
             for n in (H, W):
                 p = int(rng.integers(0, MAX_PADDING + 1))
-                k = int(rng.integers(1, min(MAX_KERNEL, n + 2 * p) + 1))
+                if k_lo > n + 2 * p:
+                    p = MAX_PADDING
+                k = int(rng.integers(k_lo, min(k_hi, n + 2 * p) + 1))
                 p = min(p, k - 1)  # padding beyond k − 1 only adds outputs made of zeros
                 s = int(rng.integers(1, MAX_STRIDE + 1))
                 ks.append(k), ss.append(s), ps.append(p)
@@ -486,8 +538,8 @@ def _draw_blocks(rng: np.random.Generator, shape: tuple[int, int, int], spatial:
                 layers.append({**layer, "activation": act})
             else:
                 layers += [layer, {"layer": act}]
-        if pools and H * W > 1 and (not conv or rng.integers(0, 2)):  # a 1×1 window is a copy
-            kind = pools[int(rng.integers(0, len(pools)))]
+        if pools and H * W > 1 and (not fits or rng.integers(0, 2)):  # a 1×1 window is a copy
+            kind = pick(rng, pools, weights)
             size = [int(rng.integers(min(2, n), min(MAX_POOL, n) + 1)) for n in (H, W)]
             stride = [int(rng.integers(1, k + 1)) for k in size]  # below the size: overlapping
             layer = {"layer": kind, "size": _pair_or_int(*size)}
