@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-uncompared", action="store_true",
                    help="exit 0 even when a pair of backends or a case compared nothing "
                         "(the verdict still says so)")
+    p.add_argument("--yes", action="store_true",
+                   help="let a [[sweep]] draw more than 1,000,000 cases (or layers); "
+                        "the memory check still applies")
     quiet = p.add_mutually_exclusive_group()
     quiet.add_argument("--quiet", action="store_true", help="print only the verdict line")
     quiet.add_argument("--json", action="store_true",
@@ -242,7 +245,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cases = load_files(_default_cases(args.casefiles))
+    cases = load_files(_default_cases(args.casefiles), allow_huge=args.yes)
     jobs = _jobs(args)
     if not 0 < args.timeout < 1e9:
         raise InputError(f"must be a positive number of seconds, got {args.timeout}", field="--timeout")
