@@ -18,9 +18,11 @@ from . import backends as registry
 from .cases import load_files
 from .errors import InputError
 from .files import CLAIMS_FILES, SELFCHECK_FILES, STUDY_FILES, OutputError, check_output_dir, output_set
-from .report import Progress, summary_table, write_report
+from .progress import Progress
+from .report import summary_table, write_report
 from .backends import build
-from .runner import pin_threads, run, run_parallel
+from .parallel import check_jobs
+from .runner import pin_threads, run
 
 DEFAULT_CASES = ["cases/default.toml", "cases/networks.toml", "cases/sequences.toml"]  # MLPs; catalog networks
 DEFAULT_OUT = "reports/latest"
@@ -47,8 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory (default: %(default)s)")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write DIR/arrays/<case>/{inputs,<backend>}.npz")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="run cases in N processes, at most the number of cores (default: %(default)s)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="run cases on a local Dask cluster of N worker processes, at most the "
+                            "number of cores (default: %(default)s, no cluster)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run cases on the Dask cluster whose scheduler is at ADDRESS "
+                            "(tcp://host:8786); its workers need this package installed")
     p.add_argument("--oversubscribe", action="store_true",
                    help="allow --jobs above the number of cores")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
@@ -234,8 +241,7 @@ def _default_cases(paths: list[str]) -> list[str]:
 
 def _jobs(args: argparse.Namespace) -> int:
     """--jobs, capped at the core count: more heavy workers than cores only fight over them."""
-    if args.jobs < 1:
-        raise InputError(f"must be at least 1, got {args.jobs}", field="--jobs")
+    check_jobs(args.jobs)
     cores = os.cpu_count() or 1
     if args.jobs > cores and not args.oversubscribe:
         print(f"note: --jobs {args.jobs} capped at {cores}, the number of cores "
@@ -249,25 +255,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = _jobs(args)
     if not 0 < args.timeout < 1e9:
         raise InputError(f"must be a positive number of seconds, got {args.timeout}", field="--timeout")
-    quiet = args.quiet or args.json
-    progress = None if quiet else Progress()
     out = _prepare_out(Path(args.out))
     trust = frozenset(args.trust_kind)
-    if jobs > 1:
-        # Validate here (bad input exits 2 before any work); each worker builds its own backends.
-        names = _backend_names(args.backends)
-        plugins = build.plugins(args.backend, args.timeout)
-        build.close(plugins)
-        build.check_names(names + [p.name for p in plugins])
-        result = run_parallel(cases, names + list(args.backend), jobs, progress, trust_kinds=trust,
-                              timeout=args.timeout, names=names + [p.name for p in plugins])
-    else:
-        pin_threads()  # the workers' settings: the same bits whichever way a case runs
-        backends = build.build(_backend_names(args.backends), args.backend, args.timeout)
-        try:
-            result = run(cases, backends, progress=progress, trust_kinds=trust)
-        finally:
-            build.close(backends)
+    with Progress("run", quiet=args.quiet or args.json) as progress:
+        if jobs > 1 or args.scheduler:
+            from .parallel import run_distributed
+
+            # Validate here (bad input exits 2 before any work); each worker builds its own backends.
+            names = _backend_names(args.backends)
+            plugins = build.plugins(args.backend, args.timeout)
+            build.close(plugins)
+            build.check_names(names + [p.name for p in plugins])
+            result = run_distributed(cases, names + list(args.backend), jobs=None if args.scheduler else jobs,
+                                     scheduler=args.scheduler, progress=progress, trust_kinds=trust,
+                                     timeout=args.timeout, names=names + [p.name for p in plugins])
+        else:
+            pin_threads()  # the workers' settings: the same bits whichever way a case runs
+            backends = build.build(_backend_names(args.backends), args.backend, args.timeout)
+            try:
+                result = run(cases, backends, progress=progress, trust_kinds=trust)
+            finally:
+                build.close(backends)
     result.allow_uncompared = args.allow_uncompared
     if args.backends == ",".join(registry.DEFAULT):
         _drop_inapplicable_defaults(result)

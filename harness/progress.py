@@ -74,13 +74,15 @@ class Progress:
     shown only on a terminal and when not ``quiet``.
 
     ``label`` names the work ("selfcheck"), ``unit`` its items ("runs": "12.0 runs/s").
-    ``console`` (a ``rich.console.Console``) replaces stderr, for tests: the display is then
-    shown when ``console.is_terminal``. ``get_time`` replaces the clock, for tests too.
+    ``ticking=False`` redraws only when called, not also four times a second in a thread of
+    its own (for work that times itself: the cost study). ``console`` (a
+    ``rich.console.Console``) replaces stderr, for tests: the display is then shown when
+    ``console.is_terminal``. ``get_time`` replaces the clock, for tests too.
     """
 
-    def __init__(self, label: str = "run", unit: str = "cases", *, quiet: bool = False,
+    def __init__(self, label: str = "run", unit: str = "cases", *, quiet: bool = False, ticking: bool = True,
                  stream: TextIO | None = None, console=None, get_time: Callable[[], float] | None = None) -> None:
-        self.label, self.unit = label, unit
+        self.label, self.unit, self.ticking = label, unit, ticking
         self.console = console
         self.stream = stream if stream is not None else sys.stderr  # looked up now: pytest swaps it
         self.get_time = get_time
@@ -115,9 +117,14 @@ class Progress:
         self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  *_columns(self.unit), console=console, transient=True,
                                  redirect_stdout=shared, redirect_stderr=console.file is sys.stderr,
-                                 refresh_per_second=4, **({"get_time": self.get_time} if self.get_time else {}))
+                                 auto_refresh=self.ticking, refresh_per_second=4, **({"get_time": self.get_time} if self.get_time else {}))
         self._bar.start()
         self._task = self._bar.add_task(self.label, total=total, name="", failed=0)
+
+    @property
+    def live(self) -> bool:
+        """A display is on the screen now."""
+        return self._bar is not None
 
     def close(self) -> None:
         """Erase the display and give the terminal back (idempotent)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backends import Backend, NotApplicable, check_output, kind_of, notes_of
-from .backends.build import UnavailableBackend, build_backends  # noqa: F401 - UnavailableBackend re-exported
+from .backends.build import UnavailableBackend  # noqa: F401 - re-exported
 from .cases import Case
 from .compare import Comparison, compare
 from .errors import describe  # noqa: F401 - re-exported: runner.describe is public
@@ -285,28 +285,32 @@ def _check_stop() -> None:
 
 
 def run(cases: Sequence[Case], backends: Sequence[Backend],
-        progress: Callable[[int, int, str], None] | None = None, *,
+        progress: Callable[..., None] | None = None, *,
         trust_kinds: Collection[str] = (), allow_uncompared: bool = False) -> RunResult:
-    """Run all cases; ``progress(i, n, case_name)`` is called before each case."""
+    """Run all cases, one after another.
+
+    ``progress(done, total, case_name, failed)`` is called with done = 0 first, then after each
+    case (``failed``: cases so far that did not agree); ``harness.progress.Progress`` draws it.
+    ``harness.parallel.run_distributed`` is the same on Dask workers.
+    """
     results = []
+    failed = 0
+    if progress:
+        progress(0, len(cases), "", 0)
     for i, case in enumerate(cases):
         _check_stop()
-        if progress:
-            progress(i, len(cases), case.name)
         results.append(run_case(case, backends, trust_kinds))
-    if progress:
-        progress(len(cases), len(cases), "")
+        failed += not results[-1].passed
+        if progress:
+            progress(i + 1, len(cases), case.name, failed)
     return RunResult([b.name for b in backends], results, allow_uncompared)
 
 
-# --------------------------------------------------------------------------- parallel runs
+# --------------------------------------------------------------------------- threads
 
-_WORKER_BACKENDS: list = []
-
-
-# One thread per process for the compute libraries: N workers on N cores, not N × (BLAS +
-# torch + XLA threads). The serial CLI path applies the same settings (``pin_threads``), so a
-# case gives the same bits whichever way it ran.
+# One thread per process for the compute libraries: N Dask workers (``parallel.py``) on N
+# cores, not N × (BLAS + torch + XLA threads). The serial CLI path applies the same settings
+# (``pin_threads``), so a case gives the same bits whichever way it ran.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
@@ -330,69 +334,3 @@ def pin_threads() -> None:
     threadpool_limits(1)
     if sys.modules.get("torch") is not None:  # None: blocked, as a test does to hide the extra
         sys.modules["torch"].set_num_threads(1)
-
-
-_WORKER_BACKENDS: list = []
-_WORKER_TRUST: frozenset = frozenset()
-
-
-def _init_worker(specs: Sequence[str], trust_kinds: Collection[str], timeout: float,
-                 names: Sequence[str] | None) -> None:
-    global _WORKER_BACKENDS, _WORKER_TRUST
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
-    pin_threads()
-    _WORKER_BACKENDS = build_backends(specs, timeout, names)
-    _WORKER_TRUST = frozenset(trust_kinds)
-    if sys.modules.get("torch") is not None:  # None: blocked, as a test does to hide the extra
-        sys.modules["torch"].set_num_threads(1)
-
-
-def _run_in_worker(case: Case) -> CaseResult:
-    return run_case(case, _WORKER_BACKENDS, _WORKER_TRUST)
-
-
-def run_parallel(cases: Sequence[Case], specs: Sequence[str], jobs: int,
-                 progress: Callable[[int, int, str], None] | None = None, *,
-                 trust_kinds: Collection[str] = (), timeout: float = 600.0,
-                 allow_uncompared: bool = False, names: Sequence[str] | None = None) -> RunResult:
-    """``run`` over a pool of ``jobs`` processes, each building its own backends from ``specs``.
-
-    Processes are spawned, not forked: torch and JAX hold threads that a fork would copy
-    half-way. Results come back in case order; the same numbers as a serial run with
-    ``pin_threads``. Plugins run in a process of their own inside each worker.
-    """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    results: list[CaseResult] = []
-    ctx = mp.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(list(specs), frozenset(trust_kinds), timeout,
-                                         list(names) if names else None))
-    try:
-        chunks = max(1, len(cases) // (8 * jobs))
-        for i, r in enumerate(pool.map(_run_in_worker, cases, chunksize=chunks)):
-            _check_stop()
-            if progress:
-                progress(i, len(cases), r.case.name)
-            results.append(r)
-    except BaseException:
-        # Ctrl-C or SIGTERM: stop the workers now rather than finish the queue. (The workers
-        # ignore SIGINT, so Ctrl-C prints no traceback from each of them.) shutdown() forgets
-        # the processes, so take them first.
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        for proc in procs:
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            proc.join(10)
-        raise
-    else:
-        pool.shutdown()
-    if progress:
-        progress(len(cases), len(cases), "")
-    if not names:
-        names = list(results[0].seconds) if results else [s.rpartition(":")[2] for s in specs]
-    return RunResult(list(names), results, allow_uncompared)

@@ -1,0 +1,197 @@
+"""Cases run on Dask distributed: ``--jobs N`` (a local cluster) and ``--scheduler ADDRESS``.
+
+One code path for every parallel run, from a laptop to a cluster. Each case is one task,
+``run_case`` on a worker; a worker builds its backends once (from the same specs as the
+parent) and keeps them for every case it gets. Results come back in case order, whatever
+order they finish in, and each is the same bits a serial run gives: a case's numbers depend
+on the case alone (its seed, its values) and every worker computes with one thread, as the
+serial CLI path does (``runner.pin_threads``).
+
+A worker that dies mid-sweep loses nothing: the scheduler reruns its cases on another
+worker. A case that takes down every worker it lands on (a crash in native code, a process
+ended from inside) is given up after the scheduler's ``allowed-failures`` worker deaths and
+becomes an error for that case; the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+
+from .cases import Case
+from .errors import InputError
+from .runner import BackendError, CaseResult, RunResult, _check_stop, pin_threads, run_case
+
+# Deaths a case may be part of on a local cluster before it is an error: a worker killed for
+# another reason (the machine's OOM killer, a user's kill) is retried, and a case that crashes
+# every worker costs three worker restarts, not an endless loop. An existing cluster keeps its
+# own setting (``distributed.scheduler.allowed-failures``, default 3).
+LOCAL_ALLOWED_FAILURES = 2
+CONNECT_TIMEOUT = 3.0  # seconds to reach --scheduler before it is bad input
+
+ProgressFn = Callable[..., None]
+
+
+# ----------------------------------------------------------------------- on a worker
+
+_BUILT: dict[tuple, list] = {}
+
+
+def _backends_here(specs: tuple[str, ...], timeout: float, names: tuple[str, ...] | None) -> list:
+    """This worker's backends for ``specs``, built on its first case and kept."""
+    key = (specs, timeout, names)
+    if key not in _BUILT:
+        import multiprocessing
+
+        from .backends.build import build_backends
+
+        # A Dask worker runs as a daemonic process, and multiprocessing refuses a daemonic
+        # process children: the plugin backends run in a process of their own (isolated.py),
+        # which they close themselves, so the flag only stands in the way.
+        multiprocessing.current_process()._config["daemon"] = False
+        pin_threads()  # before any backend starts JAX: XLA reads its thread flags then
+        _BUILT[key] = build_backends(list(specs), timeout, list(names) if names else None)
+    return _BUILT[key]
+
+
+def run_case_task(case: Case, specs: tuple[str, ...], trust_kinds: frozenset, timeout: float,
+                  names: tuple[str, ...] | None) -> CaseResult:
+    """One case on a Dask worker: the task every parallel run submits."""
+    return run_case(case, _backends_here(specs, timeout, names), trust_kinds)
+
+
+# ----------------------------------------------------------------------- in the parent
+
+
+def check_jobs(jobs: int) -> int:
+    if jobs < 1:
+        raise InputError(f"must be at least 1, got {jobs}", field="--jobs")
+    return jobs
+
+
+def local_cluster(jobs: int):
+    """A Dask ``LocalCluster`` of ``jobs`` worker processes, one thread each, no dashboard."""
+    import dask
+    from distributed import LocalCluster
+
+    pin_threads()  # the environment the spawned workers inherit: one BLAS, torch and XLA thread
+    with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES,
+                          # nothing is shared between cases: spilling to disk would only cost
+                          "distributed.worker.memory.spill": False,
+                          "distributed.worker.memory.target": False}):
+        return LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.CRITICAL, memory_limit=0)
+
+
+def connect(scheduler: str):
+    """A client of the cluster at ``scheduler`` (tcp://host:port), or one line of bad input."""
+    from distributed import Client
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        # The address's form first: a Client given a malformed one fails only after leaving
+        # a half-built client behind, whose finalizer then stalls the exit for 10 s.
+        parse_host_port(parse_address(scheduler)[1])
+    except ValueError as e:
+        raise InputError(f"{scheduler!r} is not a scheduler address ({e}); expected tcp://host:port",
+                         field="--scheduler") from None
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise InputError(f"cannot reach a Dask scheduler at {scheduler!r} within {CONNECT_TIMEOUT:g} s "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no answer'}); "
+                         "start one with `dask scheduler` and workers with `dask worker ADDRESS --nthreads 1`",
+                         field="--scheduler") from None
+
+
+def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | None = None,
+                    scheduler: str | None = None, progress: ProgressFn | None = None,
+                    trust_kinds: Collection[str] = (), timeout: float = 600.0,
+                    allow_uncompared: bool = False, names: Sequence[str] | None = None) -> RunResult:
+    """``runner.run`` with each case a Dask task: on a local cluster of ``jobs`` processes, or
+    on the cluster whose scheduler is at ``scheduler``.
+
+    ``specs`` are the backend names and ``FILE.py:Class`` plugin specs the workers build
+    from; ``names`` the names they were given where first built (the parent's up-front check).
+    """
+    if (jobs is None) == (scheduler is None):
+        raise ValueError("give exactly one of jobs and scheduler")
+    cluster = None
+    if scheduler is None:
+        from distributed import Client
+
+        cluster = local_cluster(check_jobs(jobs))
+        client = Client(cluster, set_as_default=False)
+    else:
+        client = connect(scheduler)
+    try:
+        results = _gather_in_order(client, cases, tuple(specs), frozenset(trust_kinds), timeout,
+                                   tuple(names) if names else None, progress)
+    finally:
+        _close(client, cluster)
+    if not names:
+        names = list(results[0].seconds) if results else [s.rpartition(":")[2] for s in specs]
+    return RunResult(list(names), results, allow_uncompared)
+
+
+def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trust: frozenset, timeout: float,
+                     names: tuple[str, ...] | None, progress: ProgressFn | None) -> list[CaseResult]:
+    from distributed import as_completed
+
+    futures = client.map(run_case_task, list(cases), specs=specs, trust_kinds=trust, timeout=timeout,
+                         names=names, pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list[CaseResult | None] = [None] * len(cases)
+    failed = 0
+    if progress:
+        progress(0, len(cases), "", 0)
+    try:
+        for done, future in enumerate(as_completed(futures, loop=client.loop), 1):
+            _check_stop()
+            i = index[future.key]
+            results[i] = _result_of(future, cases[i])
+            failed += not results[i].passed
+            if progress:
+                progress(done, len(cases), cases[i].name, failed)
+            future.release()  # the result is here: the cluster need not keep it
+    except BaseException:
+        client.cancel(futures, force=True)
+        raise
+    return results  # type: ignore[return-value] - every slot is filled once as_completed ends
+
+
+def _result_of(future, case: Case) -> CaseResult:
+    """The case's result, or, when the task itself failed (its workers died), an error for it."""
+    if future.status == "finished":
+        return future.result()
+    try:
+        exc = future.exception()
+    except BaseException as e:  # noqa: BLE001 - a cancelled future raises here
+        exc = e
+    result = CaseResult(case, {})
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        message = ("the case ended every Dask worker it ran on (tried until the scheduler's "
+                   "allowed-failures were spent); the other cases ran on")
+    else:
+        message = f"the Dask task failed: {name}: {exc}"
+    result.errors.append(BackendError(case.name, "worker", message, str(exc)))
+    return result
+
+
+def _close(client, cluster) -> None:
+    """Close the client and a local cluster, quietly: at Ctrl-C as after a finished run."""
+    for thing in (client, cluster):
+        if thing is None:
+            continue
+        try:
+            thing.close(timeout=10) if thing is client else thing.close()
+        except BaseException:  # noqa: BLE001 - closing is best effort; the workers die with us anyway
+            pass
+
+
+def worker_count(client) -> int:
+    return len(client.scheduler_info().get("workers", {}))
+
+
+__all__ = ["run_distributed", "run_case_task", "local_cluster", "connect", "check_jobs"]
