@@ -792,9 +792,12 @@ def check(claim: Claim, ctx: Context) -> list[Outcome]:
     return outcomes
 
 
-def run_claims(frameworks: dict[str, object], dtypes=DTYPES, claims=None) -> list[Outcome]:
+def run_claims(frameworks: dict[str, object], dtypes=DTYPES, claims=None, progress=None) -> list[Outcome]:
     """Every claim in every dtype against the given frameworks ({"torch": ..., ...}), each a
-    ``backends.JacobianBackend`` (TypeError otherwise: the claims need its ``jacobian``)."""
+    ``backends.JacobianBackend`` (TypeError otherwise: the claims need its ``jacobian``).
+    ``progress(done, total, name, failed)`` (``progress.Progress``) counts (claim, dtype)
+    pairs, the rows of the table (a claim's instances are drawn as it runs, so their number
+    is not known before), and as failures the pairs with a failing instance."""
     from .backends import JacobianBackend
 
     for name, fw in frameworks.items():
@@ -802,8 +805,16 @@ def run_claims(frameworks: dict[str, object], dtypes=DTYPES, claims=None) -> lis
             raise TypeError(f"{name} has no jacobian(op, x, **kw): the claims need a "
                             "backends.JacobianBackend")
     out = []
+    claims = claims or CLAIMS
+    total, done, failed = len(dtypes) * len(claims), 0, 0
+    if progress is not None:
+        progress(0, total, "")
     for dtype in dtypes:
         ctx = Context(frameworks, dtype)
-        for claim in claims or CLAIMS:
-            out.extend(check(claim, ctx))
+        for claim in claims:
+            outcomes = check(claim, ctx)
+            out.extend(outcomes)
+            done, failed = done + 1, failed + (not all(o.passed for o in outcomes))
+            if progress is not None:
+                progress(done, total, f"{claim.id} {dtype}", failed)
     return out

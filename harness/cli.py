@@ -77,15 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("claims", help="check each statement of the derivation against torch, JAX and fd")
     c.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="writes DIR/claims.md and DIR/claims.csv (default: %(default)s)")
+    c.add_argument("--quiet", action="store_true", help="print only the final line: no table, no live progress")
     sc = sub.add_parser("selfcheck", help="prove the harness catches wrong gradients: run every mutant")
     sc.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                     help="writes DIR/selfcheck.md and DIR/selfcheck.csv (default: %(default)s)")
     sc.add_argument("--no-layer-files", action="store_true",
                     help="skip the shipped buggy layers files (examples/*_buggy.py)")
+    sc.add_argument("--quiet", action="store_true", help="print only the final line: no table, no live progress")
     st = sub.add_parser("study", help="the nudge studied: error against ε, cost against size")
     st.add_argument("which", choices=["epsilon", "cost"])
     st.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                     help="writes DIR/study-<which>.{csv,png,md} and DIR/nudge.md (default: %(default)s)")
+    st.add_argument("--quiet", action="store_true", help="print only the final line: no table, no live progress")
     e = sub.add_parser("explain", help="walk through one case's forward and backward pass, step by step")
     e.add_argument("casefile", metavar="CASEFILE")
     e.add_argument("--case", required=True, metavar="NAME", help="the case to walk through")
@@ -104,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="writes DIR/layers.{csv,md,json,html} (default: %(default)s)")
     ly.add_argument("--against", default="manual,torch,jax,fd", metavar="ARMS",
                     help="the arms your code is compared with, and each other (default: %(default)s)")
-    ly.add_argument("--json", action="store_true", help="print DIR/layers.json to stdout instead of the table")
+    ly_quiet = ly.add_mutually_exclusive_group()
+    ly_quiet.add_argument("--quiet", action="store_true", help="print only the final line: no table, no live progress")
+    ly_quiet.add_argument("--json", action="store_true", help="print DIR/layers.json to stdout instead of the table")
     return parser
 
 
@@ -117,8 +122,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
     _prepare_out(out)
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     against = tuple(a.strip() for a in args.against.split(",") if a.strip())
-    results = check_file(args.file, only=only, dtype=args.dtype, timeout=args.timeout, shape=args.shape,
-                         against=against)
+    with Progress("layers", "layers", quiet=args.quiet or args.json) as progress:
+        results = check_file(args.file, only=only, dtype=args.dtype, timeout=args.timeout, shape=args.shape,
+                             against=against, progress=progress)
     data = lr.as_json(results, args.file, args.dtype)
     with output_set(out, LAYERS_FILES) as stage:
         atomic_write(stage / "layers.csv", lr.comparisons_frame(results).to_csv(index=False).encode())
@@ -127,6 +133,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
         atomic_write(stage / "layers.html", lr.html_page(data).encode())
     if args.json:
         print(lr.dumps(data))
+    elif args.quiet:
+        print(lr.verdict_line(results))
     else:
         print(lr.table_text(results))
         for line in lr.details(results):
@@ -169,14 +177,17 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _prepare_out(out)
-    outcomes = run_selfcheck([registry.get(n) for n in ("manual", "torch", "jax", "fd")])
+    backends = [registry.get(n) for n in ("manual", "torch", "jax", "fd")]
+    with Progress("selfcheck", "runs", quiet=args.quiet) as progress:  # failures: mutants not caught
+        outcomes = run_selfcheck(backends, progress=progress)
     text, rate = table(outcomes)
     summary = f"Kill rate: {100 * rate:.0f}% of the eligible (mutant, case) runs detected."
     layers_ok = True
     if not args.no_layer_files:
         from .selfcheck import layer_files
 
-        files_text, layers_ok = layer_files(Path(__file__).resolve().parent.parent)
+        with Progress("buggy layer files", "layers", quiet=args.quiet) as progress:
+            files_text, layers_ok = layer_files(Path(__file__).resolve().parent.parent, progress=progress)
         text += ("\n\n## Buggy layer files (python -m harness layers)\n\n" + files_text)
         summary += (" Buggy layer files: every planted layer caught, with its smallest failing input; every other layer agrees."
                     if layers_ok else " Buggy layer files: NOT every planted layer was caught (see the table).")
@@ -185,7 +196,8 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
                      pd.DataFrame([o.__dict__ for o in outcomes]).to_csv(index=False).encode())
         atomic_write(stage / "selfcheck.md",
                      f"# Self-check: wrong gradients caught\n\n{text}\n\n{summary}\n".encode())
-    print(text)
+    if not args.quiet:
+        print(text)
     print(summary)
     return 0 if rate == 1.0 and layers_ok else 1
 
@@ -196,12 +208,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _prepare_out(out)
     with output_set(out, STUDY_FILES[args.which]) as stage:
-        if args.which == "epsilon":
-            frame = studies.study_epsilon(stage)
-        else:
-            frame = studies.study_cost(stage)
+        # the cost study times itself: its display redraws between timings only, never from a thread
+        with Progress(f"study {args.which}", "points" if args.which == "epsilon" else "timings",
+                      quiet=args.quiet, ticking=args.which != "cost") as progress:
+            if args.which == "epsilon":
+                frame = studies.study_epsilon(stage, progress=progress)
+            else:
+                frame = studies.study_cost(stage, progress=progress)
         studies.write_nudge_answer(stage)
-    print(frame.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    if not args.quiet:
+        print(frame.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     print(f"written to {out}/study-{args.which}.csv, .png, .md and {out}/nudge.md")
     return 0
 
@@ -212,11 +228,18 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _prepare_out(out)
-    outcomes = run_claims({name: registry.get(name) for name in FRAMEWORKS})
+    frameworks = {name: registry.get(name) for name in FRAMEWORKS}
+    with Progress("claims", "claims", quiet=args.quiet) as progress:  # a claim in one dtype: a row
+        outcomes = run_claims(frameworks, progress=progress)
     with output_set(out, CLAIMS_FILES) as stage:
         write_claims(outcomes, stage, list(FRAMEWORKS))
-    print(claims_terminal(outcomes, list(FRAMEWORKS)))
-    print(f"written to {out}/claims.md and {out}/claims.csv")
+    text = claims_terminal(outcomes, list(FRAMEWORKS))
+    written = f"written to {out}/claims.md and {out}/claims.csv"
+    if args.quiet:  # the verdict line, and where the tables are
+        print(f"{text.splitlines()[-1]}; {written}")
+    else:
+        print(text)
+        print(written)
     return 0 if all(o.passed for o in outcomes) else 1
 
 

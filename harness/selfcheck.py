@@ -158,29 +158,38 @@ def trusted(replays: list[_Replay]) -> set[str]:
     return {r.name for r in replays if r.kind != "analytic"}
 
 
-def run_selfcheck(backends: list) -> list[Outcome]:
+def run_selfcheck(backends: list, progress=None) -> list[Outcome]:
+    """Every mutant on every case where it must show. ``progress(done, total, name, failed)``
+    (``progress.Progress``) counts the runs, excluded pairs left out (they take no time), and
+    as failures the mutants not caught so far."""
     out = []
     references: dict[str, list[_Replay]] = {}
-    for mutant in MUTANTS:
-        for case in CASES:
-            reason = excluded(mutant, case)
-            if reason:
-                out.append(Outcome(mutant.name, mutant.mistake, case.name, None, reason))
-                continue
-            if case.name not in references:
-                references[case.name] = [_Replay(b, case) for b in backends]
-            replays = references[case.name]
-            r = run_case(case, [*replays, mutant()], trust_kinds=trusted(replays))
-            errors = [e for e in r.errors if e.backend == mutant.name]
-            firsts = [c for pair, c in r.first_disagreements().items() if mutant.name in pair]
-            if errors:
-                out.append(Outcome(mutant.name, mutant.mistake, case.name, True, f"contract: {errors[0].message}"))
-            elif firsts:
-                c = firsts[0]
-                out.append(Outcome(mutant.name, mutant.mistake, case.name, True,
-                                   f"{c.quantity} {c.a} vs {c.b} (+{len(firsts) - 1} more pairs)"))
-            else:
-                out.append(Outcome(mutant.name, mutant.mistake, case.name, False, "not detected"))
+    pairs = [(mutant, case, excluded(mutant, case)) for mutant in MUTANTS for case in CASES]
+    total, done, missed = sum(reason is None for *_, reason in pairs), 0, 0
+    if progress is not None:
+        progress(0, total, "")
+    for mutant, case, reason in pairs:
+        if reason:
+            out.append(Outcome(mutant.name, mutant.mistake, case.name, None, reason))
+            continue
+        if case.name not in references:
+            references[case.name] = [_Replay(b, case) for b in backends]
+        replays = references[case.name]
+        r = run_case(case, [*replays, mutant()], trust_kinds=trusted(replays))
+        errors = [e for e in r.errors if e.backend == mutant.name]
+        firsts = [c for pair, c in r.first_disagreements().items() if mutant.name in pair]
+        if errors:
+            out.append(Outcome(mutant.name, mutant.mistake, case.name, True, f"contract: {errors[0].message}"))
+        elif firsts:
+            c = firsts[0]
+            out.append(Outcome(mutant.name, mutant.mistake, case.name, True,
+                               f"{c.quantity} {c.a} vs {c.b} (+{len(firsts) - 1} more pairs)"))
+        else:
+            out.append(Outcome(mutant.name, mutant.mistake, case.name, False, "not detected"))
+            missed += 1
+        done += 1
+        if progress is not None:
+            progress(done, total, f"{mutant.name} on {case.name}", missed)
     return out
 
 
@@ -222,10 +231,12 @@ def planted(path) -> dict[str, str]:
     return {}
 
 
-def layer_files(root, against: tuple[str, ...] | None = None, check=None) -> tuple[str, bool]:
+def layer_files(root, against: tuple[str, ...] | None = None, check=None, progress=None) -> tuple[str, bool]:
     """Run ``python -m harness layers`` on each shipped buggy layers file: every layer with a
     planted mistake must disagree and be shrunk, every other layer must agree. Returns a
-    markdown table and whether all of that held. ``check`` stands in for ``check_file``."""
+    markdown table and whether all of that held. ``check`` stands in for ``check_file``;
+    ``progress`` follows the layers of each file in turn, with no failures counted: a planted
+    layer is meant to disagree, and whether each was caught is the table's to say."""
     from pathlib import Path
 
     from .userlayers import check_file
@@ -242,7 +253,9 @@ def layer_files(root, against: tuple[str, ...] | None = None, check=None) -> tup
             ok = False
             continue
         plants = planted(path)
-        for r in (check or check_file)(path, against=against or ARMS):
+        kw = {} if progress is None else {  # not passed when None: a stand-in ``check`` may not take it
+            "progress": lambda done, total, name, failed=0, file=path.name: progress(done, total, f"{file}: {name}")}
+        for r in (check or check_file)(path, against=against or ARMS, **kw):
             if r.verdict == "not in the catalog yet":
                 continue
             mine = [f for f in r.family.functions if f in plants]

@@ -44,14 +44,19 @@ def _param_gradient(out: dict, model: Model) -> np.ndarray:
                            for p in model.param_shapes()])
 
 
-def epsilon_sweep(case: Case = EPS_CASE, epsilons=EPSILONS, methods=METHODS) -> pd.DataFrame:
+def epsilon_sweep(case: Case = EPS_CASE, epsilons=EPSILONS, methods=METHODS, progress=None) -> pd.DataFrame:
     """Error ‖estimate − exact‖/‖exact‖ of the full parameter gradient, per method, dtype, ε.
 
     The estimate runs in the dtype itself (float32 differences of float32 J); the exact
     gradient is float64 backprop at the same (float32-rounded) parameters.
+    ``progress(done, total, name)`` (``progress.Progress``) counts the (dtype, method, ε) points.
     """
     rows = []
-    for dtype in ("float64", "float32"):
+    dtypes = ("float64", "float32")
+    total = len(dtypes) * len(methods) * len(epsilons)
+    if progress is not None:
+        progress(0, total, "")
+    for dtype in dtypes:
         model = Model(case.model.layers, case.model.activations, case.model.loss, dtype)
         c = Case(case.name, model, case.batch, case.seed)
         arrays = c.arrays()
@@ -67,6 +72,8 @@ def epsilon_sweep(case: Case = EPS_CASE, epsilons=EPSILONS, methods=METHODS) -> 
                     err = np.linalg.norm(est - exact) / np.linalg.norm(exact)
                 rows.append(dict(method=method, dtype=dtype, eps=float(eps),
                                  error=float(err) if np.isfinite(err) else np.nan))
+                if progress is not None:  # no failures: a non-finite error is a finding (0/0 in float32)
+                    progress(len(rows), total, f"{method} {dtype} ε={eps:.1e}")
     return pd.DataFrame(rows)
 
 
@@ -117,8 +124,8 @@ def plot_epsilon(frame: pd.DataFrame, slopes: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def study_epsilon(out: Path) -> pd.DataFrame:
-    frame = epsilon_sweep()
+def study_epsilon(out: Path, progress=None) -> pd.DataFrame:
+    frame = epsilon_sweep(progress=progress)
     slopes = fit_slopes(frame)
     _write(out / "study-epsilon.csv", frame.to_csv(index=False))
     _write(out / "study-epsilon-summary.csv", slopes.to_csv(index=False))
@@ -156,30 +163,40 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def cost_sweep(widths=WIDTHS, repeats: int = 5, backends: dict | None = None) -> pd.DataFrame:
-    """Seconds for one gradient per method, and for one forward pass, per network size."""
+def cost_sweep(widths=WIDTHS, repeats: int = 5, backends: dict | None = None, progress=None) -> pd.DataFrame:
+    """Seconds for one gradient per method, and for one forward pass, per network size.
+    ``progress(done, total, name)`` (``progress.Progress``) counts the timings (rows)."""
     from .backends import get
 
     backends = backends or {name: get(name) for name in ("manual", "torch", "jax")}
     rows = []
+    total = len(widths) * (len(backends) + 2)  # the forward pass, each backend, finite differences
+
+    def timed(row: dict) -> None:
+        rows.append(row)
+        if progress is not None:
+            progress(len(rows), total, f"P={row['P']:,} {row['method']}")
+
+    if progress is not None:
+        progress(0, total, "")
     for n in widths:
         model = Model((n, n, n, 10), ("tanh", "tanh", "softmax"), "cross_entropy", "float64")
         case = Case(f"w{n}", model, COST_BATCH, n)
         arrays = case.arrays()
         params = {k: arrays[k] for k in model.param_shapes()}
         t_fwd = _median_time(lambda: cost_from(model, params, arrays["Y"], 0, a=arrays["X"]), repeats)
-        rows.append(dict(P=model.n_params, width=n, method="forward pass", seconds=t_fwd, extrapolated=False))
+        timed(dict(P=model.n_params, width=n, method="forward pass", seconds=t_fwd, extrapolated=False))
         for name, b in backends.items():
             t = _median_time(lambda: b.gradients(model, arrays), repeats)
-            rows.append(dict(P=model.n_params, width=n, method=name, seconds=t, extrapolated=False))
+            timed(dict(P=model.n_params, width=n, method=name, seconds=t, extrapolated=False))
         if model.n_params <= FD_MEASURED_UP_TO:
             fd = FiniteDifferenceBackend(strategy="coordinates", max_coords=10**9, intermediates=False)
             t = _median_time(lambda: fd.gradients(model, arrays), 1)
-            rows.append(dict(P=model.n_params, width=n, method="finite differences", seconds=t,
-                             extrapolated=False))
+            timed(dict(P=model.n_params, width=n, method="finite differences", seconds=t,
+                       extrapolated=False))
         else:  # 2P forward passes at this network's measured forward time
-            rows.append(dict(P=model.n_params, width=n, method="finite differences",
-                             seconds=2 * model.n_params * t_fwd, extrapolated=True))
+            timed(dict(P=model.n_params, width=n, method="finite differences",
+                       seconds=2 * model.n_params * t_fwd, extrapolated=True))
     frame = pd.DataFrame(rows)
     fwd = frame[frame.method == "forward pass"].set_index("P")["seconds"]
     frame["forward_passes"] = frame["seconds"] / frame["P"].map(fwd)
@@ -210,8 +227,8 @@ def plot_cost(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def study_cost(out: Path) -> pd.DataFrame:
-    frame = cost_sweep()
+def study_cost(out: Path, progress=None) -> pd.DataFrame:
+    frame = cost_sweep(progress=progress)
     _write(out / "study-cost.csv", frame.to_csv(index=False))
     plot_cost(frame, out / "study-cost.png")
     wide = frame.pivot_table(index="P", columns="method", values="forward_passes", aggfunc="first")

@@ -71,7 +71,9 @@ def check_file(path: str | Path, only: list[str] | None = None, dtype: str = "fl
     """Every recognised layer of the file, checked. InputError: the file cannot be read or
     imported (one line with file and line), or --only names nothing the file defines.
     ``against``: the arms compared with the user's code and each other (manual always runs:
-    the shapes and the shrinking read it)."""
+    the shapes and the shrinking read it). ``progress(done, total, name, failed)``
+    (``progress.Progress``) counts the layers, and as failures those that do not pass
+    (disagree, raise, time out)."""
     path = Path(path)
     unknown = [a for a in against if a not in ARMS]
     if unknown:
@@ -99,11 +101,13 @@ def check_file(path: str | Path, only: list[str] | None = None, dtype: str = "fl
         if shape is not None and len(families) != 1:
             raise InputError("--shape needs --only with one layer", field="--shape")
         results = []
+        if progress is not None:
+            progress(0, len(families), "")
         for fam in families:
             shapes = [parse_shape(shape, fam)] if shape is not None else None
             results.append(check_family(module, fam, dtype, shapes, timeout, shrink, file=str(path), arms=against))
             if progress is not None:
-                progress(results[-1])
+                progress(len(results), len(families), fam.name, sum(not r.passed for r in results))
         return results
     finally:
         module.close()
