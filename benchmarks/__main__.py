@@ -364,43 +364,18 @@ def fd_vectorised() -> None:
     report("fd speed-up, batched ÷ loop", looped / batched, "≥ 10", looped / batched >= 10)
 
 
-def sweep() -> None:
-    print("\n1,000 small random cases (manual, manual_columns, torch, fd)")
-    from harness.report import write_report
-    from harness.runner import run_parallel
+def sweep(count: int | None) -> None:
+    from .scale import scale
 
-    with tempfile.TemporaryDirectory() as tmp:
-        toml = Path(tmp) / "sweep.toml"
-        toml.write_text('[[sweep]]\nname = "s"\ncount = 1000\nseed = 5\ndepth = [1, 3]\nwidth = [1, 16]\n'
-                        'batch = [1, 16]\ndtypes = ["float32", "float64"]\n')
-        cases = load_file(toml)
-        specs = ["manual", "manual_columns", "torch", "fd"]
-        t0 = time.perf_counter()
-        result = run(cases, [get(s) for s in specs])
-        serial = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        run_parallel(cases[:2], specs, 2)
-        startup = time.perf_counter() - t0  # spawning two workers that import torch
-        t0 = time.perf_counter()
-        run_parallel(cases, specs, 2)
-        parallel = time.perf_counter() - t0  # includes starting the two worker processes
-        t0 = time.perf_counter()
-        write_report(result, Path(tmp) / "out")
-        writing = time.perf_counter() - t0
-    report("sweep, 1 process: cases per second", 1000 / serial, "measured", None, "cases/s")
-    report("sweep, --jobs 2: cases per second (worker start-up included)", 1000 / parallel, "measured", None,
-           "cases/s")
-    report("sweep speed-up, --jobs 2 ÷ 1 process, start-up included", serial / parallel, "measured", None)
-    report("worker start-up (2 spawned processes importing torch)", startup, "measured", None, "s")
-    steady = serial / max(parallel - startup, 1e-9)
-    report("sweep speed-up, --jobs 2 ÷ 1 process, after start-up", steady, "≥ 1.7 (near-linear)", steady >= 1.7)
-    report("writing the report of the 1,000 cases (serial)", writing, "measured", None, "s")
+    scale(count)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--sizes", default="mid,large", help=f"of {','.join(SIZES)}")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sweep-count", type=int, default=None, metavar="N",
+                        help="the first N cases of cases/sweeps/catalog.toml (default: all 1,000)")
     parser.add_argument("--only", default="gradients,catalog,conv,lstm,attention,overhead,compile,fd,sweep")
     args = parser.parse_args()
     only = args.only.split(",")
@@ -425,7 +400,7 @@ def main() -> None:
     if "fd" in only:
         fd_vectorised()
     if "sweep" in only:
-        sweep()
+        sweep(args.sweep_count)
     RESULTS.mkdir(exist_ok=True)
     frame = pd.DataFrame(ROWS)
     frame.insert(0, "when", stamp)
