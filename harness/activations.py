@@ -233,3 +233,15 @@ def log_softmax(z: Array) -> Array:
 def forward(name: str, z: Array) -> Array:
     """a = g(z) for any activation name, softmax included."""
     return softmax(z) if name == SOFTMAX else ACTIVATIONS[name].g(z)
+
+
+def times_g_prime(name: str, da: Array, z: Array) -> Array:
+    """dz = da ∘ g'(z) for an elementwise g, as ``da * g_prime(z)`` computes it.
+
+    g'(z) is a fresh array of z's shape and dtype; when da has them too, the product is written
+    into it, so the step costs one m×n array instead of two (the same bits: ∘ is commutative).
+    """
+    g_prime = ACTIVATIONS[name].g_prime(z)
+    if g_prime.shape == da.shape and g_prime.dtype == da.dtype:
+        return np.multiply(da, g_prime, out=g_prime)
+    return da * g_prime

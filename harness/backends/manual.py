@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..activations import ACTIVATIONS, SOFTMAX, forward as g
+from ..activations import ACTIVATIONS, SOFTMAX, forward as g, times_g_prime
 from ..losses import cost
 from ..model import Model
 from ..network import Network, backprop
@@ -28,7 +28,8 @@ def forward_pass(model: Model, arrays: dict[str, Array]) -> tuple[dict[int, Arra
     z: dict[int, Array] = {}
     for l in range(1, model.L + 1):
         W, b = arrays[f"W{l}"], arrays[f"b{l}"]
-        z[l] = a[l - 1] @ W + b
+        z[l] = a[l - 1] @ W
+        z[l] += b  # into the product's own fresh array: one m×n_l array per z, not two
         a[l] = g(model.activations[l - 1], z[l])
     return z, a
 
@@ -73,5 +74,5 @@ class ManualBackend:
             if l > 1:
                 da_prev = dz @ W.T  # ∂J/∂a^[l-1]
                 grads[f"da{l - 1}"] = da_prev
-                dz = da_prev * ACTIVATIONS[model.activations[l - 2]].g_prime(z[l - 1])
+                dz = times_g_prime(model.activations[l - 2], da_prev, z[l - 1])  # da^[l-1] ∘ g'(z^[l-1])
         return grads

@@ -45,16 +45,21 @@ class Dense(Layer):
     def forward(self, spec, x, p, inp):
         z = x @ p["W"]
         if "b" in p:
-            z = z + p["b"]
+            z += p["b"]  # into the product's own fresh array: one array per z, not two
         return z, (x, p["W"])
 
     def backward(self, spec, dz, cache):
-        a_prev, W = cache
+        _, W = cache
+        return dz @ W.T, self.param_backward(spec, dz, cache)
+
+    def param_backward(self, spec, dz, cache):
+        # The first layer's da_prev would be ∂J/∂X, which nothing uses: its matmul is skipped.
+        a_prev, _ = cache
         rows_a, rows_dz = a_prev.reshape(-1, a_prev.shape[-1]), dz.reshape(-1, dz.shape[-1])
         grads = {"W": rows_a.T @ rows_dz}
         if spec["bias"]:
             grads["b"] = rows_dz.sum(axis=0, keepdims=True)
-        return dz @ W.T, grads
+        return grads
 
     def torch(self, spec, fw, x, p, inp):
         z = x @ p["W"]

@@ -17,7 +17,7 @@ def act_backward(name: str, dy, z, y):
     row-times-Jacobian product dy (diag(ŷ) − ŷᵀŷ) = ŷ ∘ (dy − Σ_k dy_k ŷ_k), on the last axis."""
     if name == act.SOFTMAX:
         return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
-    return dy * act.ACTIVATIONS[name].g_prime(z)
+    return act.times_g_prime(name, dy, z)
 
 
 def act_kinks(name: str, z):
