@@ -3,11 +3,21 @@
 Imported only when the backend is built. 64-bit mode is switched on here; a
 float64 case whose result comes back float32 is an error (checked again by the
 runner for every backend).
+
+Compiling is nearly all of this backend's time on a cold run (a small network's gradient
+takes a second or more of XLA's time, then runs in milliseconds), so compiles are counted and
+kept: one executable per *signature*, the static structure (an MLP's activations and loss, a
+network's layer specs, loss, dtype and L2) with the shapes and dtypes of the arrays. Names,
+seeds and values are not in it, so cases that differ only there share one compile.
+Arrays cross into jax as numpy arrays: ``jnp.asarray`` compiled a conversion of its own for
+every new shape, one more compile per case.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,7 +43,28 @@ def enable_compilation_cache(jax) -> str | None:
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # No size limit (jax_compilation_cache_max_size): with one JAX locks each read and write, but
+    # it also expects an "-atime" file beside every entry, and a single entry written without
+    # one (by a process without the limit, or before it) makes every later write fail with a
+    # warning. Without the lock, processes sharing the folder (pytest workers, --jobs workers)
+    # can at worst read an entry while it is being written: JAX warns and compiles it again.
     return folder
+
+
+@dataclass
+class CompileStats:
+    """Compiles of one backend: signatures compiled, and seconds in ``Traced.lower`` (tracing
+    the Python function, lowering to StableHLO) and in ``Lowered.compile`` (XLA, or reading
+    the persistent cache)."""
+
+    compiles: int = 0
+    lower_seconds: float = 0.0
+    compile_seconds: float = 0.0
+
+    def add(self, lower: float, compile: float) -> None:
+        self.compiles += 1
+        self.lower_seconds += lower
+        self.compile_seconds += compile
 
 
 class JaxBackend:
@@ -59,51 +90,69 @@ class JaxBackend:
 
         # The definitions of harness.activations, in jax ops: written there, with its constants.
         self.act = {name: (lambda z, f=f: f(jax, jnp, z)) for name, f in JAX.items()}
-        self._compiled: dict[tuple, object] = {}
+        self._jitted: dict[tuple, object] = {}  # structure -> jax.jit of its value_and_grad
+        self._executables: dict[tuple, object] = {}  # signature -> compiled
+        # What compiling cost this backend: how many signatures, and the seconds spent tracing
+        # and lowering to StableHLO (every run) vs in XLA (or the persistent cache, when warm).
+        self.stats = CompileStats()
 
-    def _value_and_grad(self, activations: tuple[str, ...], loss: str):
-        """One jitted function per (activations, loss); jit itself caches per shape and dtype."""
-        key = (activations, loss)
-        if key not in self._compiled:
-            from ..catalog import NETWORK_LOSSES
+    def _call(self, structure: tuple, make, *args):
+        """Run the value-and-grad of ``structure`` (``make()`` builds the function) on ``args``,
+        compiling it once per signature: the structure with each array's shape and dtype."""
+        jax = self.jax
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        signature = (structure, tree, tuple((np.shape(x), np.result_type(x).str) for x in leaves))
+        compiled = self._executables.get(signature)
+        if compiled is None:
+            if structure not in self._jitted:
+                self._jitted[structure] = jax.jit(jax.value_and_grad(make(), argnums=(0, 1), has_aux=True))
+            t0 = time.perf_counter()
+            lowered = self._jitted[structure].lower(*args)
+            t1 = time.perf_counter()
+            compiled = self._executables[signature] = lowered.compile()
+            self.stats.add(t1 - t0, time.perf_counter() - t1)
+        return compiled(*args)
 
-            jax, act, fw = self.jax, self.act, self.fw
+    def _mlp_loss(self, activations: tuple[str, ...], loss: str):
+        """J(params, taps, X, T) of an MLP, with its intermediates: what jax differentiates."""
+        from ..catalog import NETWORK_LOSSES
 
-            def J(params, taps, X, T):
-                # taps = (tz, ta): zeros added to z^[l] and a^[l]. ∂J/∂tz^[l] is ∂J/∂z^[l] on
-                # the real graph, so jax.grad gives the per-layer gradients without re-deriving them.
-                tz, ta = taps
-                a = X
-                zs, as_ = [], []
-                for l, ((W, b), name) in enumerate(zip(params, activations)):
-                    z = a @ W + b + tz[l]
-                    a = act[name](z)
-                    if l < len(params) - 1:
-                        a = a + ta[l]
-                    zs.append(z)
-                    as_.append(a)
-                # The catalog's jax form of the loss: from the logits where it applies the
-                # output function itself (cross-entropy, BCE), from a^[L] otherwise.
-                J = NETWORK_LOSSES[loss].jax(fw, z if NETWORK_LOSSES[loss].applies else a, T)
-                return J, (zs, as_)
+        act, fw = self.act, self.fw
 
-            self._compiled[key] = jax.jit(jax.value_and_grad(J, argnums=(0, 1), has_aux=True))
-        return self._compiled[key]
+        def J(params, taps, X, T):
+            # taps = (tz, ta): zeros added to z^[l] and a^[l]. ∂J/∂tz^[l] is ∂J/∂z^[l] on
+            # the real graph, so jax.grad gives the per-layer gradients without re-deriving them.
+            tz, ta = taps
+            a = X
+            zs, as_ = [], []
+            for l, ((W, b), name) in enumerate(zip(params, activations)):
+                z = a @ W + b + tz[l]
+                a = act[name](z)
+                if l < len(params) - 1:
+                    a = a + ta[l]
+                zs.append(z)
+                as_.append(a)
+            # The catalog's jax form of the loss: from the logits where it applies the
+            # output function itself (cross-entropy, BCE), from a^[L] otherwise.
+            J = NETWORK_LOSSES[loss].jax(fw, z if NETWORK_LOSSES[loss].applies else a, T)
+            return J, (zs, as_)
+
+        return J
 
     def gradients(self, model: Model | Network, arrays: dict[str, Array]) -> dict[str, Array]:
         if isinstance(model, Network):
             return self._network_gradients(model, arrays)
-        jnp = self.jnp
         dt = model.np_dtype
-        params = [(jnp.asarray(arrays[f"W{l}"], dtype=dt), jnp.asarray(arrays[f"b{l}"], dtype=dt))
+        params = [(np.asarray(arrays[f"W{l}"], dtype=dt), np.asarray(arrays[f"b{l}"], dtype=dt))
                   for l in range(1, model.L + 1)]
-        T = {k: jnp.asarray(arrays[k]) for k in ("y", "Y") if k in arrays}
+        T = {k: np.asarray(arrays[k]) for k in ("y", "Y") if k in arrays}
         m = arrays["X"].shape[0]
-        tz = [np.zeros((m, n), dtype=dt) for n in model.layers[1:]]  # numpy: see _network_gradients
+        tz = [np.zeros((m, n), dtype=dt) for n in model.layers[1:]]
         ta = [np.zeros((m, n), dtype=dt) for n in model.layers[1:-1]]
-        fn = self._value_and_grad(tuple(model.activations), model.loss)
-        (J, (zs, as_)), (grads, (dz, da)) = fn(params, (tz, ta), jnp.asarray(arrays["X"], dtype=dt),
-                                                T)
+        structure = ("mlp", tuple(model.activations), model.loss)
+        (J, (zs, as_)), (grads, (dz, da)) = self._call(
+            structure, lambda: self._mlp_loss(*structure[1:]),
+            params, (tz, ta), np.asarray(arrays["X"], dtype=dt), T)
         out = {"J": np.asarray(J)}
         for l, (dW, db) in enumerate(grads, start=1):
             out[f"dW{l}"], out[f"db{l}"] = np.asarray(dW), np.asarray(db)
@@ -113,43 +162,40 @@ class JaxBackend:
                 out[f"da{l}"] = np.asarray(da[l - 1])
         return out
 
-    def _network_value_and_grad(self, net: Network):
-        """One jitted function per network (its layers, loss and L2 are static)."""
-        key = ("network", net)
-        if key not in self._compiled:
-            from ..catalog import NETWORK_LOSSES
-            from ..network import walk
+    def _network_loss(self, net: Network):
+        """J(params, taps, X, T, inputs) of a network, with its intermediates. All of ``net`` is
+        static here (layer specs, loss, dtype, L2), and ``net`` holds nothing else (no case name,
+        seed or values): a frozen dataclass compared by value, so equal networks share a key."""
+        from ..catalog import NETWORK_LOSSES
+        from ..network import walk
 
-            jax, jnp, fw = self.jax, self.jnp, self.fw
+        jnp, fw = self.jnp, self.fw
 
-            def J(params, taps, X, T, inputs):
-                # taps: zeros added to every z{i}, a{i}; ∂J/∂tap is ∂J/∂value on the real graph.
-                m = X.shape[0]
-                a, values = walk(net, X, params, inputs,
-                                 lambda layer, spec, x, p, inp: layer.jax(spec, fw, x, p, inp),
-                                 lambda name, z: self.act[name](z), lambda q, v: v + taps[q])
-                J = NETWORK_LOSSES[net.loss].jax(fw, a, T)
-                c = net.l2_coefficient(m)
-                if c:
-                    J = J + c * sum(jnp.sum(params[k] * params[k]) for k in net.regularised())
-                return J, values
+        def J(params, taps, X, T, inputs):
+            # taps: zeros added to every z{i}, a{i}; ∂J/∂tap is ∂J/∂value on the real graph.
+            m = X.shape[0]
+            a, values = walk(net, X, params, inputs,
+                             lambda layer, spec, x, p, inp: layer.jax(spec, fw, x, p, inp),
+                             lambda name, z: self.act[name](z), lambda q, v: v + taps[q])
+            J = NETWORK_LOSSES[net.loss].jax(fw, a, T)
+            c = net.l2_coefficient(m)
+            if c:
+                J = J + c * sum(jnp.sum(params[k] * params[k]) for k in net.regularised())
+            return J, values
 
-            self._compiled[key] = jax.jit(jax.value_and_grad(J, argnums=(0, 1), has_aux=True))
-        return self._compiled[key]
+        return J
 
     def _network_gradients(self, net: Network, arrays: dict[str, Array]) -> dict[str, Array]:
-        jnp, dt = self.jnp, net.np_dtype
+        dt = net.np_dtype
         m = arrays["X"].shape[0]
-        params = {k: jnp.asarray(arrays[k], dtype=dt) for k in net.param_shapes()}
-        inputs = {k: jnp.asarray(arrays[k], dtype=dt) for k in net.input_specs(m)}
-        # numpy zeros: jnp.zeros compiles a broadcast for every new shape (a second of a cold
-        # run's compiles on a network case); the jitted function takes numpy arrays as they are.
+        params = {k: np.asarray(arrays[k], dtype=dt) for k in net.param_shapes()}
+        inputs = {k: np.asarray(arrays[k], dtype=dt) for k in net.input_specs(m)}
         taps = {q: np.zeros(net.shape_of(q, m), dtype=dt)
                 for q in net.intermediates() if not q.startswith("d")}
-        T = {k: jnp.asarray(arrays[k]) for k in TARGET_KEYS if k in arrays}
-        X = jnp.asarray(arrays["X"]) if net.vocab else jnp.asarray(arrays["X"], dtype=dt)  # ids stay ints
-        fn = self._network_value_and_grad(net)
-        (J, values), (grads, dtaps) = fn(params, taps, X, T, inputs)
+        T = {k: np.asarray(arrays[k]) for k in TARGET_KEYS if k in arrays}
+        X = np.asarray(arrays["X"]) if net.vocab else np.asarray(arrays["X"], dtype=dt)  # ids stay ints
+        (J, values), (grads, dtaps) = self._call(("network", net), lambda: self._network_loss(net),
+                                                 params, taps, X, T, inputs)
         out = {"J": np.asarray(J)}
         out.update({f"d{k}": np.asarray(g) for k, g in grads.items()})
         for q, v in values.items():
