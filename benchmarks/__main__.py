@@ -298,25 +298,46 @@ def overhead() -> None:
 
 
 def jax_compile() -> None:
-    print("\nJAX compile time")
-    os.environ["XVAL_JAX_CACHE"] = "off"
-    from harness.backends.jax_backend import JaxBackend
+    print("\nJAX compile time (the default run's cases, the jax backend alone, each in a fresh process)")
+    import json
 
-    jb = JaxBackend()
-    cases = load_file(ROOT / "cases" / "default.toml")
-    first = second = 0.0
-    for c in cases:
-        arrays = c.arrays()
-        t0 = time.perf_counter()
-        jb.gradients(c.model, arrays)
-        t1 = time.perf_counter()
-        jb.gradients(c.model, arrays)
-        t2 = time.perf_counter()
-        first, second = first + (t1 - t0), second + (t2 - t1)
-    per_shape = (first - second) / len(cases)
-    report("jax compile time per distinct shape (default cases)", per_shape, "measured", None, "s")
-    report("jax compile share of jax's time on the default cases", (first - second) / first, "measured", None)
-    del os.environ["XVAL_JAX_CACHE"]
+    from harness.cli import DEFAULT_CASES
+
+    # Each case twice: the first call traces and compiles (or reads the persistent cache), the
+    # second runs the executable the first left; their difference is what compiling cost.
+    child = (
+        "import json, sys, time\n"
+        "from harness.runner import pin_threads\n"
+        "pin_threads()\n"
+        "from harness.backends.jax_backend import JaxBackend\n"
+        "from harness.cases import load_files\n"
+        "cases, jb = load_files(sys.argv[1:]), JaxBackend()\n"
+        "first = again = 0.0\n"
+        "for c in cases:\n"
+        "    arrays = c.arrays()\n"
+        "    t0 = time.perf_counter(); jb.gradients(c.model, {k: v.copy() for k, v in arrays.items()})\n"
+        "    t1 = time.perf_counter(); jb.gradients(c.model, {k: v.copy() for k, v in arrays.items()})\n"
+        "    first, again = first + t1 - t0, again + time.perf_counter() - t1\n"
+        "s = jb.stats\n"
+        "print(json.dumps(dict(cases=len(cases), compiles=s.compiles, first=first, again=again,\n"
+        "                      lower=s.lower_seconds, compile=s.compile_seconds)))\n")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, XVAL_JAX_CACHE=cache)
+        cold, warm = (json.loads(subprocess.run([sys.executable, "-c", child, *DEFAULT_CASES], env=env, cwd=ROOT,
+                                                capture_output=True, text=True, check=True).stdout)
+                      for _ in range(2))
+    report("jax: cases in the default run", cold["cases"], "measured", None)
+    report("jax: signatures compiled (structure, shapes, dtypes)", cold["compiles"], "measured", None)
+    for name, r in (("cold cache", cold), ("warm cache", warm)):
+        share = (r["first"] - r["again"]) / r["first"]
+        report(f"jax, {name}: seconds on the default run's cases", r["first"], "measured", None, "s")
+        report(f"jax, {name}: compile share", share, "measured", None)
+        report(f"jax, {name}: tracing + lowering (jax.stages lower())", r["lower"], "measured", None, "s")
+        report(f"jax, {name}: XLA or cache read (compile())", r["compile"], "measured", None, "s")
+    report("jax: warm ÷ cold seconds", warm["first"] / cold["first"], "< 1 (compiles nothing)",
+           warm["first"] < cold["first"])
+
+    # The same through the CLI, manual beside jax, default.toml only: what a second `make report` saves.
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, XVAL_JAX_CACHE=cache)
         cmd = [sys.executable, "-m", "harness", "run", str(ROOT / "cases" / "default.toml"), "--backends",
