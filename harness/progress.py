@@ -108,13 +108,22 @@ class Progress:
 
     def _start(self, total: int) -> None:
         from rich.console import Console
+        from rich.constrain import Constrain
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
+
+        class Narrow(RichProgress):
+            """Three columns short of the terminal: after a full-width line, the ``^C`` a
+            terminal echoes on Ctrl-C wraps onto a new line, and the display would then erase
+            that line instead of its own and leave itself on the screen."""
+
+            def get_renderables(self):
+                yield Constrain(self.make_tasks_table(self.tasks), width=max(console.width - 3, 20))
 
         console = self.console or Console(file=self.stream)
         # stdout goes through the display (above the bar) only when it shares the terminal:
         # redirected to a file, what a command prints must land in the file, not on stderr
         shared = console.file is sys.stderr and hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
-        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self._bar = Narrow(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  *_columns(self.unit), console=console, transient=True,
                                  redirect_stdout=shared, redirect_stderr=console.file is sys.stderr,
                                  auto_refresh=self.ticking, refresh_per_second=4, **({"get_time": self.get_time} if self.get_time else {}))

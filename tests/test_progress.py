@@ -227,3 +227,19 @@ def test_studies_count_points_and_timings():
     studies.cost_sweep(widths=(6,), repeats=1, backends={"manual": ManualBackend()}, progress=seen)
     assert follows_the_protocol(seen.calls) and [c[2] for c in seen.calls[1:]] == [
         "P=154 forward pass", "P=154 manual", "P=154 finite differences"]
+
+
+def test_the_line_stays_short_of_the_terminal_width(monkeypatch):
+    """A full-width line would leave the ^C a terminal echoes on the next line, which the
+    display then erases instead of its own: seen in tmux, the bar stayed on the screen."""
+    from rich.console import Console
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    buf = io.StringIO()
+    progress = Progress("selfcheck", "runs", console=Console(file=buf, force_terminal=True, width=60),
+                        get_time=Clock(), ticking=False)
+    progress(0, 115, "")
+    progress(56, 115, "batchnorm-stats-constant on ln-drop-bn-sse-float64", failed=2)
+    frames = [f for f in plain(buf.getvalue()).replace("\n", "\r").split("\r") if f]
+    assert frames and max(len(f) for f in frames) <= 57, max(frames, key=len)
+    progress.close()
