@@ -73,7 +73,7 @@ class Progress:
     """``progress(done, total, name, failed=0)``: a transient rich progress line on stderr,
     shown only on a terminal and when not ``quiet``.
 
-    ``label`` names the work ("selfcheck"), ``unit`` its items ("runs": "12.0 runs/s").
+    ``label`` names the work ("selfcheck"), ``unit`` its items ("runs": "2.5 runs/s").
     ``ticking=False`` redraws only when called, not also four times a second in a thread of
     its own (for work that times itself: the cost study). ``console`` (a
     ``rich.console.Console``) replaces stderr, for tests: the display is then shown when
@@ -123,10 +123,10 @@ class Progress:
         # stdout goes through the display (above the bar) only when it shares the terminal:
         # redirected to a file, what a command prints must land in the file, not on stderr
         shared = console.file is sys.stderr and hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
-        self._bar = Narrow(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 *_columns(self.unit), console=console, transient=True,
-                                 redirect_stdout=shared, redirect_stderr=console.file is sys.stderr,
-                                 auto_refresh=self.ticking, refresh_per_second=4, **({"get_time": self.get_time} if self.get_time else {}))
+        self._bar = Narrow(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *_columns(self.unit),
+                           console=console, transient=True, redirect_stdout=shared,
+                           redirect_stderr=console.file is sys.stderr, auto_refresh=self.ticking,
+                           refresh_per_second=4, **({"get_time": self.get_time} if self.get_time else {}))
         self._bar.start()
         self._task = self._bar.add_task(self.label, total=total, name="", failed=0)
 
