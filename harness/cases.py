@@ -138,6 +138,13 @@ CASE_BYTES = 20_000  # per case besides: CaseResult, notes, array headers
 # widths to 4, cost 2.6 MiB each with their results).
 COMPILED_BYTES = 5 * 2**19
 COMPILED_BYTES_PER_LAYER = 5 * 2**19
+# A catalog network's L counts every layer (its activations, norms, flatten, pools), an MLP's
+# only its dense layers, so a network's per-layer cost is smaller. Peak RSS (/usr/bin/time -v)
+# of the first 100 cases of cases/sweeps/catalog.toml (manual, torch, jax, fd): 1,232 MiB, and of
+# cases/sweeps/conv.toml (50 cases, the default backends): 1,068 MiB. The estimate with 1 MiB per
+# layer: 1,770 and 1,572 MiB (ratios 0.70 and 0.68); with the MLP's 2.5 MiB it was 2,622 and
+# 2,373 MiB (0.47 and 0.45), which left room for no catalog sweep in one run of every file.
+COMPILED_BYTES_PER_NETWORK_LAYER = 2**20
 
 
 def physical_memory() -> int:
@@ -159,7 +166,7 @@ def _memory_parts(model: Model | Network, batch: int) -> tuple[int, int, int]:
     if isinstance(model, Network):
         from .network_cases import memory_parts
         return memory_parts(model, batch, N_BACKENDS, CASE_BYTES, COMPARISON_BYTES,
-                            COMPILED_BYTES, COMPILED_BYTES_PER_LAYER)
+                            COMPILED_BYTES, COMPILED_BYTES_PER_NETWORK_LAYER)
     s = model.np_dtype.itemsize
     P = model.n_params
     m, n = batch, model.layers
