@@ -211,7 +211,9 @@ def memory_estimate(model: Model, batch: int) -> int:
     ``load_files`` check the sum; a shape already compiled costs nothing more); the working
     set is freed after each case. The peak RSS measured was 0.47 to 0.86 of the estimate, on
     single cases with 15 to 100 MB arrays and on sweeps of 100 to 2,000 cases (the specificity
-    sweep: 0.81); tests/test_case_limits.py measures one case.
+    sweep: 0.81); tests/test_case_limits.py measures one case. A catalog network
+    (``network_cases.memory_parts``) has the same terms, its L counting every layer at
+    COMPILED_BYTES_PER_NETWORK_LAYER each (0.68 to 0.70 of the estimate, measured).
     """
     kept, compiled, working = _memory_parts(model, batch)
     return BASE_BYTES + kept + compiled + working

@@ -303,7 +303,8 @@ def draw_arrays(case: Case) -> dict[str, np.ndarray]:
 def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
                  comparison_bytes: int, compiled: int, per_layer: int) -> tuple[int, int, int]:
     """(kept, compiled, working) bytes of one network case, as ``cases._memory_parts`` for an
-    MLP: P parameters, A the elements of one set of per-layer values, NQ the quantities."""
+    MLP: P parameters, A the elements of one set of per-layer values, NQ the quantities;
+    ``per_layer`` is cases.COMPILED_BYTES_PER_NETWORK_LAYER (why there)."""
     s = net.np_dtype.itemsize
     P = net.n_params
     m = batch
