@@ -343,7 +343,6 @@ def test_sequence_sweep_is_seeded_and_draws_every_kind(tmp_path):
 
 # (id, sweep text, field, words)
 BAD_SWEEPS = [
-    ("conv-and-sequence", sweep_text(layers='["conv2d", "rnn"]'), "layers", ["not both", "conv2d", "rnn"]),
     ("input-3-entries", sweep_text(input="[[1, 2], [4, 8], 3]"), "input", ["[T, D]", "3 entries"]),
     ("T-0", sweep_text(input="[[0, 2], [4, 8]]"), "input[0]", ["T must be", "[0, 2]"]),
     ("vocab-without-embedding", sweep_text(layers='["rnn"]', vocab="[3, 5]"), "vocab", ["no embedding"]),
