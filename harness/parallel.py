@@ -16,6 +16,8 @@ becomes an error for that case; the sweep goes on.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable, Collection, Sequence
 
 from .cases import Case
@@ -79,8 +81,24 @@ def local_cluster(jobs: int):
                           # nothing is shared between cases: spilling to disk would only cost
                           "distributed.worker.memory.spill": False,
                           "distributed.worker.memory.target": False}):
-        return LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.CRITICAL, memory_limit=0)
+        # Ctrl-C reaches the whole foreground process group, workers included: each would print
+        # a traceback, and a nanny would restart its worker while we close the cluster. An
+        # ignored signal stays ignored across the workers' spawn, so SIGINT is ignored while
+        # they start and is the parent's alone afterwards. A Ctrl-C pressed in the second or two
+        # the workers take to start is lost (blocking it instead would not keep it: numpy's BLAS
+        # threads do not block it, and one of them takes and drops it): press it again.
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            # No dashboard; the scheduler's HTTP server (health, metrics) still starts, on any
+            # free port rather than 8787, which another cluster may hold.
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                   silence_logs=logging.CRITICAL, memory_limit=0)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, handler)
+        return cluster
 
 
 def connect(scheduler: str):
