@@ -20,7 +20,7 @@ import numpy as np
 from .backends import Backend, NotApplicable, check_output, kind_of, notes_of
 from .backends.build import UnavailableBackend  # noqa: F401 - re-exported
 from .cases import Case
-from .compare import Comparison, compare
+from .compare import Comparison, compare_pairs
 from .errors import describe  # noqa: F401 - re-exported: runner.describe is public
 from .directional import directions, project
 from .network import Network
@@ -210,14 +210,20 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
         pairs.append((a, b, kind, lookup(model.dtype, kind), J_scale))
 
     def compare_all(floors: dict[str, Array]) -> list[Comparison]:
-        out = []
-        for a, b, kind, tol, J_scale in pairs:
-            out_a, out_b = result.outputs[a], result.outputs[b]
-            for q in model.algorithm_order() + ["Jv"]:
-                if q in out_a and q in out_b:  # an optional intermediate may be missing from one
-                    out.append(compare(case.name, q, a, out_a[q], b, out_b[q], kind, model.dtype, tol,
-                                       J_scale, floors.get(q, 0.0)))
-        return out
+        """Every pair on every quantity, pair by pair in algorithm order; each quantity's pairs
+        are compared together (``compare_pairs``: a backend's array is prepared once, not once
+        for each pair it is in)."""
+        done: dict[tuple[int, str], Comparison] = {}
+        for q in model.algorithm_order() + ["Jv"]:
+            # an optional intermediate may be missing from a backend: only pairs that both have it
+            having = [p for p, (a, b, *_) in enumerate(pairs) if q in result.outputs[a] and q in result.outputs[b]]
+            if not having:
+                continue
+            names = dict.fromkeys(n for p in having for n in pairs[p][:2])
+            comps = compare_pairs(case.name, q, {n: result.outputs[n][q] for n in names},
+                                  [pairs[p] for p in having], model.dtype, floors.get(q, 0.0))
+            done.update(((p, q), c) for p, c in zip(having, comps))
+        return [done[p, q] for p in range(len(pairs)) for q in model.algorithm_order() + ["Jv"] if (p, q) in done]
 
     result.comparisons = compare_all({})
     if any(not c.passed and np.isfinite(c.max_abs) for c in result.comparisons):
