@@ -42,7 +42,7 @@ class Comparison:
     atol: float
     scale: float  # s in atol·s
     floor: float  # the rounding allowance at the worst element (rounding.py)
-    tol_used: float  # max |a − b| / allowed: below 1 passes; the margin is 1 / tol_used
+    tol_used: float  # max |a − b| / allowed: at most 1 passes (the report's margin, html_report.margins)
     passed: bool
     note: str = ""  # e.g. non-finite values, or shape mismatch
 

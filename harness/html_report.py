@@ -1,8 +1,8 @@
 """report.html: one self-contained page (plots embedded as data URIs, no network fetches).
 
-Built with pandas (to_html / Styler) and matplotlib. Sections: verdict, agreement heatmap,
-summary, problems, per-case tables, claims and studies when their results are in DIR, and
-the environment.
+Built with pandas (to_html / Styler) and matplotlib. Sections: verdict, agreement heatmap (up
+to HEATMAP_MAX_CASES cases), the margin histogram and quantiles, summary, problems, per-case
+tables (capped), claims and studies when their results are in DIR, and the environment.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def _img(png: bytes, alt: str) -> str:
 
 
 MAX_HEATMAP_ROWS = 80  # cases in the heatmap: the worst ones when there are more
+HEATMAP_MAX_CASES = 60  # above this many cases the margin histogram stands in for the heatmap
+MARGIN_FLOOR = 1e-9  # margins below (exact agreement: 0) are drawn here on the log axis
 MAX_CASE_SECTIONS = 100  # per-case tables: every failing case, then passing ones up to this
 HEATMAP_ROWS = ("analytic", "finite_difference")  # their rtol values are the red lines on the colour bar
 
@@ -90,6 +92,77 @@ def heatmap_png(result: RunResult) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def margins(result: RunResult) -> dict[tuple[str, str], np.ndarray]:
+    """Per (pair kind, dtype), in that order: each comparison's margin, the worst element's
+    |a − b| ÷ the tolerance allowed there (``Comparison.tol_used``: at most 1 passes, above 1
+    is out of tolerance; inf for NaN/Inf or mismatched shapes). A comparison that compared
+    nothing (every element masked) has no margin and is left out."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for c in result.comparisons:
+        if c.n_checked or not c.n_total:
+            groups.setdefault((c.kind, c.dtype), []).append(c.tol_used)
+    return {k: np.asarray(groups[k], dtype=float) for k in sorted(groups)}
+
+
+def margin_quantiles(values: np.ndarray) -> dict[str, float]:
+    """Median, 99th percentile and largest margin: observed values (no interpolation, which
+    would make NaN of an inf beside a finite margin)."""
+    q = np.quantile(values, [0.5, 0.99], method="inverted_cdf")
+    return {"median": float(q[0]), "p99": float(q[1]), "max": float(values.max())}
+
+
+def margin_histogram_png(groups: dict[tuple[str, str], np.ndarray]) -> bytes:
+    """One panel per (pair kind, dtype): how many comparisons have each margin, log x, the
+    tolerance (margin 1) as a red line. Margins below MARGIN_FLOOR are drawn at it, non-finite
+    ones at the right edge."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = np.concatenate([v[np.isfinite(v)] for v in groups.values()])
+    top = max(10.0, float(finite.max()) * 2 if finite.size else 10.0)
+    # Just above 1 is a bin edge (bins are [left, right)): a bin holds comparisons either within
+    # tolerance (margin 1 included) or out of it, never both.
+    bins = np.concatenate([np.logspace(np.log10(MARGIN_FLOOR), 0, 46)[:-1], [np.nextafter(1.0, 2.0)],
+                           np.logspace(0, np.log10(top), 15)[1:]])
+    fig, axes = plt.subplots(len(groups), 1, sharex=True, squeeze=False, dpi=100, layout="constrained",
+                             figsize=(8.0, 0.6 + 1.5 * len(groups)))
+    for ax, ((kind, dtype), v) in zip(axes[:, 0], groups.items()):
+        shown = np.clip(np.where(np.isfinite(v), v, top), MARGIN_FLOOR, top)
+        ax.hist([shown[v <= 1], shown[~(v <= 1)]], bins=bins, histtype="stepfilled", log=True, stacked=True,
+                color=["#3b6fb6", "#c0392b"])
+        ax.axvline(1.0, color="red", lw=1.2)
+        off = int((v > 1).sum())
+        ax.set_title(f"{kind.replace('_', ' ')} · {dtype}: {len(v):,} comparisons"
+                     + (f", {off:,} out of tolerance" if off else ""), fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel("comparisons", fontsize=7)
+    axes[-1, 0].set_xscale("log")
+    axes[-1, 0].set_xlabel("margin: worst element's |a − b| ÷ its allowed tolerance (red: 1, beyond it out of "
+                           "tolerance)", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _margins_section(result: RunResult) -> str:
+    groups = margins(result)
+    if not groups:
+        return ""
+    rows = [{"pair kind": kind.replace("_", " "), "dtype": dtype, "comparisons": len(v),
+             **{k: _fmt(x) for k, x in margin_quantiles(v).items()},
+             "out of tolerance (margin > 1)": int((v > 1).sum())}
+            for (kind, dtype), v in groups.items()]
+    return ("<h2>Margins</h2><p class='meta'>Each comparison's margin: its worst element's |a − b| ÷ the "
+            "tolerance allowed there (rtol·max(|a|, |b|) + atol·s, plus the rounding floor where it was "
+            f"added). At most 1 agrees; above 1 is out of tolerance. Margins below {MARGIN_FLOOR:g} "
+            "(exact agreement included) are drawn at it, NaN/Inf at the right edge.</p>"
+            + _img(margin_histogram_png(groups), "margin histogram")
+            + pd.DataFrame(rows).to_html(index=False, escape=True))
 
 
 def _case_table(r: CaseResult) -> str:
@@ -217,14 +290,22 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
         f'<p class="meta">{len(result.cases)} cases · {len(result.backends)} backends '
         f'({html.escape(", ".join(result.backends))}) · {len(comps)} comparisons, '
         f'{sum(c.passed for c in comps)} agree · command <code>{html.escape(environment.get("command", ""))}</code></p>',
-        "<h2>Agreement heatmap</h2>", _img(heatmap_png(result), "agreement heatmap"),
-        (f"<p class='meta'>The {MAX_HEATMAP_ROWS} worst of {len(result.cases)} cases.</p>"
-         if len(result.cases) > MAX_HEATMAP_ROWS else ""),
-        "<p class='meta'>Red lines on the colour bar: the rtol of the tolerance rows "
-        + ", ".join(f"{d} {k.replace('_', ' ')} {t.rtol:g}" for (d, k), t in TOLERANCES.items()
-                    if k in HEATMAP_ROWS)
-        + ". A cell is ✗ when any element of any quantity is out of tolerance.</p>",
     ]
+    if len(result.cases) > HEATMAP_MAX_CASES:  # a row per case: unreadable at this size
+        body.append(f"<p class='meta' id='no-heatmap'>{len(result.cases):,} cases: the agreement heatmap (a "
+                    f"row per case) is left out above {HEATMAP_MAX_CASES} cases; the margin histogram "
+                    "below stands in for it.</p>")
+    else:
+        body += [
+            "<h2>Agreement heatmap</h2>", _img(heatmap_png(result), "agreement heatmap"),
+            (f"<p class='meta'>The {MAX_HEATMAP_ROWS} worst of {len(result.cases)} cases.</p>"
+             if len(result.cases) > MAX_HEATMAP_ROWS else ""),
+            "<p class='meta'>Red lines on the colour bar: the rtol of the tolerance rows "
+            + ", ".join(f"{d} {k.replace('_', ' ')} {t.rtol:g}" for (d, k), t in TOLERANCES.items()
+                        if k in HEATMAP_ROWS)
+            + ". A cell is ✗ when any element of any quantity is out of tolerance.</p>",
+        ]
+    body.append(_margins_section(result))
     summary = []
     for r in result.cases:
         firsts = "; ".join(f"{p}: {c.quantity}" for p, c in r.first_disagreements().items())
