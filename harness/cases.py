@@ -7,6 +7,7 @@ A file holds ``[[case]]`` tables (one network each) and ``[[sweep]]`` tables
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import stat
@@ -132,7 +133,8 @@ N_BACKENDS = 5  # harness.backends.DEFAULT: manual, manual_columns, torch, jax, 
 # comparisons: 7.5 kB per comparison.
 COMPARISON_BYTES = 8_000
 CASE_BYTES = 20_000  # per case besides: CaseResult, notes, array headers
-# JAX keeps every function it compiled (one per network shape and batch, up to 8,192): the
+# JAX keeps the function it compiled for each of the last 128 shapes it met (one per network
+# shape and batch; jax_backend.KEPT_SIGNATURES), so only the 128 largest add up. The
 # first 80 cases of cases/sweeps/specificity.toml (widths to 64, batch to 128) cost
 # 2.1 + 2.1·L MiB each, least squares; tiny networks less (1,000 random ones of depth 1-2,
 # widths to 4, cost 2.6 MiB each with their results).
@@ -208,7 +210,8 @@ def memory_estimate(model: Model, batch: int) -> int:
                                          float64 temporaries.
 
     Everything but the working set adds up over the cases of a run (``load_file`` and
-    ``load_files`` check the sum; a shape already compiled costs nothing more); the working
+    ``load_files`` check the sum; a shape already compiled costs nothing more, and only the
+    KEPT_SIGNATURES largest compiled functions count: JAX keeps no more); the working
     set is freed after each case. The peak RSS measured was 0.47 to 0.86 of the estimate, on
     single cases with 15 to 100 MB arrays and on sweeps of 100 to 2,000 cases (the specificity
     sweep: 0.81); tests/test_case_limits.py measures one case. A catalog network
@@ -233,6 +236,10 @@ class _MemoryBudget:
         self.total, self.limit = physical_memory(), memory_limit()
         self.kept = self.working = self.cases = 0
         self.shapes: set[tuple[Model, int]] = set()
+        from .backends.jax_backend import KEPT_SIGNATURES
+
+        self.compiled: list[int] = []  # a min-heap of the compiled functions' bytes counted
+        self.kept_signatures = KEPT_SIGNATURES
 
     def _machine(self) -> str:
         return (f"this machine has {_gib(self.total)} and a run may use "
@@ -256,7 +263,12 @@ class _MemoryBudget:
                         f"(estimated, see harness.cases.memory_estimate); {self._machine()}")
         if (model, batch) not in self.shapes:
             self.shapes.add((model, batch))
+            # JAX keeps the functions of the last KEPT_SIGNATURES shapes only: count the
+            # largest that many, whichever they are.
+            heapq.heappush(self.compiled, compiled)
             self.kept += compiled
+            if len(self.compiled) > self.kept_signatures:
+                self.kept -= heapq.heappop(self.compiled)
         self.kept += kept
         self.working = max(self.working, working)
         self.cases += 1

@@ -159,15 +159,15 @@ def test_the_fingerprint_sees_a_changed_case(tmp_path):
 def catalog_sample(tmp_path: Path, count: int) -> Path:
     """cases/sweeps/catalog.toml with a smaller count: the same seed draws its first cases."""
     text = CATALOG.read_text()
-    assert re.search(r"^count = 100$", text, re.M)
+    assert re.search(r"^count = 1000$", text, re.M)
     path = tmp_path / "catalog.toml"
-    path.write_text(re.sub(r"^count = 100$", f"count = {count}", text, flags=re.M))
+    path.write_text(re.sub(r"^count = 1000$", f"count = {count}", text, flags=re.M))
     return path
 
 
 def test_shipped_catalog_sweep_covers_the_catalog(tmp_path):
     cases = load_file(CATALOG)
-    assert len(cases) == 100
+    assert len(cases) == 1000
     assert {family(c.model) for c in cases} == set(FAMILIES)
     kinds = {s.kind for c in cases for s in c.model.network}
     assert set(ALL_LAYERS) <= kinds, set(ALL_LAYERS) - kinds

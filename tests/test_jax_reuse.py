@@ -78,3 +78,23 @@ def test_a_new_dtype_batch_or_structure_compiles_anew(tmp_path):
     jb.gradients(MLP, Case("m", MLP, 5, seed=1).arrays())
     out = jb.gradients(mlp32, Case("m32", mlp32, 5, seed=1).arrays())
     assert jb.stats.compiles == 6 and out["dW1"].dtype == np.float32
+
+
+def test_only_the_most_recently_used_signatures_stay_compiled(monkeypatch):
+    """A sweep of random networks compiles one function per case: the backend keeps the
+    KEPT_SIGNATURES used last (each kept executable holds about 2.6 MiB), and a dropped one met
+    again is compiled anew, to the same bits."""
+    from harness.backends import jax_backend
+
+    monkeypatch.setattr(jax_backend, "KEPT_SIGNATURES", 2)
+    jb = JaxBackend()
+    cases = [Case(f"m{n}", MLP, n, seed=n) for n in (2, 3, 4)]  # three batch sizes: three signatures
+    first = jb.gradients(MLP, cases[0].arrays())
+    for c in cases[1:]:
+        jb.gradients(MLP, c.arrays())
+    assert len(jb._executables) == 2 and jb.stats.compiles == 3
+    jb.gradients(MLP, cases[2].arrays())  # still kept: no compile
+    assert jb.stats.compiles == 3
+    again = jb.gradients(MLP, cases[0].arrays())  # dropped: compiled again
+    assert jb.stats.compiles == 4 and len(jb._executables) == 2
+    assert_same(again, first, "a signature compiled again after it was dropped")
