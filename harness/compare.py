@@ -123,14 +123,19 @@ def _compare_many(case: str, quantity: str, names: list[str], arrays: list[Array
                                 a_at=np.nan, b_at=np.nan, allowed_at=0.0, n_off=int(np.size(arrays[i])),
                                 n_checked=0, scale=0.0, floor=0.0, tol_used=np.inf, passed=False,
                                 note=f"shape {np.shape(arrays[i])} vs {np.shape(arrays[j])}")
-    # The common case goes block by block: unmasked float arrays of finite values, one shape.
-    max_abs = [_finite_max_abs(v) for v in arrays]
+    # The common case goes block by block: float arrays of finite values, one shape, and in a
+    # pair the same elements masked (the max-pool ties mask every backend's output alike).
+    masks = [np.ma.getmaskarray(v) if np.ma.is_masked(v) else None for v in arrays]
+    max_abs = [_finite_max_abs(v, m) for v, m in zip(arrays, masks)]
     fast = [p for p, (i, j, *_) in enumerate(pairs)
-            if out[p] is None and max_abs[i] is not None and max_abs[j] is not None]
+            if out[p] is None and max_abs[i] is not None and max_abs[j] is not None
+            and (masks[i] is masks[j] or (masks[i] is not None and masks[j] is not None
+                                          and np.array_equal(masks[i], masks[j])))]
     shape = np.shape(arrays[pairs[fast[0]][0]]) if fast else ()
     fast = [p for p in fast if np.shape(arrays[pairs[p][0]]) == shape]
     if fast:
-        done = _compare_blockwise([bases[p] for p in fast], arrays, max_abs, [pairs[p] for p in fast], floor)
+        done = _compare_blockwise([bases[p] for p in fast], arrays, masks, max_abs, [pairs[p] for p in fast],
+                                  floor)
         for p, c in zip(fast, done):
             out[p] = c
     for p, (i, j, kind, tol, J_scale) in enumerate(pairs):
@@ -139,13 +144,16 @@ def _compare_many(case: str, quantity: str, names: list[str], arrays: list[Array
     return out
 
 
-def _finite_max_abs(v: object) -> float | None:
-    """max |v| for a non-empty float32 or float64 array with nothing masked and every value
-    finite; None for anything else (``_compare_whole``'s to compare)."""
-    if (not isinstance(v, np.ndarray) or v.dtype not in _BLOCKWISE_DTYPES or not v.size
-            or np.ma.is_masked(v)):
+def _finite_max_abs(v: object, mask: Array | None) -> float | None:
+    """max |v| over the elements not masked, for a float32 or float64 array with at least one
+    such element and every one of them finite; None for anything else (``_compare_whole``'s)."""
+    if not isinstance(v, np.ndarray) or v.dtype not in _BLOCKWISE_DTYPES or not v.size:
         return None
     v = np.ma.getdata(v)
+    if mask is not None:
+        if mask.all():
+            return None  # nothing compared: the whole way says so
+        v = np.where(mask, 0, v)  # as _compare_whole: masked elements are zero in both
     top = max(float(v.max()), -float(v.min()))  # NaN or ±inf anywhere shows here
     return abs(top) if math.isfinite(top) else None  # abs: |-0.0|, as |x|.max() says
 
@@ -182,11 +190,12 @@ def _workspace(count: int, size: int) -> list[Array]:
     return [b[:size] for b in bufs[:count]]
 
 
-def _compare_blockwise(bases: list[dict], arrays: list[Array], max_abs: list[float | None],
-                       pairs: list[tuple[int, int, str, Tolerance, float]],
+def _compare_blockwise(bases: list[dict], arrays: list[Array], masks: list[Array | None],
+                       max_abs: list[float | None], pairs: list[tuple[int, int, str, Tolerance, float]],
                        floor: float | Array) -> list[Comparison | None]:
-    """``_compare_whole``'s numbers for pairs of unmasked float arrays of finite values, one
-    block of BLOCK elements at a time.
+    """``_compare_whole``'s numbers for pairs of float arrays of finite values, the two of a
+    pair masked alike (masked elements zero in both, as there), one block of BLOCK elements
+    at a time.
 
     Every element goes through the same float64 operations as there, so each per-element value
     (a − b, the allowance, their ratio) has the same bits, and so have the maxima, the worst
@@ -202,7 +211,8 @@ def _compare_blockwise(bases: list[dict], arrays: list[Array], max_abs: list[flo
     n = int(np.prod(shape, dtype=np.int64))
     members = sorted({k for i, j, *_ in pairs for k in (i, j)})
     flats = {k: np.ravel(np.ma.getdata(arrays[k])) for k in members}
-    casts = [k for k in members if flats[k].dtype != np.float64]
+    mask_of = {k: np.ravel(masks[k]) for k in members if masks[k] is not None}
+    casts = [k for k in members if flats[k].dtype != np.float64 or k in mask_of]  # copied into a buffer
     size = min(BLOCK, n)
     bufs = _workspace(4 + len(members) + len(casts), size)
     t_buf, u_buf, v_buf, w_buf = bufs[:4]
@@ -231,6 +241,8 @@ def _compare_blockwise(bases: list[dict], arrays: list[Array], max_abs: list[flo
                 if m in cast_buf:
                     x[m] = cast_buf[m][:k]
                     np.copyto(x[m], flats[m][start:start + k])
+                    if m in mask_of:
+                        np.copyto(x[m], 0.0, where=mask_of[m][start:start + k])
                 sum_sq[m] += float(np.add.reduce(np.square(x[m], out=t)))
                 ax[m] = np.abs(x[m], out=abs_buf[m][:k])
             for p, (i, j, _, tol, _) in enumerate(pairs):
@@ -259,12 +271,21 @@ def _compare_blockwise(bases: list[dict], arrays: list[Array], max_abs: list[flo
             out.append(None)
             continue
         norm_a, norm_b, norm_d = math.sqrt(sum_sq[i]), math.sqrt(sum_sq[j]), math.sqrt(dd[p])
+        n_checked = n
+        if i in mask_of:
+            n_checked = n - int(np.count_nonzero(mask_of[i]))
+            if top_used[p] == 0:  # every ratio 0: the worst is the first element compared, not a masked one
+                worst[p] = int(np.argmin(mask_of[i]))
+                mag = max(abs(float(flats[i][worst[p]])), abs(float(flats[j][worst[p]])))
+                allowed_at[p] = pairs[p][3].rtol * mag + atol_s[p]  # the same two roundings as the array's
+                if floors is not None:
+                    allowed_at[p] += float(floors[worst[p]])
         idx = tuple(int(e) for e in np.unravel_index(worst[p], shape))
         out.append(Comparison(
             **bases[p], max_abs=top_abs[p], max_rel=top_rel[p],
             norm_rel=norm_d / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0, index=idx,
             a_at=float(flats[i][worst[p]]), b_at=float(flats[j][worst[p]]), allowed_at=allowed_at[p],
-            n_off=n_off[p], n_checked=n, scale=scale[p],
+            n_off=n_off[p], n_checked=n_checked, scale=scale[p],
             floor=float(np.broadcast_to(np.asarray(floor, dtype=np.float64), shape)[idx]),
             tol_used=top_used[p], passed=not n_off[p]))
     return out

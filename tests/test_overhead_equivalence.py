@@ -168,7 +168,11 @@ def arrays_of_every_kind(dtype: str, shape: tuple[int, ...], seed: int) -> dict[
         nan = out["same"].copy()
         nan.flat[x.size // 2] = np.nan
         out["nan"] = nan
-        out["masked"] = np.ma.masked_array(out["rounded"], mask=rng.random(shape) < 0.1)
+        mask = rng.random(shape) < 0.1  # the max-pool ties mask every backend's output alike
+        out["masked"] = np.ma.masked_array(out["rounded"], mask=mask)
+        out["masked too"] = np.ma.masked_array(out["same"], mask=mask.copy())
+        out["masked wrong"] = np.ma.masked_array(out["wrong"], mask=mask)
+        out["all masked"] = np.ma.masked_array(out["same"], mask=True)
         out["unmasked"] = np.ma.masked_array(out["rounded"], mask=False)
         out["other shape"] = np.zeros(x.size + 1, dtype)
     return out
@@ -210,6 +214,10 @@ EDGES = {
     "shapes differ": (np.ones((2, 3)), np.ones((3, 2))),
     "transposed": (np.arange(12.0).reshape(3, 4).T, np.arange(12.0).reshape(4, 3) + 1e-9),
     "every element masked": (np.ma.masked_all((3,)), np.ones(3)),
+    "masked alike, the rest equal": (np.ma.masked_array([1.0, 2.0, 3.0], mask=[1, 0, 0]),
+                                     np.ma.masked_array([5.0, 2.0, 3.0], mask=[1, 0, 0])),
+    "masked alike, NaN under the mask": (np.ma.masked_array([np.nan, 2.0, 3.0], mask=[1, 0, 0]),
+                                         np.ma.masked_array([5.0, 2.0, 3.1], mask=[1, 0, 0])),
     "integers": (np.arange(5), np.arange(5) + 1),
     "scalar J": (np.array(1.0), np.array(1.0 + 1e-3)),
     "equal worst elements": (np.array([5.0, 5.0, 1.0]), np.array([6.0, 6.0, 1.0])),
