@@ -360,15 +360,44 @@ def conv(rounds: int, fd_dtypes: tuple[str, ...] = ("float64",)) -> None:
 
 def overhead() -> None:
     print("\nHarness overhead on a run of mid-size cases (manual, torch, jax)")
+    import torch
+
     cases = [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
              for i, dt in enumerate(["float32", "float64"] * 3)]
     backends = [get(n) for n in ("manual", "torch", "jax")]
     run(cases[:2], backends)  # compile
-    t0 = time.perf_counter()
-    result = run(cases, backends)
-    total = time.perf_counter() - t0
-    compute = sum(sum(r.seconds.values()) for r in result.cases)
+
+    def measure(cases: list[Case]) -> tuple[float, float]:
+        """(run seconds, backend seconds) of one run of the cases."""
+        t0 = time.perf_counter()
+        result = run(cases, backends)
+        total = time.perf_counter() - t0
+        return total, sum(sum(r.seconds.values()) for r in result.cases)
+
+    total, compute = measure(cases)
     report("overhead: (run − backend compute) ÷ run", (total - compute) / total, "≤ 0.10",
+           (total - compute) / total <= 0.10)
+    # Where the rest goes: drawing each case's inputs (cases.py), and the harness's own work
+    # (copying the inputs, checking and comparing the outputs: runner.py, compare.py).
+    t0 = time.perf_counter()
+    for case in cases:
+        case.arrays()
+    draw = time.perf_counter() - t0
+    report("  of which drawing the inputs ÷ run", draw / total, "measured", None)
+    report("  of which copying, checking, comparing ÷ run", (total - compute - draw) / total, "measured", None)
+    report("  copying, checking, comparing per case", (total - compute - draw) / len(cases) * 1e3, "measured", None, "ms")
+    # The serial CLI runs with one BLAS and one torch thread (pin_threads): the backends take
+    # longer there, the harness's single-threaded part the same.
+    with one_thread(torch):
+        measure(cases[:2])
+        total, compute = measure(cases)
+    report("overhead, one BLAS and one torch thread (the serial CLI's setting)", (total - compute) / total,
+           "≤ 0.10", (total - compute) / total <= 0.10)
+    with tempfile.TemporaryDirectory() as tmp:  # a catalog network: conv, max-pool, dense
+        conv = [conv_case(Path(tmp), "float32")]
+        measure(conv)  # compile
+        total, compute = measure(conv)
+    report(f"overhead on the convnet case (m={CONV_BATCH}, float32)", (total - compute) / total, "≤ 0.10",
            (total - compute) / total <= 0.10)
 
 
