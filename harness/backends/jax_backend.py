@@ -124,7 +124,10 @@ class JaxBackend:
         compiling it once per signature: the structure with each array's shape and dtype."""
         jax = self.jax
         leaves, tree = jax.tree_util.tree_flatten(args)
-        signature = (structure, tree, tuple((np.shape(x), np.result_type(x).str) for x in leaves))
+        # The x64 mode too: with it off, jax compiles a float64 array's function for float32
+        # (the precision trap a test provokes), and that executable refuses float64 once it is on.
+        signature = (structure, tree, tuple((np.shape(x), np.result_type(x).str) for x in leaves),
+                     bool(jax.config.jax_enable_x64))
         compiled = _recent(self._executables, signature)
         if compiled is None:
             jitted = _recent(self._jitted, structure)
