@@ -13,8 +13,10 @@ report: $(STAMP)
 	$(BIN)/python -m harness claims
 	$(BIN)/python -m harness run
 
-# Two pytest-xdist workers: about 9.5 minutes of pytest on 2 cores on a clean clone (cold JAX
-# cache), measured 2026-11-30 on a shared machine; the install adds about 1.5 minutes.
+# Two pytest-xdist workers (three measured no faster). Measured 2026-11-30 on this 2-core machine,
+# clean clones: 11.1 minutes of pytest with a cold JAX compilation cache (a new machine), 7.5 with
+# the project's .cache/jax warm; the install adds 1.5 to 2.5 minutes. Over the 10-minute budget
+# cold: about 220 s of it is JAX compiling one function per network shape the tests meet.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 

@@ -81,6 +81,24 @@ def _stop(procs) -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def _serial(path: Path, n: int) -> tuple[float, float, list[tuple], int]:
+    """(warm-up seconds, run seconds, agreement rows, cases agreeing) of the first ``n`` cases
+    run serially in this (fresh) process."""
+    from harness.backends import get
+    from harness.cases import load_file
+    from harness.runner import pin_threads, run
+
+    pin_threads()
+    cases = load_file(path)[:n]
+    backends = [get(s) for s in SPECS]
+    t0 = time.perf_counter()
+    run(cases[:1], backends)  # imports torch and JAX, as a worker's warm-up does
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = run(cases, backends)
+    return warm, time.perf_counter() - t0, _rows(result), sum(r.passed for r in result.cases)
+
+
 def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "catalog.toml") -> None:
     from distributed import Client
 
@@ -88,7 +106,7 @@ def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "ca
     from harness.cases import Case, load_file
     from harness.model import Model
     from harness.parallel import local_cluster
-    from harness.runner import pin_threads, run
+    from harness.runner import run
 
     # Every mode compiles cold: with JAX's persistent cache on, the first mode measured would fill
     # it and the next ones would only read it. (Set before any backend starts JAX; the workers
@@ -101,16 +119,14 @@ def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "ca
     cases = cases[:count] if count else cases
     n = len(cases)
     print(f"\nSweeps at scale: {n} of the {total} cases of {path.name} ({', '.join(SPECS)}); Dask overhead")
-    pin_threads()  # as the CLI's serial path: one compute thread, the workers' setting
+    # Serial in a fresh process, as `python -m harness run` runs it: one compute thread set
+    # before JAX starts (in this process earlier benchmarks may have started it with all its
+    # threads, which would give other bits and a faster serial compile).
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
-    # Serial: the warm-up imports torch and JAX once, as a worker's does.
-    backends = [get(s) for s in SPECS]
-    t0 = time.perf_counter()
-    run(cases[:1], backends)
-    serial_warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    serial = run(cases, backends)
-    serial_s = time.perf_counter() - t0
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        serial_warm, serial_s, serial_rows, agree = pool.submit(_serial, path, n).result()
 
     t0 = time.perf_counter()
     cluster = local_cluster(2)
@@ -140,8 +156,7 @@ def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "ca
     finally:
         _stop(procs)
 
-    same = _rows(serial) == _rows(local) == _rows(remote_result)
-    agree = sum(r.passed for r in serial.cases)
+    same = serial_rows == _rows(local) == _rows(remote_result)
     report(f"catalog sweep ({n} cases): cases agreeing, every pair", agree, f"{n} of {n}", agree == n, "cases")
     report("agreement tables identical: serial, --jobs 2, --scheduler", float(same), "1 (identical)", same)
     report("serial: cases per second (after the warm-up)", n / serial_s, "measured", None, "cases/s")

@@ -29,6 +29,8 @@ from .runner import BackendError, CaseResult, RunResult, _check_stop, pin_thread
 # every worker costs three worker restarts, not an endless loop. An existing cluster keeps its
 # own setting (``distributed.scheduler.allowed-failures``, default 3).
 LOCAL_ALLOWED_FAILURES = 2
+CHUNKS_PER_WORKER = 8  # tasks per worker a run is cut into: a worker that dies loses one chunk's work
+MAX_CHUNK = 64
 CONNECT_TIMEOUT = 3.0  # seconds to reach --scheduler before it is bad input
 
 ProgressFn = Callable[..., None]
@@ -53,13 +55,15 @@ def _backends_here(specs: tuple[str, ...], timeout: float, names: tuple[str, ...
         multiprocessing.current_process()._config["daemon"] = False
         pin_threads()  # before any backend starts JAX: XLA reads its thread flags then
         _BUILT[key] = build_backends(list(specs), timeout, list(names) if names else None)
+        pin_threads()  # and torch's, now that a backend imported it
     return _BUILT[key]
 
 
-def run_case_task(case: Case, specs: tuple[str, ...], trust_kinds: frozenset, timeout: float,
-                  names: tuple[str, ...] | None) -> CaseResult:
-    """One case on a Dask worker: the task every parallel run submits."""
-    return run_case(case, _backends_here(specs, timeout, names), trust_kinds)
+def run_cases_task(cases: list[Case], specs: tuple[str, ...], trust_kinds: frozenset, timeout: float,
+                   names: tuple[str, ...] | None) -> list[CaseResult]:
+    """A chunk of cases on a Dask worker, one after another: the task every parallel run submits."""
+    backends = _backends_here(specs, timeout, names)
+    return [run_case(case, backends, trust_kinds) for case in cases]
 
 
 # ----------------------------------------------------------------------- in the parent
@@ -80,7 +84,9 @@ def local_cluster(jobs: int):
     with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES,
                           # nothing is shared between cases: spilling to disk would only cost
                           "distributed.worker.memory.spill": False,
-                          "distributed.worker.memory.target": False}):
+                          "distributed.worker.memory.target": False,
+                          # nothing reads the statistical profiles: no stack sampling every 10 ms
+                          "distributed.worker.profile.enabled": False}):
         # Ctrl-C reaches the whole foreground process group, workers included: each would print
         # a traceback, and a nanny would restart its worker while we close the cluster. An
         # ignored signal stays ignored across the workers' spawn, so SIGINT is ignored while
@@ -144,7 +150,7 @@ def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | 
         client = connect(scheduler)
     try:
         results = _gather_in_order(client, cases, tuple(specs), frozenset(trust_kinds), timeout,
-                                   tuple(names) if names else None, progress)
+                                   tuple(names) if names else None, progress, jobs)
     finally:
         _close(client, cluster)
     if not names:
@@ -152,40 +158,64 @@ def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | 
     return RunResult(list(names), results, allow_uncompared)
 
 
+def chunk_size(n_cases: int, n_workers: int) -> int:
+    """Cases per task: about CHUNKS_PER_WORKER tasks per worker, at most MAX_CHUNK cases each.
+    A task costs the scheduler and the client ~10 ms whatever it holds: one case per task made
+    a sweep of small cases no faster on two workers than on one."""
+    return max(1, min(MAX_CHUNK, n_cases // (CHUNKS_PER_WORKER * max(n_workers, 1))))
+
+
 def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trust: frozenset, timeout: float,
-                     names: tuple[str, ...] | None, progress: ProgressFn | None) -> list[CaseResult]:
+                     names: tuple[str, ...] | None, progress: ProgressFn | None,
+                     n_workers: int | None = None) -> list[CaseResult]:
+    """Every case's result, in case order, from chunks submitted to ``client``'s workers.
+
+    A chunk whose workers all died (the scheduler gives up on a task after its allowed-failures)
+    is split: each of its cases is tried again alone, so only a case that itself ends every
+    worker it lands on becomes an error; the others run on."""
     from distributed import as_completed
 
-    futures = client.map(run_case_task, list(cases), specs=specs, trust_kinds=trust, timeout=timeout,
-                         names=names, pure=False)
-    index = {f.key: i for i, f in enumerate(futures)}
+    n_workers = n_workers or len(client.scheduler_info().get("workers", {}))
+    size = chunk_size(len(cases), n_workers)
+    chunks = {}  # future key -> the indices of its cases
+
+    def submit(indices: list[int]):
+        future = client.submit(run_cases_task, [cases[i] for i in indices], specs=specs, trust_kinds=trust,
+                               timeout=timeout, names=names, pure=False)
+        chunks[future.key] = indices
+        return future
+
+    futures = [submit(list(range(k, min(k + size, len(cases))))) for k in range(0, len(cases), size)]
     results: list[CaseResult | None] = [None] * len(cases)
-    failed = 0
+    done = failed = 0
     if progress:
         progress(0, len(cases), "", 0)
+    pending = as_completed(futures, with_results=True, raise_errors=False, loop=client.loop)
+    del futures  # as_completed holds them until each is done: then the cluster may forget its result
     try:
-        for done, future in enumerate(as_completed(futures, loop=client.loop), 1):
+        for future, value in pending:
             _check_stop()
-            i = index[future.key]
-            results[i] = _result_of(future, cases[i])
-            failed += not results[i].passed
+            indices = chunks.pop(future.key)
+            if future.status != "finished" and len(indices) > 1:
+                for i in indices:  # its workers died: find the case that did it, one by one
+                    pending.add(submit([i]))
+                continue
+            if future.status != "finished":  # (type, exception, traceback), or a CancelledError
+                value = [_error(cases[indices[0]], value[1] if isinstance(value, tuple) else value)]
+            for i, r in zip(indices, value):
+                results[i] = r
+                failed += not r.passed
+            done += len(indices)
             if progress:
-                progress(done, len(cases), cases[i].name, failed)
-            future.release()  # the result is here: the cluster need not keep it
+                progress(done, len(cases), cases[indices[-1]].name, failed)
     except BaseException:
-        client.cancel(futures, force=True)
+        client.cancel(list(pending.futures), force=True)
         raise
     return results  # type: ignore[return-value] - every slot is filled once as_completed ends
 
 
-def _result_of(future, case: Case) -> CaseResult:
-    """The case's result, or, when the task itself failed (its workers died), an error for it."""
-    if future.status == "finished":
-        return future.result()
-    try:
-        exc = future.exception()
-    except BaseException as e:  # noqa: BLE001 - a cancelled future raises here
-        exc = e
+def _error(case: Case, exc: BaseException) -> CaseResult:
+    """The result of a case whose task failed: its workers died, or Dask itself failed."""
     result = CaseResult(case, {})
     name = type(exc).__name__
     if name == "KilledWorker":
@@ -212,4 +242,4 @@ def worker_count(client) -> int:
     return len(client.scheduler_info().get("workers", {}))
 
 
-__all__ = ["run_distributed", "run_case_task", "local_cluster", "connect", "check_jobs"]
+__all__ = ["run_distributed", "run_cases_task", "chunk_size", "local_cluster", "connect", "check_jobs"]

@@ -112,7 +112,7 @@ def test_a_worker_killed_mid_sweep_loses_no_case(tmp_path):
                 lambda dask_scheduler: sum(p.states.get("memory", 0) + p.states.get("released", 0)
                                            + p.states.get("forgotten", 0)
                                            for k, p in dask_scheduler.task_prefixes.items()
-                                           if k.startswith("run_case_task")))
+                                           if k.startswith("run_cases_task")))
             if processing and done >= 4:
                 break
             time.sleep(0.05)
@@ -143,7 +143,13 @@ class KillerCase(Case):
 
 
 def test_a_case_that_kills_every_worker_is_an_error_and_the_sweep_completes(tmp_path, monkeypatch):
+    """In a chunk of three cases first: the chunk is given up, split, and its cases tried alone;
+    only the killer is an error."""
+    from harness import parallel
     from harness.parallel import LOCAL_ALLOWED_FAILURES, run_distributed
+
+    monkeypatch.setattr(parallel, "CHUNKS_PER_WORKER", 1)  # 6 cases on 2 workers: chunks of 3
+    assert parallel.chunk_size(6, 2) == 3
 
     (tmp_path / "killer_case.py").write_text(KILLER)
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers start with this sys.path
