@@ -1,8 +1,8 @@
 """Cases run on Dask distributed: ``--jobs N`` (a local cluster) and ``--scheduler ADDRESS``.
 
-One code path for every parallel run, from a laptop to a cluster. Each case is one task,
-``run_case`` on a worker; a worker builds its backends once (from the same specs as the
-parent) and keeps them for every case it gets. Results come back in case order, whatever
+One code path for every parallel run, from a laptop to a cluster. Cases go to workers in
+chunks, each a task running ``run_case`` on its cases one after another; a worker builds its
+backends once (from the same specs as the parent) and keeps them for every case it gets. Results come back in case order, whatever
 order they finish in, and each is the same bits a serial run gives: a case's numbers depend
 on the case alone (its seed, its values) and every worker computes with one thread, as the
 serial CLI path does (``runner.pin_threads``).
@@ -132,8 +132,8 @@ def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | 
                     scheduler: str | None = None, progress: ProgressFn | None = None,
                     trust_kinds: Collection[str] = (), timeout: float = 600.0,
                     allow_uncompared: bool = False, names: Sequence[str] | None = None) -> RunResult:
-    """``runner.run`` with each case a Dask task: on a local cluster of ``jobs`` processes, or
-    on the cluster whose scheduler is at ``scheduler``.
+    """``runner.run`` on Dask workers, cases in chunks (``chunk_size``): on a local cluster of
+    ``jobs`` processes, or on the cluster whose scheduler is at ``scheduler``.
 
     ``specs`` are the backend names and ``FILE.py:Class`` plugin specs the workers build
     from; ``names`` the names they were given where first built (the parent's up-front check).
