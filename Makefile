@@ -14,7 +14,7 @@ report: $(STAMP)
 	$(BIN)/python -m harness run
 
 # Two pytest-xdist workers (three measured no faster). Measured 2026-11-30 on this 2-core machine,
-# clean clones: 11.1 minutes of pytest with a cold JAX compilation cache (a new machine), 7.5 with
+# clean clones: 10.2 to 11.1 minutes of pytest with a cold JAX compilation cache (a new machine), 7.5 with
 # the project's .cache/jax warm; the install adds 1.5 to 2.5 minutes. Over the 10-minute budget
 # cold: about 220 s of it is JAX compiling one function per network shape the tests meet.
 test: $(STAMP)
