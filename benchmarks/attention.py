@@ -3,29 +3,20 @@
 
 from __future__ import annotations
 
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 
+from . import main_module
+
 N, T, D, HEADS = 16, 128, 128, 4
-
-
-def _helpers():
-    """benchmarks/__main__.py's report, interleaved and one_thread: the running module when
-    started as ``python -m benchmarks`` (its ROWS are the ones written out), else imported."""
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "benchmarks.__main__":
-        return main
-    import benchmarks.__main__ as main
-    return main
 
 
 def attention(rounds: int) -> None:
     from harness.backends import get
     from harness.catalog import LAYERS, build_spec
 
-    bench = _helpers()
+    bench = main_module()
     report, interleaved = bench.report, bench.interleaved
     print(f"\nOne forward + backward of an attention block, N={N}, T={T}, D={D}, {HEADS} heads (no mask): "
           "manual vs torch")

@@ -7,23 +7,11 @@ order), then dx, dWx, dWh, db from one upstream gradient dy.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
+from . import main_module
+
 N, T, D, H = 64, 32, 128, 128
-
-
-def _helpers():
-    """benchmarks/__main__.py's report, interleaved and one_thread. Run as ``python -m
-    benchmarks`` that module is ``__main__``: importing it again by name would give a second
-    copy with its own ROWS, and these rows would miss the csv."""
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "benchmarks.__main__":
-        return main
-    import benchmarks.__main__ as main  # imported from elsewhere (a test, a REPL)
-
-    return main
 
 
 def torch_order(H: int) -> np.ndarray:
@@ -71,7 +59,7 @@ def contenders(dtype: str, rng: np.random.Generator) -> dict:
 def lstm(rounds: int) -> None:
     import torch
 
-    bench = _helpers()
+    bench = main_module()
     print(f"\nlstm on N={N}, T={T}, D={D}, H={H}: catalog numpy forward + hand-written BPTT vs "
           "torch.nn.LSTM(batch_first=True) forward + autograd (dx and every weight gradient on both "
           "sides), timed at one BLAS and one torch thread (as the CLI runs cases), then at the "

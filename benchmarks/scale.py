@@ -18,19 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from . import main_module
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ["manual", "torch", "jax", "fd"]
 TRIVIAL = 400  # no-op-sized cases for the per-task overhead
 PROJECTED_CASES, PROJECTED_WORKERS = 100_000, 64
-
-
-def _helpers():
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "benchmarks.__main__":
-        return main
-    import benchmarks.__main__ as main
-
-    return main
 
 
 def _rows(result) -> list[tuple]:
@@ -112,7 +105,7 @@ def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "ca
     # it and the next ones would only read it. (Set before any backend starts JAX; the workers
     # started below inherit it.)
     os.environ["XVAL_JAX_CACHE"] = "off"
-    h = _helpers()
+    h = main_module()
     report = h.report
     cases = load_file(path)
     total = len(cases)
