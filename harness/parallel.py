@@ -238,8 +238,4 @@ def _close(client, cluster) -> None:
             pass
 
 
-def worker_count(client) -> int:
-    return len(client.scheduler_info().get("workers", {}))
-
-
 __all__ = ["run_distributed", "run_cases_task", "chunk_size", "local_cluster", "connect", "check_jobs"]
