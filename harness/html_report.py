@@ -48,12 +48,48 @@ MAX_CASE_SECTIONS = 100  # per-case tables: every failing case, then passing one
 HEATMAP_ROWS = ("analytic", "finite_difference")  # their rtol values are the red lines on the colour bar
 
 
+def _figure(width: float, height: float):
+    """A matplotlib Figure drawn by Agg, without pyplot: importing pyplot cost half a second of
+    every run, and nothing here needs its figure manager."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)  # attaches itself: savefig and get_renderer draw with Agg
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-axis tick labels as plain text (1e-09, 0.001, 10): the default mathtext labels are
+    parsed by pyparsing, a good part of the plots' time."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _text_inches(fig, texts: list[str], fontsize: float) -> float:
+    """The width in inches of the widest of ``texts`` drawn at ``fontsize``, measured by the
+    figure's own renderer, for margins set by hand. Matplotlib's constrained layout did this for
+    every label and artist, several times over: two thirds of the plots' time."""
+    renderer = fig.canvas.get_renderer()
+    probe = fig.text(0, 0, "", fontsize=fontsize)
+    widest = 0.0
+    for t in texts:
+        probe.set_text(t)
+        widest = max(widest, probe.get_window_extent(renderer).width)
+    probe.remove()
+    return widest / fig.dpi
+
+
 def heatmap_png(result: RunResult) -> bytes:
     """Cases × backend pairs, coloured by the worst norm-relative difference (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
     pairs = list(dict.fromkeys(c.pair for c in result.comparisons))
@@ -73,25 +109,37 @@ def heatmap_png(result: RunResult) -> bytes:
                 worst[i, j] = max(np.nan_to_num(worst[i, j], nan=0.0), v)
             failed[i, j] |= not c.passed
     shown = np.clip(worst, 1e-18, 1.0)
-    fig, ax = plt.subplots(figsize=(max(7.0, 3.5 + 0.8 * len(pairs)), 2.2 + 0.22 * max(len(names), 1)),
-                           dpi=100, layout="constrained")
+    pair_labels = [p.replace("-vs-", "\nvs ") for p in pairs]
+    # Margins in inches: the case names on the left, the title and the two-line pair names on
+    # top, the colour bar and its label on the right; the cells take what is left.
+    probe = _figure(1, 1)
+    left = 0.15 + _text_inches(probe, names, 7)
+    label_w = _text_inches(probe, pair_labels, 7)
+    top, bottom, bar = 0.8, 0.15, 1.25
+    width = max(7.0, left + max(3.5, 0.8 * len(pairs)) + bar)
+    height = top + max(0.22 * len(names), 0.6) + bottom
+    cells_w = width - left - bar
+    fig = _figure(width, height)
+    ax = fig.add_axes((left / width, bottom / height, cells_w / width, (height - top - bottom) / height))
+    cax = fig.add_axes(((left + cells_w + 0.1) / width, bottom / height, 0.12 / width,
+                        (height - top - bottom) / height))
     im = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap="viridis",
                    norm=LogNorm(vmin=1e-18, vmax=1.0), interpolation="nearest")
     for i, j in zip(*np.nonzero(failed)):
         ax.text(j, i, "✗", ha="center", va="center", color="red", fontsize=10, fontweight="bold")
-    ax.set_xticks(range(len(pairs)), [p.replace("-vs-", "\nvs ") for p in pairs], fontsize=7)
+    # Pair names wider than their column are drawn smaller rather than over each other.
+    ax.set_xticks(range(len(pairs)), pair_labels, fontsize=7 if label_w <= cells_w / max(len(pairs), 1) else 5)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.xaxis.tick_top()
-    bar = fig.colorbar(im, ax=ax, aspect=40, pad=0.01)
+    bar = fig.colorbar(im, cax=cax)
     bar.set_label("worst ‖a−b‖/(‖a‖+‖b‖) over quantities", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     # The tolerance lines: the rtol of each row in use, where agreement turns into disagreement.
     for rtol in sorted({t.rtol for (_, kind), t in TOLERANCES.items() if kind in HEATMAP_ROWS}):
         bar.ax.axhline(rtol, color="red", lw=1.5)
-    ax.set_title("worst norm-relative difference per case and pair; ✗ = out of tolerance", fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    fig.suptitle("worst norm-relative difference per case and pair; ✗ = out of tolerance", fontsize=9,
+                 y=1 - 0.08 / height, va="top")
+    return _png(fig)
 
 
 def margins(result: RunResult) -> dict[tuple[str, str], np.ndarray]:
@@ -117,19 +165,19 @@ def margin_histogram_png(groups: dict[tuple[str, str], np.ndarray]) -> bytes:
     """One panel per (pair kind, dtype): how many comparisons have each margin, log x, the
     tolerance (margin 1) as a red line. Margins below MARGIN_FLOOR are drawn at it, non-finite
     ones at the right edge."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     finite = np.concatenate([v[np.isfinite(v)] for v in groups.values()])
     top = max(10.0, float(finite.max()) * 2 if finite.size else 10.0)
     # Just above 1 is a bin edge (bins are [left, right)): a bin holds comparisons either within
     # tolerance (margin 1 included) or out of it, never both.
     bins = np.concatenate([np.logspace(np.log10(MARGIN_FLOOR), 0, 46)[:-1], [np.nextafter(1.0, 2.0)],
                            np.logspace(0, np.log10(top), 15)[1:]])
-    fig, axes = plt.subplots(len(groups), 1, sharex=True, squeeze=False, dpi=100, layout="constrained",
-                             figsize=(8.0, 0.6 + 1.5 * len(groups)))
+    height = 0.75 + 1.5 * len(groups)
+    fig = _figure(8.0, height)
+    # Margins in inches, set by hand (see _text_inches): the y labels on the left, each panel's
+    # title above it, the x label below the last.
+    fig.subplots_adjust(left=0.75 / 8, right=1 - 0.15 / 8, top=1 - 0.3 / height, bottom=0.5 / height,
+                        hspace=0.35 / 1.15)
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)
     for ax, ((kind, dtype), v) in zip(axes[:, 0], groups.items()):
         shown = np.clip(np.where(np.isfinite(v), v, top), MARGIN_FLOOR, top)
         ax.hist([shown[v <= 1], shown[~(v <= 1)]], bins=bins, histtype="stepfilled", log=True, stacked=True,
@@ -140,13 +188,12 @@ def margin_histogram_png(groups: dict[tuple[str, str], np.ndarray]) -> bytes:
                      + (f", {off:,} out of tolerance" if off else ""), fontsize=8, loc="left")
         ax.tick_params(labelsize=7)
         ax.set_ylabel("comparisons", fontsize=7)
+        _plain_log_ticks(ax.yaxis)
     axes[-1, 0].set_xscale("log")
+    _plain_log_ticks(axes[-1, 0].xaxis)
     axes[-1, 0].set_xlabel("margin: worst element's |a − b| ÷ its allowed tolerance (red: 1, beyond it out of "
                            "tolerance)", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def _margins_section(result: RunResult) -> str:
