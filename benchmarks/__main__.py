@@ -490,8 +490,9 @@ def fd_vectorised() -> None:
 
 
 def sweep(count: int | None) -> None:
-    from .scale import scale
+    from .scale import scale, worker_speed
 
+    worker_speed()
     scale(count)
 
 

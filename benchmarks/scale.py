@@ -172,3 +172,60 @@ def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "ca
     projected = PROJECTED_CASES * (mean_case + max(per_task, 0.0)) / PROJECTED_WORKERS
     report(f"projection: {PROJECTED_CASES:,} catalog cases on {PROJECTED_WORKERS} single-core workers",
            projected / 60, "measured (mean case × count ÷ workers, + per-task overhead)", None, "min")
+
+
+MID_CASES = 40  # mid-size MLP cases (256-512-512-10, m = 256) for the worker-vs-parent timing
+
+
+def _mid_run(n: int) -> float:
+    """Seconds of one run of ``n`` mid-size cases (manual, torch) after a warm-up, in this process:
+    the same function in the parent and on a worker."""
+    from harness.backends import get
+    from harness.cases import Case
+    from harness.model import Model
+    from harness.runner import pin_threads, run
+
+    pin_threads()
+    cases = [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
+             for i, dt in enumerate(["float32", "float64"] * (n // 2))]
+    backends = [get("manual"), get("torch")]
+    run(cases[:2], backends)
+    t0 = time.perf_counter()
+    run(cases, backends)
+    return time.perf_counter() - t0
+
+
+def worker_speed(rounds: int = 4) -> None:
+    """The same cases in this process, on a one-worker cluster as --jobs starts it, and on a
+    one-worker LocalCluster with Dask's defaults (whose nanny sets MALLOC_TRIM_THRESHOLD_=65536),
+    interleaved round by round."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from harness.parallel import local_cluster
+
+    report = main_module().report
+    print(f"\nA case on a Dask worker against the parent ({MID_CASES} mid-size MLP cases, manual and torch)")
+    clusters = {"--jobs worker": lambda: local_cluster(1),
+                "Dask's default worker": lambda: LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                              dashboard_address=None, silence_logs=logging.CRITICAL)}
+    times: dict[str, list[float]] = {"parent": [], **{k: [] for k in clusters}}
+    started = {k: start() for k, start in clusters.items()}  # steady state: each worker runs every round
+    try:
+        clients = {k: Client(c, set_as_default=False) for k, c in started.items()}
+        for _ in range(rounds):
+            times["parent"].append(_mid_run(MID_CASES))
+            for label, client in clients.items():
+                times[label].append(client.submit(_mid_run, MID_CASES, pure=False).result())
+        for client in clients.values():
+            client.close()
+    finally:
+        for cluster in started.values():
+            cluster.close()
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    print("  seconds per round:", {k: [round(x, 2) for x in v] for k, v in times.items()})
+    jobs = med["--jobs worker"] / med["parent"]
+    report("mid-size cases: a --jobs worker ÷ the parent (median of rounds)", jobs, "≤ 1.1", jobs <= 1.1)
+    report("mid-size cases: a worker with Dask's defaults (MALLOC_TRIM_THRESHOLD_ set) ÷ the parent",
+           med["Dask's default worker"] / med["parent"], "measured", None)

@@ -58,6 +58,24 @@ def test_a_local_cluster_gives_the_serial_results_case_by_case(tmp_path):
     assert seen[0] == (0, 12, "", 0) and seen[-1][:2] == (12, 12) and len(seen) == 13
 
 
+def test_local_workers_allocate_as_the_parent_does():
+    """Dask's nannies set MALLOC_TRIM_THRESHOLD_, which turns off glibc's adaptive mmap threshold
+    (a mid-size case ran 20-30% slower in a worker); the local cluster leaves it unset, and keeps
+    the one-thread settings."""
+    from distributed import Client
+
+    from harness.parallel import local_cluster
+
+    cluster = local_cluster(1)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            (env,) = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_",
+                                                                        "OMP_NUM_THREADS")}).values()
+    finally:
+        cluster.close()
+    assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
+
+
 class _Workers:
     """`dask scheduler` and two `dask worker` processes on 127.0.0.1, as a user starts them."""
 
