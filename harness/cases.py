@@ -163,12 +163,14 @@ def memory_limit() -> int:
     return int(MEMORY_FRACTION * physical_memory())
 
 
-def _memory_parts(model: Model | Network, batch: int) -> tuple[int, int, int]:
-    """(kept, compiled, working) bytes of one case; see ``memory_estimate``."""
+def _memory_parts(model: Model | Network, batch: int, keep_arrays: bool = True) -> tuple[int, int, int]:
+    """(kept, compiled, working) bytes of one case; see ``memory_estimate``. Without
+    ``keep_arrays`` (a run that saves no arrays sheds them: ``CaseResult.shed_arrays``) a case
+    keeps its records only."""
     if isinstance(model, Network):
         from .network_cases import memory_parts
         return memory_parts(model, batch, N_BACKENDS, CASE_BYTES, COMPARISON_BYTES,
-                            COMPILED_BYTES, COMPILED_BYTES_PER_NETWORK_LAYER)
+                            COMPILED_BYTES, COMPILED_BYTES_PER_NETWORK_LAYER, keep_arrays)
     s = model.np_dtype.itemsize
     P = model.n_params
     m, n = batch, model.layers
@@ -177,8 +179,8 @@ def _memory_parts(model: Model | Network, batch: int) -> tuple[int, int, int]:
     Q = max(max(m * b, a * b) for a, b in zip(n, n[1:]))  # the largest single array
     NQ = 6 * model.L + 1  # quantities compared per pair: J, z, a, dz, da, dW, db per layer, Jv
     pairs = N_BACKENDS * (N_BACKENDS - 1) // 2
-    kept = (s * (X + 2 * T + P) + N_BACKENDS * s * (P + 4 * A) + 2 * A
-            + CASE_BYTES + pairs * NQ * COMPARISON_BYTES)
+    records = CASE_BYTES + pairs * NQ * COMPARISON_BYTES
+    kept = records + (s * (X + 2 * T + P) + N_BACKENDS * s * (P + 4 * A) + 2 * A if keep_arrays else 0)
     compiled = COMPILED_BYTES + COMPILED_BYTES_PER_LAYER * model.L
     working = 8 * (12 * P + 14 * A + 2 * X + 2 * T + 16 * Q)
     return kept, compiled, working
@@ -232,7 +234,8 @@ class _MemoryBudget:
     written), the working set of one case at a time comes on top. A case too large alone,
     or one that makes the sum too large, is refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_arrays: bool = True) -> None:
+        self.keep_arrays = keep_arrays  # False: the run sheds each case's arrays (records kept)
         self.total, self.limit = physical_memory(), memory_limit()
         self.kept = self.working = self.cases = 0
         self.shapes: set[tuple[Model, int]] = set()
@@ -251,7 +254,9 @@ class _MemoryBudget:
         a sweep generated, named in the message (the error names the sweep)."""
         kept, compiled, working = _memory_parts(model, batch)
         kept += extra
-        alone = BASE_BYTES + kept + compiled + working
+        alone = BASE_BYTES + kept + compiled + working  # while it runs, a case holds its arrays
+        if not self.keep_arrays:  # and then sheds them: the run keeps its records only
+            kept = _memory_parts(model, batch, keep_arrays=False)[0] + extra
         if alone > self.limit:
             # Name what makes it large: the batch (activations) or the layer sizes (parameters).
             if isinstance(model, Network):
@@ -276,7 +281,8 @@ class _MemoryBudget:
         if need > self.limit:
             f.fail(sum_field, f"too much for one run: the {self.cases} cases up to "
                               f"{name or 'this one'} need about {_gib(need)} of memory together "
-                              f"(a run keeps every case's arrays and results for the report); "
+                              f"(a run keeps every case's results for the report, and its arrays "
+                              f"with --save-arrays); "
                               f"{self._machine()}")
 
 
@@ -289,13 +295,14 @@ def load_file(path: str | Path, allow_huge: bool = False) -> list[Case]:
     return _load_file(path, _MemoryBudget(), allow_huge)
 
 
-def load_files(paths: list[str | Path], allow_huge: bool = False) -> list[Case]:
+def load_files(paths: list[str | Path], allow_huge: bool = False, keep_arrays: bool = True) -> list[Case]:
     """Load several files; a case name may appear only once in a run, and the cases of all
-    files together must fit in memory (a run keeps every case's results). ``allow_huge``: as
-    for ``load_file``."""
+    files together must fit in memory (a run keeps every case's results, and its arrays unless
+    ``keep_arrays`` is False: the CLI's run without --save-arrays). ``allow_huge``: as for
+    ``load_file``."""
     cases: list[Case] = []
     where: dict[str, str] = {}
-    budget = _MemoryBudget()
+    budget = _MemoryBudget(keep_arrays)
     for p in paths:
         for c in _load_file(p, budget, allow_huge):
             if c.name in where:

@@ -274,7 +274,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cases = load_files(_default_cases(args.casefiles), allow_huge=args.yes)
+    cases = load_files(_default_cases(args.casefiles), allow_huge=args.yes, keep_arrays=args.save_arrays)
     jobs = _jobs(args)
     if not 0 < args.timeout < 1e9:
         raise InputError(f"must be a positive number of seconds, got {args.timeout}", field="--timeout")
@@ -291,12 +291,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             build.check_names(names + [p.name for p in plugins])
             result = run_distributed(cases, names + list(args.backend), jobs=None if args.scheduler else jobs,
                                      scheduler=args.scheduler, progress=progress, trust_kinds=trust,
-                                     timeout=args.timeout, names=names + [p.name for p in plugins])
+                                     timeout=args.timeout, names=names + [p.name for p in plugins],
+                                     keep_arrays=args.save_arrays)
         else:
             pin_threads()  # the workers' settings: the same bits whichever way a case runs
             backends = build.build(_backend_names(args.backends), args.backend, args.timeout)
             try:
-                result = run(cases, backends, progress=progress, trust_kinds=trust)
+                # Arrays the report will not save are dropped case by case (CaseResult.shed_arrays).
+                result = run(cases, backends, progress=progress, trust_kinds=trust,
+                             keep_arrays=args.save_arrays)
             finally:
                 build.close(backends)
     result.allow_uncompared = args.allow_uncompared

@@ -301,7 +301,8 @@ def draw_arrays(case: Case) -> dict[str, np.ndarray]:
 
 
 def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
-                 comparison_bytes: int, compiled: int, per_layer: int) -> tuple[int, int, int]:
+                 comparison_bytes: int, compiled: int, per_layer: int,
+                 keep_arrays: bool = True) -> tuple[int, int, int]:
     """(kept, compiled, working) bytes of one network case, as ``cases._memory_parts`` for an
     MLP: P parameters, A the elements of one set of per-layer values, NQ the quantities;
     ``per_layer`` is cases.COMPILED_BYTES_PER_NETWORK_LAYER (why there)."""
@@ -313,8 +314,8 @@ def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
     Q = max([m * math.prod(spec.out_shape) for spec in net.network] + [P, X])
     NQ = len(net.algorithm_order()) + 1
     pairs = n_backends * (n_backends - 1) // 2
-    kept = (s * (X + 2 * T + P + A) + n_backends * s * (P + 4 * A) + 2 * A
-            + case_bytes + pairs * NQ * comparison_bytes)
+    records = case_bytes + pairs * NQ * comparison_bytes
+    kept = records + (s * (X + 2 * T + P + A) + n_backends * s * (P + 4 * A) + 2 * A if keep_arrays else 0)
     working = 8 * (12 * P + 14 * A + 2 * X + 2 * T + 16 * Q)
     return kept, compiled + per_layer * net.L, working
 

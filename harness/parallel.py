@@ -60,10 +60,16 @@ def _backends_here(specs: tuple[str, ...], timeout: float, names: tuple[str, ...
 
 
 def run_cases_task(cases: list[Case], specs: tuple[str, ...], trust_kinds: frozenset, timeout: float,
-                   names: tuple[str, ...] | None) -> list[CaseResult]:
-    """A chunk of cases on a Dask worker, one after another: the task every parallel run submits."""
+                   names: tuple[str, ...] | None, keep_arrays: bool = True) -> list[CaseResult]:
+    """A chunk of cases on a Dask worker, one after another: the task every parallel run submits.
+    Without ``keep_arrays`` each result sheds its arrays here, before it is sent back."""
     backends = _backends_here(specs, timeout, names)
-    return [run_case(case, backends, trust_kinds) for case in cases]
+    results = []
+    for case in cases:
+        results.append(run_case(case, backends, trust_kinds))
+        if not keep_arrays:
+            results[-1].shed_arrays()
+    return results
 
 
 # ----------------------------------------------------------------------- in the parent
@@ -137,12 +143,15 @@ def connect(scheduler: str):
 def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | None = None,
                     scheduler: str | None = None, progress: ProgressFn | None = None,
                     trust_kinds: Collection[str] = (), timeout: float = 600.0,
-                    allow_uncompared: bool = False, names: Sequence[str] | None = None) -> RunResult:
+                    allow_uncompared: bool = False, names: Sequence[str] | None = None,
+                    keep_arrays: bool = True) -> RunResult:
     """``runner.run`` on Dask workers, cases in chunks (``chunk_size``): on a local cluster of
     ``jobs`` processes, or on the cluster whose scheduler is at ``scheduler``.
 
     ``specs`` are the backend names and ``FILE.py:Class`` plugin specs the workers build
     from; ``names`` the names they were given where first built (the parent's up-front check).
+    ``keep_arrays=False``: as for ``runner.run``, but the workers shed each case's arrays
+    before sending its result back.
     """
     if (jobs is None) == (scheduler is None):
         raise ValueError("give exactly one of jobs and scheduler")
@@ -156,7 +165,7 @@ def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | 
         client = connect(scheduler)
     try:
         results = _gather_in_order(client, cases, tuple(specs), frozenset(trust_kinds), timeout,
-                                   tuple(names) if names else None, progress, jobs)
+                                   tuple(names) if names else None, progress, jobs, keep_arrays=keep_arrays)
     finally:
         _close(client, cluster)
     if not names:
@@ -173,7 +182,7 @@ def chunk_size(n_cases: int, n_workers: int) -> int:
 
 def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trust: frozenset, timeout: float,
                      names: tuple[str, ...] | None, progress: ProgressFn | None,
-                     n_workers: int | None = None) -> list[CaseResult]:
+                     n_workers: int | None = None, *, keep_arrays: bool = True) -> list[CaseResult]:
     """Every case's result, in case order, from chunks submitted to ``client``'s workers.
 
     A chunk whose workers all died (the scheduler gives up on a task after its allowed-failures)
@@ -187,7 +196,7 @@ def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trus
 
     def submit(indices: list[int]):
         future = client.submit(run_cases_task, [cases[i] for i in indices], specs=specs, trust_kinds=trust,
-                               timeout=timeout, names=names, pure=False)
+                               timeout=timeout, names=names, keep_arrays=keep_arrays, pure=False)
         chunks[future.key] = indices
         return future
 

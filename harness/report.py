@@ -69,6 +69,8 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
 def _write_arrays(result: RunResult, folder: Path) -> None:
     """arrays/<case>/inputs.npz and arrays/<case>/<backend>.npz; names mapped by ``file_name``
     (injective), so no two cases or backends share a file."""
+    if any(r.shed for r in result.cases):
+        raise ValueError("the run shed its arrays (run(..., keep_arrays=False)): nothing to save")
     for r in result.cases:
         case_dir = folder / file_name(r.case.name)
         atomic_write(case_dir / "inputs.npz", _npz_bytes(r.inputs))
@@ -200,11 +202,8 @@ def _case_section(r: CaseResult) -> list[str]:
         lines += ["", f"Layers (a residual's body numbered right after it): {c.model.numbered()}."]
     times = ", ".join(f"{b} {1000 * s:.1f} ms" for b, s in r.seconds.items())
     lines += ["", f"Time per backend: {times}."]
-    for backend, out in r.outputs.items():
-        masked = [q for q, v in out.items() if np.ma.isMaskedArray(v)]
+    for backend, (masked, checked, total) in r.masked_counts().items():
         if masked:
-            checked = sum(int(np.ma.count(out[q])) for q in masked)
-            total = sum(out[q].size for q in masked)
             lines.append(f"`{backend}` checked {checked} of {total} elements of {', '.join(masked)} "
                          "(a seeded sample on large cases, minus kink crossings and max-pool ties).")
     if r.ties:

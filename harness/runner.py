@@ -51,6 +51,33 @@ class CaseResult:
     inconclusive: dict[str, int] = field(default_factory=dict)  # per backend: not compared
     kind_notes: dict[str, str] = field(default_factory=dict)  # per backend: declared kind not honoured
     ties: dict[str, int] = field(default_factory=dict)  # max-pool ties: windows, elements not compared
+    # After ``shed_arrays``: True, and what the report says of the arrays (``masked_counts``).
+    shed: bool = False
+    masked: dict[str, tuple[list[str], int, int]] = field(default_factory=dict)
+
+    def masked_counts(self) -> dict[str, tuple[list[str], int, int]]:
+        """Per backend whose output has masked (not compared) elements: (the quantities, the
+        elements compared, all their elements)."""
+        if self.shed:
+            return self.masked
+        counts = {}
+        for backend, out in self.outputs.items():
+            masked = [q for q, v in out.items() if np.ma.isMaskedArray(v)]
+            if masked:
+                counts[backend] = (masked, sum(int(np.ma.count(out[q])) for q in masked),
+                                   sum(int(out[q].size) for q in masked))
+        return counts
+
+    def shed_arrays(self) -> None:
+        """Drop the inputs and every backend's arrays once they are compared: a run that saves no
+        arrays keeps only the records, so a sweep's memory (and what a Dask worker sends back)
+        grows by its comparisons, not by its arrays. Which backends gave an output stays
+        (``outputs`` keeps its keys, each with an empty dict)."""
+        if not self.shed:
+            self.masked = self.masked_counts()
+            self.outputs = {b: {} for b in self.outputs}
+            self.inputs = {}
+            self.shed = True
 
     @property
     def state(self) -> str:
@@ -292,12 +319,15 @@ def _check_stop() -> None:
 
 def run(cases: Sequence[Case], backends: Sequence[Backend],
         progress: Callable[..., None] | None = None, *,
-        trust_kinds: Collection[str] = (), allow_uncompared: bool = False) -> RunResult:
+        trust_kinds: Collection[str] = (), allow_uncompared: bool = False,
+        keep_arrays: bool = True) -> RunResult:
     """Run all cases, one after another.
 
     ``progress(done, total, case_name, failed)`` is called with done = 0 first, then after each
     case (``failed``: cases so far that did not agree); ``harness.progress.Progress`` draws it.
-    ``harness.parallel.run_distributed`` is the same on Dask workers.
+    ``harness.parallel.run_distributed`` is the same on Dask workers. ``keep_arrays=False``
+    sheds each case's arrays once compared (``CaseResult.shed_arrays``): the CLI's run without
+    --save-arrays.
     """
     results = []
     failed = 0
@@ -306,6 +336,8 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
     for i, case in enumerate(cases):
         _check_stop()
         results.append(run_case(case, backends, trust_kinds))
+        if not keep_arrays:
+            results[-1].shed_arrays()
         failed += not results[-1].passed
         if progress:
             progress(i + 1, len(cases), case.name, failed)
