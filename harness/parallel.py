@@ -187,7 +187,10 @@ def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trus
 
     A chunk whose workers all died (the scheduler gives up on a task after its allowed-failures)
     is split: each of its cases is tried again alone, so only a case that itself ends every
-    worker it lands on becomes an error; the others run on."""
+    worker it lands on becomes an error; the others run on. A case that fails alone may still be
+    a bystander: a task queued on a worker that another case killed is counted as suspect too.
+    So such cases are tried once more at the end, one at a time, with nothing else on the
+    cluster; only a case that fails there is an error."""
     from distributed import as_completed
 
     n_workers = n_workers or len(client.scheduler_info().get("workers", {}))
@@ -207,22 +210,37 @@ def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trus
         progress(0, len(cases), "", 0)
     pending = as_completed(futures, with_results=True, raise_errors=False, loop=client.loop)
     del futures  # as_completed holds them until each is done: then the cluster may forget its result
+    suspects: list[int] = []  # cases that failed alone, tried again one at a time at the end
+    last_try = False
+
+    def finish(indices: list[int], value) -> None:
+        nonlocal done, failed
+        for i, r in zip(indices, value):
+            results[i] = r
+            failed += not r.passed
+        done += len(indices)
+        if progress:
+            progress(done, len(cases), cases[indices[-1]].name, failed)
+
     try:
-        for future, value in pending:
-            _check_stop()
-            indices = chunks.pop(future.key)
-            if future.status != "finished" and len(indices) > 1:
-                for i in indices:  # its workers died: find the case that did it, one by one
-                    pending.add(submit([i]))
-                continue
-            if future.status != "finished":  # (type, exception, traceback), or a CancelledError
-                value = [_error(cases[indices[0]], value[1] if isinstance(value, tuple) else value)]
-            for i, r in zip(indices, value):
-                results[i] = r
-                failed += not r.passed
-            done += len(indices)
-            if progress:
-                progress(done, len(cases), cases[indices[-1]].name, failed)
+        while True:
+            for future, value in pending:
+                _check_stop()
+                indices = chunks.pop(future.key)
+                if future.status != "finished" and len(indices) > 1:
+                    for i in indices:  # its workers died: find the case that did it, one by one
+                        pending.add(submit([i]))
+                    continue
+                if future.status != "finished" and not last_try:
+                    suspects.append(indices[0])
+                    continue
+                if future.status != "finished":  # (type, exception, traceback), or a CancelledError
+                    value = [_error(cases[indices[0]], value[1] if isinstance(value, tuple) else value)]
+                finish(indices, value)
+            if not suspects:
+                break
+            last_try = True
+            pending.add(submit([suspects.pop(0)]))  # alone on the cluster: no bystander to blame
     except BaseException:
         client.cancel(list(pending.futures), force=True)
         raise
