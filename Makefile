@@ -14,8 +14,8 @@ report: $(STAMP)
 	$(BIN)/python -m harness run
 
 # Two pytest-xdist workers (three measured no faster). Measured 2026-11-30 on this 2-core machine,
-# clean clones with a cold JAX compilation cache (a new machine): 9.8 minutes of pytest (10.2 to
-# 11.1 earlier the same day, before the report's plots got faster), 11.7 in all with the install
+# clean clones with a cold JAX compilation cache (a new machine): 9.8 and 10.3 minutes of pytest (10.2 to
+# 11.1 earlier the same day, before the report's plots got faster), 11.7 and 12.1 in all with the install
 # and Chromium; 7.5 minutes of pytest with the project's .cache/jax warm. About 220 s of the cold
 # run is JAX compiling one function per network shape the tests meet.
 test: $(STAMP)
