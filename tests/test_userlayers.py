@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from harness.errors import InputError
 from harness.userlayers import FAMILIES, check_file, check_layer, recognise
 
@@ -206,8 +207,8 @@ def dropout_backward(dout, cache):
 def test_the_users_code_cannot_crash_hide_or_mislead(tmp_path):
     f = tmp_path / "hostile.py"
     f.write_text(HOSTILE)
-    p = subprocess.run([sys.executable, "-m", "harness", "layers", str(f), "--timeout", "3", "--json", "--against", "manual",
-                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    p = run_cli("layers", f, "--timeout", "3", "--json", "--against", "manual", "--out", tmp_path / "out",
+                timeout=300)
     assert p.returncode == 1, p.stderr[-2000:]
     data = json.loads(p.stdout)  # the print went to stderr
     assert "a print that must not reach --json" in p.stderr
@@ -231,15 +232,13 @@ def test_the_users_code_cannot_crash_hide_or_mislead(tmp_path):
 def test_a_file_that_cannot_be_checked_is_one_line_and_exit_2(tmp_path, source, needle):
     f = tmp_path / "bad.py"
     f.write_text(source)
-    p = subprocess.run([sys.executable, "-m", "harness", "layers", str(f), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    p = run_cli("layers", f, "--out", tmp_path / "o", timeout=120)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 
 
 def test_cli_exit_codes_table_and_reproducing_command(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "harness", "layers", *a, "--out", str(tmp_path / "o")],  # noqa: E731
-                                    capture_output=True, text=True, timeout=300, cwd=ROOT)
+    run = lambda *a: run_cli("layers", *a, "--out", tmp_path / "o", timeout=300)  # noqa: E731
     ok = run(str(EX / "dls_layers.py"), "--only", "linear,relu (DLS)", "--against", "manual,fd")
     assert ok.returncode == 0 and "ALL AGREE: 2 layers match manual, fd" in ok.stdout, ok.stdout + ok.stderr
     bad = run(str(EX / "cs231n_layers_buggy.py"), "--only", "word_embedding", "--against", "manual")

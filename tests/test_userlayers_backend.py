@@ -3,11 +3,10 @@ with the harness's arms; and a plugin's wrong result named by the known mistake 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,9 +60,8 @@ def _run(tmp_path, layers_file, *extra):
     out = tmp_path / "out"
     # manual alone beside the user's layers (fd on these networks would double the time); the
     # dropout case then compares nothing, which --allow-uncompared lets pass
-    p = subprocess.run([sys.executable, "-m", "harness", "run", str(cases), "--backends", "manual",
-                        "--backend", f"layers:{layers_file}", "--allow-uncompared", "--out", str(out), *extra],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    p = run_cli("run", cases, "--backends", "manual", "--backend", f"layers:{layers_file}", "--allow-uncompared",
+                "--out", out, *extra, timeout=300)
     return p, out
 
 
@@ -100,9 +98,8 @@ def test_a_plugins_mistake_is_named_when_a_mutant_equals_it(tmp_path):
                       "        out['dW1'] = out['dW1'] * 1.5  # no known mistake\n        return out\n")
     cases = tmp_path / "cases.toml"
     cases.write_text(CASES)
-    p = subprocess.run([sys.executable, "-m", "harness", "run", str(cases), "--backends", "manual,manual_columns",
-                        "--backend", f"{plugin}:Mine", "--backend", f"{plugin}:Scaled", "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    p = run_cli("run", cases, "--backends", "manual,manual_columns", "--backend", f"{plugin}:Mine",
+                "--backend", f"{plugin}:Scaled", "--out", tmp_path / "o", timeout=300)
     assert p.returncode == 1
     report = (tmp_path / "o" / "report.md").read_text()
     assert "`mine`: dW1, db1 match 'dz^[l] = da^[l], without ∘ g'(z^[l])' (forgets-g-prime)" in report
