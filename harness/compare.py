@@ -198,12 +198,10 @@ def _compare_blockwise(bases: list[dict], arrays: list[Array], masks: list[Array
     at a time.
 
     Every element goes through the same float64 operations as there, so each per-element value
-    (a − b, the allowance, their ratio) has the same bits, and so have the maxima, the worst
-    element (the first of equal ones) and the count. Three differences, all exact: the signs
-    are kept (|d|/m = |d/m| when m > 0, so the largest |ratio| is the larger of max and −min,
-    one pass fewer than taking |d| first); fmax stands for maximum (the same without NaN, and
-    twice as fast against a scalar); max(allowed, tiny) is skipped where allowed ≥ atol·s ≥
-    tiny holds already. Each array's float64 values and |x| are made once per
+    (|a − b|, the allowance, their ratio) has the same bits, and so have the maxima, the worst
+    element (the first of equal ones) and the count. Two differences, both exact: fmax stands
+    for maximum (the same without NaN, and twice as fast against a scalar); max(allowed, tiny)
+    is skipped where allowed ≥ atol·s ≥ tiny holds already. Each array's float64 values and |x| are made once per
     block for all its pairs, and its ‖x‖² summed as ``sum_of_squares`` sums. The blocks keep
     the temporaries in the core's cache and reuse them (``_workspace``).
     A pair whose ‖a − b‖² overflows is None: ``_compare_whole`` deals with it.
@@ -249,21 +247,20 @@ def _compare_blockwise(bases: list[dict], arrays: list[Array], masks: list[Array
             for p, (i, j, _, tol, _) in enumerate(pairs):
                 d = np.subtract(x[i], x[j], out=t)
                 dd[p] += float(np.add.reduce(np.square(d, out=w)))
-                top_abs[p] = max(top_abs[p], float(d.max()), -float(d.min()))
+                d = np.abs(d, out=t)  # |a − b|: what the rest needs
+                top_abs[p] = max(top_abs[p], float(d.max()))
                 mag = np.maximum(ax[i], ax[j], out=u)
                 rel = np.divide(d, np.fmax(mag, _TINY, out=w), out=w)
-                top_rel[p] = max(top_rel[p], float(rel.max()), -float(rel.min()))
+                top_rel[p] = max(top_rel[p], float(rel.max()))
                 allowed = np.add(np.multiply(mag, tol.rtol, out=u), atol_s[p], out=u)
                 if floors is not None:
                     np.add(allowed, floors[start:start + k], out=allowed)
                 bound = np.fmax(allowed, _TINY, out=w) if clamp[p] else allowed
                 used = np.divide(d, bound, out=v)
-                hi, lo = int(used.argmax()), int(used.argmin())
-                up, down = float(used[hi]), -float(used[lo])
-                at = hi if up > down else lo if down > up else min(hi, lo)  # the first of the largest |used|
-                worst_here = abs(up if at == hi else down)
+                at = int(used.argmax())  # the first of the largest
+                worst_here = float(used[at])
                 if worst_here >= 1:  # |d| > bound implies |d| / bound ≥ 1 (division rounds monotonically)
-                    n_off[p] += int(np.count_nonzero(np.abs(d, out=t) > bound))
+                    n_off[p] += int(np.count_nonzero(d > bound))
                 if worst_here > top_used[p]:  # strictly: the first of equal worst elements, as argmax
                     top_used[p], worst[p], allowed_at[p] = worst_here, start + at, float(allowed[at])
     out: list[Comparison | None] = []
