@@ -20,6 +20,9 @@ def pytest_configure(config):
     # plugin too, as pyproject's addopts does here: it costs 1.5 s of imports per process.
     if "no:hypothesispytest" not in os.environ.get("PYTEST_ADDOPTS", ""):
         os.environ["PYTEST_ADDOPTS"] = (os.environ.get("PYTEST_ADDOPTS", "") + " -p no:hypothesispytest").strip()
+    # One JAX compilation cache for the whole suite: the runs it starts from a tmp folder
+    # (pytest --xval sessions, CLI runs) would otherwise compile into tmp/.cache/jax, cold each time.
+    os.environ.setdefault("XVAL_JAX_CACHE", str(ROOT / ".cache" / "jax"))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         from harness.runner import pin_threads
 

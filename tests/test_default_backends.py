@@ -1,7 +1,7 @@
 """A default backend that applies to no case of a run (manual_columns on conv networks) leaves
 the verdict with a note; named in --backends, it still fails a run where it compares nothing."""
 
-from tests.conftest import run_cli
+from conftest import run_cli
 
 CONV_ONLY = """
 [[case]]

@@ -162,7 +162,7 @@ def test_finite_differences_at_ties_are_inconclusive_not_failed(tmp_path, builti
 
 
 def test_the_reports_count_the_ties(tmp_path):
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     (tmp_path / "c.toml").write_text(INT_IMAGE.format(act="relu", stride=""))
     p = run_cli("run", tmp_path / "c.toml", "--backends", "manual,torch", "--out", tmp_path / "out")

@@ -149,7 +149,7 @@ def test_check_layer_raises_saying_where_and_how_much():
 
 def test_check_layer_takes_the_functions_themselves():
     from harness import check_layer as exported
-    from tests.test_examples_cs231n import EXAMPLE
+    from test_examples_cs231n import EXAMPLE
 
     exported(EXAMPLE.batchnorm_forward, EXAMPLE.batchnorm_backward, layer="batchnorm", against=("manual", "fd"))
     exported(EXAMPLE.softmax_loss, layer="softmax_loss", against=("manual",))
