@@ -178,9 +178,10 @@ def _pattern(user: np.ndarray, ref: np.ndarray, quantity: str, shape: dict) -> s
         return ""
     if not u.any() and r.any():
         return f"{quantity} is all zeros"
-    rr = float(np.vdot(r, r))
+    # numpy's own sums, not np.vdot: BLAS's dot wakes its threads for each call (compare.sum_of_squares)
+    rr = float(np.add.reduce((r * r).ravel()))
     if rr > 0 and np.count_nonzero(r) >= 3:  # with one or two elements any two vectors look proportional
-        k = float(np.vdot(u, r)) / rr
+        k = float(np.add.reduce((u * r).ravel())) / rr
         if abs(k - 1) > 1e-6 and np.linalg.norm(u - k * r) <= 1e-6 * np.linalg.norm(u):
             named = [f"{n} = {v}" for n, v in shape.items() if v > 1 and (abs(k - v) < 1e-9 * v or abs(k * v - 1) < 1e-9)]
             why = (f" (1/{named[0].split()[0]}, {named[0]})" if named and k < 1 else f" ({named[0]})" if named
