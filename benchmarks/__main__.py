@@ -393,12 +393,51 @@ def overhead() -> None:
         total, compute = measure(cases)
     report("overhead, one BLAS and one torch thread (the serial CLI's setting)", (total - compute) / total,
            "≤ 0.10", (total - compute) / total <= 0.10)
+    comparison_parts(cases[:2], backends)
     with tempfile.TemporaryDirectory() as tmp:  # a catalog network: conv, max-pool, dense
         conv = [conv_case(Path(tmp), "float32")]
         measure(conv)  # compile
         total, compute = measure(conv)
     report(f"overhead on the convnet case (m={CONV_BATCH}, float32)", (total - compute) / total, "≤ 0.10",
            (total - compute) / total <= 0.10)
+
+
+def comparison_parts(cases: list[Case], backends: list) -> None:
+    """The two parts of the overhead that grow with the case: drawing its inputs, and comparing
+    its quantities for every pair (at three block sizes of the blockwise comparison)."""
+    import importlib
+    import itertools
+
+    from harness.tolerances import lookup
+
+    compare = importlib.import_module("harness.compare")  # the module (harness.compare is the function)
+    for case in cases:
+        dt = case.model.dtype
+        report(f"  drawing a mid-size case's inputs, {dt}", median_time(case.arrays, 15) * 1e3, "measured", None,
+               "ms")
+        arrays = case.arrays()
+        outs = {b.name: b.gradients(case.model, {k: v.copy() for k, v in arrays.items()}) for b in backends}
+        pairs = [(a, b, "analytic", lookup(dt, "analytic"), 1.0) for a, b in itertools.combinations(outs, 2)]
+        qs = [q for q in case.model.algorithm_order() if all(q in o for o in outs.values())]
+        elements = len(pairs) * sum(np.size(outs["manual"][q]) for q in qs)
+
+        def compare_case():
+            for q in qs:
+                compare.compare_pairs(case.name, q, {n: outs[n][q] for n in outs}, pairs, dt)
+
+        default, times = compare.BLOCK, {}
+        try:
+            fns = {}
+            for block in (4096, default, 262144):
+                fns[block] = lambda block=block: (setattr(compare, "BLOCK", block), compare_case())
+            times = interleaved(fns, 7)
+        finally:
+            compare.BLOCK = default
+        for block, t in times.items():
+            report(f"  comparing its {len(qs)} quantities × {len(pairs)} pairs, {dt}, blocks of {block}", t * 1e3,
+                   "measured", None, "ms")
+        report(f"  per pair-element, {dt}, blocks of {default}", times[default] / elements * 1e9, "measured", None,
+               "ns")
 
 
 def jax_compile() -> None:
