@@ -74,9 +74,13 @@ def _stop(procs) -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
-def _serial(path: Path, n: int) -> tuple[float, float, list[tuple], int]:
-    """(warm-up seconds, run seconds, agreement rows, cases agreeing) of the first ``n`` cases
-    run serially in this (fresh) process."""
+def _serial(path: Path, n: int) -> tuple[float, float, list[tuple], int, float]:
+    """(warm-up seconds, run seconds, agreement rows, cases agreeing, cores busy) of the first
+    ``n`` cases run serially in this (fresh) process. Cores busy: the process's CPU seconds ÷
+    wall seconds over the run. One compute thread is pinned, but JAX compiles on native threads
+    of its own besides the calling one, so a serial run keeps more than one core busy."""
+    import resource
+
     from harness.backends import get
     from harness.cases import load_file
     from harness.runner import pin_threads, run
@@ -87,9 +91,11 @@ def _serial(path: Path, n: int) -> tuple[float, float, list[tuple], int]:
     t0 = time.perf_counter()
     run(cases[:1], backends)  # imports torch and JAX, as a worker's warm-up does
     warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     result = run(cases, backends)
-    return warm, time.perf_counter() - t0, _rows(result), sum(r.passed for r in result.cases)
+    seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return warm, seconds, _rows(result), sum(r.passed for r in result.cases), cpu / seconds
 
 
 def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "catalog.toml") -> None:
@@ -119,7 +125,7 @@ def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "ca
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        serial_warm, serial_s, serial_rows, agree = pool.submit(_serial, path, n).result()
+        serial_warm, serial_s, serial_rows, agree, serial_cores = pool.submit(_serial, path, n).result()
 
     t0 = time.perf_counter()
     cluster = local_cluster(2)
@@ -154,6 +160,11 @@ def scale(count: int | None = None, path: Path = ROOT / "cases" / "sweeps" / "ca
     report("agreement tables identical: serial, --jobs 2, --scheduler", float(same), "1 (identical)", same)
     report("serial: cases per second (after the warm-up)", n / serial_s, "measured", None, "cases/s")
     report("serial: warm-up (first case: imports, first compiles)", serial_warm, "measured", None, "s")
+    report("serial: cores busy (CPU seconds ÷ wall seconds; JAX compiles on threads of its own)", serial_cores,
+           "measured", None, "cores")
+    cores = os.cpu_count() or 1
+    report(f"ceiling for --jobs 2 ÷ serial on {cores} cores (min(2, cores) ÷ cores busy)",
+           min(2, cores) / serial_cores, "measured", None)
     report("--jobs 2: Dask LocalCluster start-up", start, "measured", None, "s")
     report("--jobs 2: workers' warm-up (building backends: torch, JAX)", warm, "measured", None, "s")
     report("--jobs 2: cases per second (after start-up)", n / local_s, "measured", None, "cases/s")
