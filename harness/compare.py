@@ -201,9 +201,9 @@ def _compare_blockwise(bases: list[dict], arrays: list[Array], masks: list[Array
     (|a − b|, the allowance, their ratio) has the same bits, and so have the maxima, the worst
     element (the first of equal ones) and the count. Two differences, both exact: fmax stands
     for maximum (the same without NaN, and twice as fast against a scalar); max(allowed, tiny)
-    is skipped where allowed ≥ atol·s ≥ tiny holds already. Each array's float64 values and |x| are made once per
-    block for all its pairs, and its ‖x‖² summed as ``sum_of_squares`` sums. The blocks keep
-    the temporaries in the core's cache and reuse them (``_workspace``).
+    is skipped where allowed ≥ atol·s ≥ tiny holds already. Each array's float64 values and
+    |x| are made once per block for all its pairs, and its ‖x‖² summed as ``sum_of_squares``
+    sums. The blocks keep the temporaries in the core's cache and reuse them (``_workspace``).
     A pair whose ‖a − b‖² overflows is None: ``_compare_whole`` deals with it.
     """
     shape = np.shape(arrays[pairs[0][0]])
