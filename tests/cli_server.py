@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,40 +101,59 @@ def serve() -> None:
 # ---------------------------------------------------------------------------------- the client
 
 _server: subprocess.Popen | None = None
+_pending = b""  # what the server wrote past the last line read
 _lock = threading.Lock()
 
 
-def _start() -> subprocess.Popen:
-    global _server
+def _message(timeout: float | None = None) -> dict | None:
+    """The server's next line, as JSON; None if none came within ``timeout`` seconds. Read with
+    os.read, not a buffered reader: a line already in a reader's buffer is one that select()
+    on the pipe would wait for in vain (a run that ends at once sends both of its lines)."""
+    global _pending
+    deadline = None if timeout is None else time.monotonic() + timeout
+    fd = _server.stdout.fileno()
+    while b"\n" not in _pending:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not select.select([fd], [], [], wait)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError(f"the CLI server ended (exit code {_server.wait()})")
+        _pending += chunk
+    line, _, _pending = _pending.partition(b"\n")
+    return json.loads(line)
+
+
+def _start() -> None:
+    global _server, _pending
     if _server is None or _server.poll() is not None:
         # Started with this worker's environment (its pinned threads), as a subprocess would be.
-        _server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   text=True, cwd=ROOT)
-        if json.loads(_server.stdout.readline() or "{}").get("ready") is not True:
+        _server, _pending = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, bufsize=0, cwd=ROOT), b""
+        if (_message() or {}).get("ready") is not True:
             raise RuntimeError("the CLI server did not start")
-    return _server
 
 
 def run_forked(argv: list[str], args: list[str], cwd, timeout: float) -> subprocess.CompletedProcess:
     """``subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)``, for
     ``argv`` = ``python -m harness ARGS``, run by the server."""
     with _lock, tempfile.TemporaryDirectory() as tmp:
-        server = _start()
+        _start()
         out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        request = dict(args=args, cwd=str(cwd), env=dict(os.environ), out=out, err=err)
-        server.stdin.write(json.dumps(request) + "\n")
-        server.stdin.flush()
-        pid = json.loads(server.stdout.readline())["pid"]
-        with selectors.DefaultSelector() as sel:
-            sel.register(server.stdout, selectors.EVENT_READ)
-            timed_out = not sel.select(timeout)
-        if timed_out:
+        request = memoryview((json.dumps(dict(args=args, cwd=str(cwd), env=dict(os.environ), out=out, err=err))
+                              + "\n").encode())
+        while request:
+            request = request[os.write(_server.stdin.fileno(), request):]
+        pid = _message()["pid"]
+        done = _message(timeout)
+        timed_out = done is None
+        if timed_out:  # still running: the server has not reaped it, so the pid is still the run's
             os.kill(pid, signal.SIGKILL)
-        code = json.loads(server.stdout.readline())["code"]
+            done = _message()
         stdout, stderr = (Path(p).read_text(encoding="utf-8", errors="replace") for p in (out, err))
         if timed_out:
             raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
-        return subprocess.CompletedProcess(argv, code, stdout, stderr)
+        return subprocess.CompletedProcess(argv, done["code"], stdout, stderr)
 
 
 if __name__ == "__main__":
