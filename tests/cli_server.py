@@ -6,8 +6,9 @@ worker, started on first use, ended when the worker's end closes its stdin) impo
 and forks each run from there. A run is still a process of its own: its exit code, stdout and
 stderr are its own, and an ``os._exit``, a hang or a crash in a plugin ends only it. It runs in
 the working directory and environment the test gives, as ``python -m harness`` with a fresh
-``__main__``. Neither torch nor JAX has started a thread or a runtime in the server (importing
-them does not), so forking it is safe.
+``__main__``. Forking it is safe: importing torch and JAX starts no thread or runtime, and under
+xdist (one compute thread pinned, as ``make test`` runs) the server has no thread but its own;
+without it, OpenBLAS's pool is there, and OpenBLAS makes itself fork-safe.
 
 Not multiprocessing's forkserver: it re-runs the parent's ``__main__`` (pytest's) in every
 child, and its children are multiprocessing children (``current_process``, stdin), not what a
