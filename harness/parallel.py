@@ -1,8 +1,8 @@
 """Cases run on Dask distributed: ``--jobs N`` (a local cluster) and ``--scheduler ADDRESS``.
 
 One code path for every parallel run, from a laptop to a cluster. Cases go to workers in
-chunks, each a task running ``run_case`` on its cases one after another; a worker builds its
-backends once (from the same specs as the parent) and keeps them for every case it gets. Results come back in case order, whatever
+chunks, each a task running ``runner.run`` on its cases; a worker builds its backends once
+(from the same specs as the parent) and keeps them for every case it gets. Results come back in case order, whatever
 order they finish in, and each is the same bits a serial run gives: a case's numbers depend
 on the case alone (its seed, its values) and every worker computes with one thread, as the
 serial CLI path does (``runner.pin_threads``).
@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from .cases import Case
 from .errors import InputError
-from .runner import BackendError, CaseResult, RunResult, _check_stop, pin_threads, run_case
+from .runner import BackendError, CaseResult, RunResult, _check_stop, pin_threads, run
 
 # Deaths a case may be part of on a local cluster before it is an error: a worker killed for
 # another reason (the machine's OOM killer, a user's kill) is retried, and a case that crashes
@@ -64,12 +64,7 @@ def run_cases_task(cases: list[Case], specs: tuple[str, ...], trust_kinds: froze
     """A chunk of cases on a Dask worker, one after another: the task every parallel run submits.
     Without ``keep_arrays`` each result sheds its arrays here, before it is sent back."""
     backends = _backends_here(specs, timeout, names)
-    results = []
-    for case in cases:
-        results.append(run_case(case, backends, trust_kinds))
-        if not keep_arrays:
-            results[-1].shed_arrays()
-    return results
+    return run(cases, backends, trust_kinds=trust_kinds, keep_arrays=keep_arrays).cases
 
 
 # ----------------------------------------------------------------------- in the parent
