@@ -163,14 +163,14 @@ def memory_limit() -> int:
     return int(MEMORY_FRACTION * physical_memory())
 
 
-def _memory_parts(model: Model | Network, batch: int, keep_arrays: bool = True) -> tuple[int, int, int]:
-    """(kept, compiled, working) bytes of one case; see ``memory_estimate``. Without
-    ``keep_arrays`` (a run that saves no arrays sheds them: ``CaseResult.shed_arrays``) a case
-    keeps its records only."""
+def _memory_parts(model: Model | Network, batch: int) -> tuple[int, int, int, int]:
+    """(records, arrays, compiled, working) bytes of one case; see ``memory_estimate``. A run
+    keeps a case's records, and its arrays only if it saves them (without --save-arrays a case
+    sheds them once compared: ``CaseResult.shed_arrays``)."""
     if isinstance(model, Network):
         from .network_cases import memory_parts
         return memory_parts(model, batch, N_BACKENDS, CASE_BYTES, COMPARISON_BYTES,
-                            COMPILED_BYTES, COMPILED_BYTES_PER_NETWORK_LAYER, keep_arrays)
+                            COMPILED_BYTES, COMPILED_BYTES_PER_NETWORK_LAYER)
     s = model.np_dtype.itemsize
     P = model.n_params
     m, n = batch, model.layers
@@ -180,10 +180,10 @@ def _memory_parts(model: Model | Network, batch: int, keep_arrays: bool = True) 
     NQ = 6 * model.L + 1  # quantities compared per pair: J, z, a, dz, da, dW, db per layer, Jv
     pairs = N_BACKENDS * (N_BACKENDS - 1) // 2
     records = CASE_BYTES + pairs * NQ * COMPARISON_BYTES
-    kept = records + (s * (X + 2 * T + P) + N_BACKENDS * s * (P + 4 * A) + 2 * A if keep_arrays else 0)
+    arrays = s * (X + 2 * T + P) + N_BACKENDS * s * (P + 4 * A) + 2 * A
     compiled = COMPILED_BYTES + COMPILED_BYTES_PER_LAYER * model.L
     working = 8 * (12 * P + 14 * A + 2 * X + 2 * T + 16 * Q)
-    return kept, compiled, working
+    return records, arrays, compiled, working
 
 
 def memory_estimate(model: Model, batch: int) -> int:
@@ -220,8 +220,7 @@ def memory_estimate(model: Model, batch: int) -> int:
     (``network_cases.memory_parts``) has the same terms, its L counting every layer at
     COMPILED_BYTES_PER_NETWORK_LAYER each (0.68 to 0.70 of the estimate, measured).
     """
-    kept, compiled, working = _memory_parts(model, batch)
-    return BASE_BYTES + kept + compiled + working
+    return BASE_BYTES + sum(_memory_parts(model, batch))
 
 
 def _gib(n: int) -> str:
@@ -252,11 +251,10 @@ class _MemoryBudget:
             size_field: str, sum_field: str, name: str | None = None) -> None:
         """Count one case (``extra``: bytes of explicit values it carries). ``name``: the case
         a sweep generated, named in the message (the error names the sweep)."""
-        kept, compiled, working = _memory_parts(model, batch)
-        kept += extra
-        alone = BASE_BYTES + kept + compiled + working  # while it runs, a case holds its arrays
-        if not self.keep_arrays:  # and then sheds them: the run keeps its records only
-            kept = _memory_parts(model, batch, keep_arrays=False)[0] + extra
+        records, arrays, compiled, working = _memory_parts(model, batch)
+        # While it runs a case holds its arrays; then the run keeps them only if it saves them.
+        alone = BASE_BYTES + records + arrays + extra + compiled + working
+        kept = records + extra + (arrays if self.keep_arrays else 0)
         if alone > self.limit:
             # Name what makes it large: the batch (activations) or the layer sizes (parameters).
             if isinstance(model, Network):

@@ -301,9 +301,8 @@ def draw_arrays(case: Case) -> dict[str, np.ndarray]:
 
 
 def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
-                 comparison_bytes: int, compiled: int, per_layer: int,
-                 keep_arrays: bool = True) -> tuple[int, int, int]:
-    """(kept, compiled, working) bytes of one network case, as ``cases._memory_parts`` for an
+                 comparison_bytes: int, compiled: int, per_layer: int) -> tuple[int, int, int, int]:
+    """(records, arrays, compiled, working) bytes of one network case, as ``cases._memory_parts`` for an
     MLP: P parameters, A the elements of one set of per-layer values, NQ the quantities;
     ``per_layer`` is cases.COMPILED_BYTES_PER_NETWORK_LAYER (why there)."""
     s = net.np_dtype.itemsize
@@ -315,9 +314,9 @@ def memory_parts(net: Network, batch: int, n_backends: int, case_bytes: int,
     NQ = len(net.algorithm_order()) + 1
     pairs = n_backends * (n_backends - 1) // 2
     records = case_bytes + pairs * NQ * comparison_bytes
-    kept = records + (s * (X + 2 * T + P + A) + n_backends * s * (P + 4 * A) + 2 * A if keep_arrays else 0)
+    arrays = s * (X + 2 * T + P + A) + n_backends * s * (P + 4 * A) + 2 * A
     working = 8 * (12 * P + 14 * A + 2 * X + 2 * T + 16 * Q)
-    return kept, compiled + per_layer * net.L, working
+    return records, arrays, compiled + per_layer * net.L, working
 
 
 # ----------------------------------------------------------------------------- sweeps
