@@ -9,12 +9,13 @@ the rows of ``harness.tolerances``: the user's code is an analytic backprop.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..compare import Comparison, compare
+from ..compare import Comparison, compare, sum_of_squares
 from ..tolerances import ANALYTIC, FINITE_DIFFERENCE, lookup, pair_kind
 from .arms import ARMS, run_arm
 from .child import UserError, UserModule
@@ -178,11 +179,12 @@ def _pattern(user: np.ndarray, ref: np.ndarray, quantity: str, shape: dict) -> s
         return ""
     if not u.any() and r.any():
         return f"{quantity} is all zeros"
-    # numpy's own sums, not np.vdot: BLAS's dot wakes its threads for each call (compare.sum_of_squares)
-    rr = float(np.add.reduce((r * r).ravel()))
+    # numpy's own sums, not BLAS's dot (np.vdot, np.linalg.norm): it wakes its threads for each
+    # call (see compare.sum_of_squares)
+    rr = sum_of_squares(r)
     if rr > 0 and np.count_nonzero(r) >= 3:  # with one or two elements any two vectors look proportional
         k = float(np.add.reduce((u * r).ravel())) / rr
-        if abs(k - 1) > 1e-6 and np.linalg.norm(u - k * r) <= 1e-6 * np.linalg.norm(u):
+        if abs(k - 1) > 1e-6 and math.sqrt(sum_of_squares(u - k * r)) <= 1e-6 * math.sqrt(sum_of_squares(u)):
             named = [f"{n} = {v}" for n, v in shape.items() if v > 1 and (abs(k - v) < 1e-9 * v or abs(k * v - 1) < 1e-9)]
             why = (f" (1/{named[0].split()[0]}, {named[0]})" if named and k < 1 else f" ({named[0]})" if named
                    else "")
