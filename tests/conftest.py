@@ -43,9 +43,10 @@ def run_cli(*args, cwd=ROOT, env=None, fresh=False, timeout=600):
     makes about a hundred. ``fresh=True``, or an ``env`` (which the imports could read), starts
     a new interpreter instead: a few tests keep the whole ``python -m harness`` path covered.
     """
-    argv = [sys.executable, "-m", "harness", *map(str, args)]
+    args = [str(a) for a in args]
+    argv = [sys.executable, "-m", "harness", *args]
     if fresh or env is not None:
         return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
     from cli_server import run_forked
 
-    return run_forked(argv, [str(a) for a in args], cwd, timeout=timeout)
+    return run_forked(argv, args, cwd, timeout=timeout)
