@@ -235,10 +235,16 @@ class JaxBackend:
 
         ``op`` as in the torch backend: "exp", an activation name, "linear", "loss".
         """
-        jnp = self.jnp
-        f = self._op(op, **{k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()})
-        jac = self.jax.jacfwd(f)(jnp.asarray(x))
-        return np.asarray(jac).reshape(-1, x.size)
+        jax, jnp = self.jax, self.jnp
+        loss = kw.pop("loss", None)
+        # Under jit, one compile per op and shape: eager jacfwd compiled each primitive it met
+        # on its own (about 40 ms each, cold), most of the claims' time.
+        jac = _recent(self._jitted, ("jacobian", op, loss))
+        if jac is None:
+            jac = _keep(self._jitted, ("jacobian", op, loss),
+                        jax.jit(lambda x, arrays: jax.jacfwd(self._op(op, loss=loss, **arrays))(x)))
+        arrays = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+        return np.asarray(jac(jnp.asarray(x), arrays)).reshape(-1, x.size)
 
     def _op(self, op: str, W=None, b=None, loss=None, Y=None):
         jnp = self.jnp
