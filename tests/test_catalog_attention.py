@@ -2,7 +2,7 @@
 autograd and jax.grad of the catalog's torch and jax forms, float64 and float32, heads 1
 and 4, causal or not, T = 5 and T = 1.
 
-The jax arm runs under jax.jit (``jax_under_jit``), as the jax backend runs a network.
+The jax arm runs under jax.jit (test_catalog's ``layer_jax``), as the jax backend runs a network.
 
 Every label (forward, dx and the eight parameter gradients) has a mutant that the same check
 flags there: the mistakes of a first attention backward (the 1/√d_k forgotten, the softmax's
@@ -207,25 +207,9 @@ def rounding_floors(op, dtype: str) -> dict:
     return {k: FLOOR_FACTOR * eps * T[k] for k in _exact_zeros(op)}
 
 
-def jax_under_jit(f, spec, x, p, inp, dy):
-    """test_catalog's layer_jax with jax.grad under jax.jit, as the jax backend runs a network:
-    the jax form must trace, and one compile per op (cached on disk by the backend) costs far
-    less than one per primitive in eager mode."""
-    jax, jnp = f.jax, f.jnp
-
-    def out(x, p, dy):
-        y = LAYER.jax(spec, f, x, p, inp)
-        return jnp.sum(y * dy), y
-
-    (gx, gp), y = jax.jit(jax.grad(out, argnums=(0, 1), has_aux=True))(x, p, dy)
-    return np.asarray(y), {"dx": np.asarray(gx), **{f"d{k}": np.asarray(g) for k, g in gp.items()}}
-
-
 def check_attention(op, dtype: str, f: dict, **mutant) -> dict:
     """test_catalog's check_layer (forward, then each gradient), its jax arm jitted, with the
     gradients that are 0 in exact arithmetic compared again allowing their rounding floor."""
-    if ("layer", op.id, dtype, "jax") not in _REFS:  # check_layer takes the references from here
-        _REFS[("layer", op.id, dtype, "jax")] = jax_under_jit(f["jax"], *_layer_data(op, dtype))
     out = check_layer(op, dtype, f, **mutant)
     spec, x, p, inp, dy = _layer_data(op, dtype)
     _, grads = layer_manual(spec, x, p, inp, dy, **mutant)

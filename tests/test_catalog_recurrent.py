@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import test_catalog
 from test_catalog import (
-    _REFS,
     DTYPES,
     LayerOp,
     M,
@@ -203,39 +202,15 @@ def _mutants():
 
 # ============================================================================ the checks
 
-def check(op: SeqOp, dtype: str, f: dict, **mutant) -> dict:
-    """test_catalog's check_layer, with jax's reference computed under jit, as the jax backend
-    runs a network (so the scan is shown to trace), and one compile of the scan and its
-    transpose (cached on disk) instead of some thirty eager ones; check_layer finds the
-    reference in its cache of framework results."""
-    key = ("layer", op.id, dtype, "jax")
-    if key not in _REFS:
-        _REFS[key] = layer_jax_jit(f["jax"], *_layer_data(op, dtype))
-    return check_layer(op, dtype, f, **mutant)
-
-
-def layer_jax_jit(f, spec, x, p, inp, dy):
-    """test_catalog's layer_jax (y and jax.grad of Σ y∘dy), jitted."""
-    jax, jnp = f.jax, f.jnp
-    layer = LAYERS[spec.kind]
-
-    @jax.jit
-    def run(xj, pj, dyj):
-        def out(xj, pj):
-            y = layer.jax(spec, f, xj, pj, {})
-            return jnp.sum(y * dyj), y
-        return jax.grad(out, argnums=(0, 1), has_aux=True)(xj, pj)
-
-    (gx, gp), y = run(jnp.asarray(x), {k: jnp.asarray(v) for k, v in p.items()}, jnp.asarray(dy))
-    return np.asarray(y), {"dx": np.asarray(gx), **{f"d{k}": np.asarray(g) for k, g in gp.items()}}
-
+# test_catalog's check_layer: its jax reference is jax.grad under jit, as the jax backend runs a
+# network (so the scan is shown to trace).
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", SEQ_OPS, ids=lambda o: o.id)
 def test_recurrent_matches_torch_and_jax(op, dtype, fw):
     """Forward, dx, dWx, dWh, db (and dh0) against both frameworks; check_layer also asserts
     the manual arm keeps the case dtype."""
-    result = check(op, dtype, fw)
+    result = check_layer(op, dtype, fw)
     _assert_all_pass(result)
     labels = {"forward", "dx", "dWx", "dWh", "db"} | ({"dh0"} if op.raw["h0"] else set())
     assert all(set(per) == labels for per in result.values()), {k: sorted(v) for k, v in result.items()}
@@ -244,7 +219,7 @@ def test_recurrent_matches_torch_and_jax(op, dtype, fw):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op, label, what, mutant", list(_mutants()))
 def test_recurrent_check_flags_the_mutant(op, label, what, mutant, dtype, fw):
-    result = check(op, dtype, fw, **mutant)
+    result = check_layer(op, dtype, fw, **mutant)
     for name, per in result.items():
         assert not per[label].passed, f"{op.id}: {what} not flagged at {label} against {name}"
         if label != "forward":
@@ -263,7 +238,7 @@ def test_mutants_cover_every_label():
 def test_dropping_the_path_from_step_t_plus_1(op, fw):
     """For T > 1 the mutant is flagged at every gradient; for T = 1 there is no step t+1, so
     the same code is right, and the check says so (the mutant is the mistake, nothing else)."""
-    result = check(op, "float64", fw, backward=drops_step_t_plus_1)
+    result = check_layer(op, "float64", fw, backward=drops_step_t_plus_1)
     for name, per in result.items():
         for label, c in per.items():
             if op.in_shape[0] == 1 or label == "forward":
