@@ -588,7 +588,7 @@ def check_loss(op: LossOp, dtype: str, f: dict, cost=None, grad=None):
         (dst,) = torch.autograd.grad(Jt, st)
         jax, jnp = f["jax"].jax, f["jax"].jnp
         Tj = {k: jnp.asarray(v) for k, v in T.items()}
-        Jj, dsj = jax.value_and_grad(lambda sj: loss.jax(f["jax"], sj, Tj))(jnp.asarray(s))
+        Jj, dsj = jax.jit(jax.value_and_grad(lambda sj, Tj: loss.jax(f["jax"], sj, Tj)))(jnp.asarray(s), Tj)
         _REFS[key] = (("torch", Jt.detach().numpy(), dst.numpy()), ("jax", np.asarray(Jj), np.asarray(dsj)))
     return {name: {"J": _check("J", J, Jr, name, dtype), "ds": _check("ds", ds, dr, name, dtype)}
             for name, Jr, dr in _REFS[key]}
