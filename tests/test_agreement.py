@@ -1,46 +1,16 @@
-"""Every shipped MLP case: all pairs of built-in backends agree on J, dW{l}, db{l} (the catalog
-networks: tests/test_tolerances.py)."""
+"""What the shipped default cases cover, and the column convention as the row one transposed.
+That every shipped case agrees across the built-in backends is tests/test_tolerances.py's."""
 
 from pathlib import Path
 
 import numpy as np
 
-import pytest
-
 from harness.cases import load_file
-from harness.runner import run_case
 
 ROOT = Path(__file__).resolve().parent.parent
-# The MLP files. The catalog networks (networks.toml, sequences.toml) run through every built-in
-# backend, fd included, in tests/test_tolerances.py::test_margin_on_shipped_cases, which also
-# asserts this file's rule for them (every analytic pair compares every quantity): running their
-# JAX compiles twice was a tenth of the suite's time.
-NETWORK_FILES = ("networks.toml", "sequences.toml")
-SHIPPED = [c for f in sorted((ROOT / "cases").glob("*.toml")) if f.name not in NETWORK_FILES
-           for c in load_file(f)]
-
-
-# fd is left out here: tests/test_tolerances.py::test_margin_on_shipped_cases runs every shipped
-# case through every built-in backend, fd included (and fd's variants), and asserts that the
-# run passes; running fd twice over the shipped cases was a tenth of the suite's time.
-ANALYTIC = ("manual", "manual_columns", "torch", "jax")
-
-
-@pytest.mark.parametrize("case", SHIPPED, ids=lambda c: c.name)
-def test_all_pairs_agree(case, builtin):
-    backends = [builtin[n] for n in ANALYTIC]
-    result = run_case(case, backends)
-    assert not result.errors, [e.message for e in result.errors]
-    # Every one runs, but manual_columns only on MLPs and networks of dense layers (on
-    # others it says why, as a note).
-    ran = set(result.outputs)
-    assert ran == set(ANALYTIC) or (ran == set(ANALYTIC) - {"manual_columns"}
-                                    and "dense layers only" in result.notes["manual_columns"])
-    # every pair that ran compares every quantity, per-layer intermediates included
-    n_pairs = len(ran) * (len(ran) - 1) // 2
-    assert len(result.comparisons) == n_pairs * len(case.model.algorithm_order())
-    problems = [c.message() for c in result.failures()]
-    assert not problems, "\n".join(problems)
+# Every shipped case through every built-in backend and variant, with every pair of analytic
+# arms comparing every quantity: tests/test_tolerances.py (its margins come from that run).
+SHIPPED = load_file(ROOT / "cases" / "default.toml")
 
 
 def test_default_cases_cover_what_they_promise():
