@@ -367,37 +367,58 @@ def overhead() -> None:
     backends = [get(n) for n in ("manual", "torch", "jax")]
     run(cases[:2], backends)  # compile
 
-    def measure(cases: list[Case]) -> tuple[float, float]:
+    def measure(cases: list[Case], overlap: bool = True) -> tuple[float, float]:
         """(run seconds, backend seconds) of one run of the cases."""
         t0 = time.perf_counter()
-        result = run(cases, backends)
+        result = run(cases, backends, overlap=overlap)
         total = time.perf_counter() - t0
         return total, sum(sum(r.seconds.values()) for r in result.cases)
 
-    total, compute = measure(cases)
+    # The run as the CLI does it (drawing and comparing on a helper thread, runner.run's
+    # overlap) and without the helper, side by side: three rounds, alternating, medians.
+    rounds = {True: [], False: []}
+    for _ in range(3):
+        for overlap in (True, False):
+            rounds[overlap].append(measure(cases, overlap))
+    (total, compute), (total_alone, compute_alone) = (
+        sorted(rounds[o], key=lambda tc: (tc[0] - tc[1]) / tc[0])[1] for o in (True, False))
     report("overhead: (run − backend compute) ÷ run", (total - compute) / total, "≤ 0.10",
            (total - compute) / total <= 0.10)
+    report("  same, drawing and comparing on the calling thread (overlap=False)",
+           (total_alone - compute_alone) / total_alone, "measured", None)
+    report("  run seconds with the helper thread ÷ without", total / total_alone, "measured", None)
+    report("  backend seconds with the helper thread ÷ without (its cost to the backends)", compute / compute_alone,
+           "measured", None)
     # Where the rest goes: drawing each case's inputs (cases.py), and the harness's own work
     # (copying the inputs, checking and comparing the outputs: runner.py, compare.py).
     t0 = time.perf_counter()
     for case in cases:
         case.arrays()
     draw = time.perf_counter() - t0
-    report("  of which drawing the inputs ÷ run", draw / total, "measured", None)
-    report("  of which copying, checking, comparing ÷ run", (total - compute - draw) / total, "measured", None)
-    report("  copying, checking, comparing per case", (total - compute - draw) / len(cases) * 1e3, "measured", None, "ms")
+    report("  drawing the inputs ÷ run, without the helper thread", draw / total_alone, "measured", None)
+    report("  copying, checking, comparing ÷ run, without the helper thread",
+           (total_alone - compute_alone - draw) / total_alone, "measured", None)
+    report("  copying, checking, comparing per case", (total_alone - compute_alone - draw) / len(cases) * 1e3,
+           "measured", None, "ms")
     # The serial CLI runs with one BLAS and one torch thread (pin_threads): the backends take
     # longer there, the harness's single-threaded part the same.
     with one_thread(torch):
         measure(cases[:2])
-        total, compute = measure(cases)
+        rounds = {True: [], False: []}
+        for _ in range(3):
+            for overlap in (True, False):
+                rounds[overlap].append(measure(cases, overlap))
+    (total, compute), (total_alone, compute_alone) = (
+        sorted(rounds[o], key=lambda tc: (tc[0] - tc[1]) / tc[0])[1] for o in (True, False))
     report("overhead, one BLAS and one torch thread (the serial CLI's setting)", (total - compute) / total,
            "≤ 0.10", (total - compute) / total <= 0.10)
+    report("  same, without the helper thread", (total_alone - compute_alone) / total_alone, "measured", None)
+    report("  run seconds with the helper thread ÷ without", total / total_alone, "measured", None)
     comparison_parts(cases[:2], backends)
     with tempfile.TemporaryDirectory() as tmp:  # a catalog network: conv, max-pool, dense
         conv = [conv_case(Path(tmp), "float32")]
         measure(conv)  # compile
-        total, compute = measure(conv)
+        total, compute = measure(conv)  # one case: nothing to overlap with
     report(f"overhead on the convnet case (m={CONV_BATCH}, float32)", (total - compute) / total, "≤ 0.10",
            (total - compute) / total <= 0.10)
 

@@ -230,13 +230,17 @@ def _gib(n: int) -> str:
 class _MemoryBudget:
     """The memory a run of the cases loaded so far needs: every case's kept bytes and each
     shape's compiled function add up (the run result keeps every case until the report is
-    written), the working set of one case at a time comes on top. A case too large alone,
-    or one that makes the sum too large, is refused."""
+    written), the working set of one case at a time comes on top, and, where arrays are shed,
+    the arrays of the two cases drawn or compared beside it (``runner.run``'s overlap). A case
+    too large alone, or one that makes the sum too large, is refused."""
 
     def __init__(self, keep_arrays: bool = True) -> None:
         self.keep_arrays = keep_arrays  # False: the run sheds each case's arrays (records kept)
         self.total, self.limit = physical_memory(), memory_limit()
         self.kept = self.working = self.cases = 0
+        # runner.run draws the next case and compares the last while one runs: when the run
+        # sheds arrays, two cases' arrays besides the running one's (the two largest, at worst)
+        self.in_flight: list[int] = []
         self.shapes: set[tuple[Model, int]] = set()
         from .backends.jax_backend import KEPT_SIGNATURES
 
@@ -274,8 +278,10 @@ class _MemoryBudget:
                 self.kept -= heapq.heappop(self.compiled)
         self.kept += kept
         self.working = max(self.working, working)
+        if not self.keep_arrays:
+            self.in_flight = sorted([*self.in_flight, arrays + extra])[-2:]
         self.cases += 1
-        need = BASE_BYTES + self.kept + self.working
+        need = BASE_BYTES + self.kept + self.working + sum(self.in_flight)
         if need > self.limit:
             f.fail(sum_field, f"too much for one run: the {self.cases} cases up to "
                               f"{name or 'this one'} need about {_gib(need)} of memory together "

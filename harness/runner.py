@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,14 +177,28 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
     ``trust_kinds``: names of non-built-in backends whose declared finite-difference
     ``kind`` is honoured (see ``effective_kind``).
     """
-    model = case.model
+    drawn = _draw(case)
+    if isinstance(drawn, CaseResult):
+        return drawn
+    result = _run_backends(case, backends, drawn)
+    _compare_case(result, backends, drawn, trust_kinds)
+    return result
+
+
+def _draw(case: Case) -> dict[str, Array] | CaseResult:
+    """The case's inputs, or a CaseResult with the error that drawing them raised."""
     try:
-        inputs = case.arrays()
+        return case.arrays()
     except (MemoryError, ValueError) as e:
         result = CaseResult(case, {})
         result.errors.append(BackendError(case.name, "inputs", f"drawing the inputs failed: "
                                           f"{type(e).__name__}: {e}", traceback.format_exc()))
         return result
+
+
+def _run_backends(case: Case, backends: Sequence[Backend], inputs: dict[str, Array]) -> CaseResult:
+    """Each backend on its own copy of the inputs: the outputs, or an error for that backend."""
+    model = case.model
     result = CaseResult(case, inputs)
     for backend in backends:
         _check_stop()
@@ -210,7 +225,14 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
             result.errors.append(BackendError(case.name, backend.name, describe(e),
                                               detail if isinstance(detail, str) else _traceback()))
         result.seconds[backend.name] = time.perf_counter() - t0
+    return result
 
+
+def _compare_case(result: CaseResult, backends: Sequence[Backend], inputs: dict[str, Array],
+                  trust_kinds: Collection[str]) -> None:
+    """Every pair of the backends that succeeded, on every quantity (numpy only: ``run`` does
+    this on a thread of its own while the next case's backends run)."""
+    case, model = result.case, result.case.model
     # A backend that measured only directional derivatives vᵀ∇J (fd on a large case) is
     # compared with the vᵀ∇J every other backend's full gradient implies.
     if any("Jv" in out for out in result.outputs.values()):
@@ -259,7 +281,6 @@ def run_case(case: Case, backends: Sequence[Backend], trust_kinds: Collection[st
         # the table alone flags something: a well-conditioned run never pays for it.
         result.comparisons = compare_all(rounding_floor(case, inputs))
     _name_plugin_mistakes(result, backends, inputs)
-    return result
 
 
 def _name_plugin_mistakes(result: CaseResult, backends: Sequence[Backend], inputs: dict[str, Array]) -> None:
@@ -320,27 +341,68 @@ def _check_stop() -> None:
 def run(cases: Sequence[Case], backends: Sequence[Backend],
         progress: Callable[..., None] | None = None, *,
         trust_kinds: Collection[str] = (), allow_uncompared: bool = False,
-        keep_arrays: bool = True) -> RunResult:
-    """Run all cases, one after another.
+        keep_arrays: bool = True, overlap: bool = True) -> RunResult:
+    """Run all cases, one after another: each case's results are ``run_case``'s.
 
     ``progress(done, total, case_name, failed)`` is called with done = 0 first, then after each
     case (``failed``: cases so far that did not agree); ``harness.progress.Progress`` draws it.
     ``harness.parallel.run_distributed`` is the same on Dask workers. ``keep_arrays=False``
     sheds each case's arrays once compared (``CaseResult.shed_arrays``): the CLI's run without
     --save-arrays.
+
+    ``overlap``: draw the next case's inputs and compare the last case's outputs on a second
+    thread while this one runs a case's backends. Both are numpy work that releases the GIL,
+    and the backends run one compute thread (``pin_threads``), so on two cores the harness's
+    own work is mostly hidden; each case gets the same draws, the same backends' calls on the
+    same arrays and the same comparisons as without it, so every record and array has the same
+    bits. A Dask worker (one core) runs without it.
     """
-    results = []
+    results: list[CaseResult] = []
     failed = 0
     if progress:
         progress(0, len(cases), "", 0)
-    for i, case in enumerate(cases):
-        _check_stop()
-        results.append(run_case(case, backends, trust_kinds))
+
+    def done(result: CaseResult) -> None:
+        nonlocal failed
         if not keep_arrays:
-            results[-1].shed_arrays()
-        failed += not results[-1].passed
+            result.shed_arrays()
+        results.append(result)
+        failed += not result.passed
         if progress:
-            progress(i + 1, len(cases), case.name, failed)
+            progress(len(results), len(cases), result.case.name, failed)
+
+    if not overlap or len(cases) < 2:
+        for case in cases:
+            _check_stop()
+            done(run_case(case, backends, trust_kinds))
+        return RunResult([b.name for b in backends], results, allow_uncompared)
+
+    def compared(result: CaseResult, inputs: dict[str, Array]) -> CaseResult:
+        _compare_case(result, backends, inputs, trust_kinds)
+        return result
+
+    # One helper thread, first in first out: draw case i + 1 (queued before case i's backends
+    # start), compare case i (queued after they end), draw case i + 2, ...
+    pool = ThreadPoolExecutor(1, thread_name_prefix="xval-harness")
+    try:
+        drawn = pool.submit(_draw, cases[0])
+        pending = None
+        for i, case in enumerate(cases):
+            _check_stop()
+            inputs = drawn.result()
+            if i + 1 < len(cases):
+                drawn = pool.submit(_draw, cases[i + 1])
+            if isinstance(inputs, CaseResult):  # drawing failed: the error is the case's result
+                result = pool.submit(lambda r=inputs: r)
+            else:
+                started = _run_backends(case, backends, inputs)
+                result = pool.submit(compared, started, inputs)
+            if pending is not None:
+                done(pending.result())
+            pending = result
+        done(pending.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return RunResult([b.name for b in backends], results, allow_uncompared)
 
 
