@@ -298,8 +298,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             backends = build.build(_backend_names(args.backends), args.backend, args.timeout)
             try:
                 # Arrays the report will not save are dropped case by case (CaseResult.shed_arrays).
+                # One compute thread: the harness's drawing and comparing go to a second one.
                 result = run(cases, backends, progress=progress, trust_kinds=trust,
-                             keep_arrays=args.save_arrays)
+                             keep_arrays=args.save_arrays, overlap=True)
             finally:
                 build.close(backends)
     result.allow_uncompared = args.allow_uncompared

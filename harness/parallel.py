@@ -64,8 +64,8 @@ def run_cases_task(cases: list[Case], specs: tuple[str, ...], trust_kinds: froze
     """A chunk of cases on a Dask worker, one after another: the task every parallel run submits.
     Without ``keep_arrays`` each result sheds its arrays here, before it is sent back."""
     backends = _backends_here(specs, timeout, names)
-    # No helper thread: a worker has one core, which the backends already keep busy.
-    return run(cases, backends, trust_kinds=trust_kinds, keep_arrays=keep_arrays, overlap=False).cases
+    # No helper thread (runner.run's overlap): a worker has one core, which the backends keep busy.
+    return run(cases, backends, trust_kinds=trust_kinds, keep_arrays=keep_arrays).cases
 
 
 # ----------------------------------------------------------------------- in the parent

@@ -196,14 +196,23 @@ def _draw(case: Case) -> dict[str, Array] | CaseResult:
         return result
 
 
-def _run_backends(case: Case, backends: Sequence[Backend], inputs: dict[str, Array]) -> CaseResult:
-    """Each backend on its own copy of the inputs: the outputs, or an error for that backend."""
+def _copies(inputs: dict[str, Array], n: int) -> list[dict[str, Array]]:
+    """A copy of the inputs for each of n backends: one that writes into its inputs cannot
+    change another's."""
+    return [{k: v.copy() for k, v in inputs.items()} for _ in range(n)]
+
+
+def _run_backends(case: Case, backends: Sequence[Backend], inputs: dict[str, Array],
+                  copies: list[dict[str, Array]] | None = None) -> CaseResult:
+    """Each backend on its own copy of the inputs (``copies``, or made here, one at a time):
+    the outputs, or an error for that backend."""
     model = case.model
     result = CaseResult(case, inputs)
-    for backend in backends:
+    for j, backend in enumerate(backends):
         _check_stop()
-        # Each backend gets its own copy: one that writes into its inputs cannot change another's.
-        arrays = {k: v.copy() for k, v in inputs.items()}
+        arrays = copies[j] if copies is not None else _copies(inputs, 1)[0]
+        if copies is not None:
+            copies[j] = None  # the backend's own from here on: not kept beyond its call
         t0 = time.perf_counter()
         try:
             raw = backend.gradients(model, arrays)
@@ -341,7 +350,7 @@ def _check_stop() -> None:
 def run(cases: Sequence[Case], backends: Sequence[Backend],
         progress: Callable[..., None] | None = None, *,
         trust_kinds: Collection[str] = (), allow_uncompared: bool = False,
-        keep_arrays: bool = True, overlap: bool = True) -> RunResult:
+        keep_arrays: bool = True, overlap: bool = False) -> RunResult:
     """Run all cases, one after another: each case's results are ``run_case``'s.
 
     ``progress(done, total, case_name, failed)`` is called with done = 0 first, then after each
@@ -350,12 +359,14 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
     sheds each case's arrays once compared (``CaseResult.shed_arrays``): the CLI's run without
     --save-arrays.
 
-    ``overlap``: draw the next case's inputs and compare the last case's outputs on a second
-    thread while this one runs a case's backends. Both are numpy work that releases the GIL,
-    and the backends run one compute thread (``pin_threads``), so on two cores the harness's
-    own work is mostly hidden; each case gets the same draws, the same backends' calls on the
-    same arrays and the same comparisons as without it, so every record and array has the same
-    bits. A Dask worker (one core) runs without it.
+    ``overlap``: draw the next case's inputs (and each backend's copy of them) and compare the
+    last case's outputs on a second thread while this one runs a case's backends. Both are
+    numpy work that releases the GIL: with the backends on one compute thread (``pin_threads``,
+    as the serial CLI runs them, with overlap), on two cores most of the harness's own work is
+    hidden. With several BLAS threads the helper competes with them and the run can take longer
+    (benchmarks: 0.9 to 1.2 × the time), hence off by default; a Dask worker (one core) runs
+    without it. Each case gets the same draws, the same backends' calls on the same arrays and
+    the same comparisons either way, so every record and array has the same bits.
     """
     results: list[CaseResult] = []
     failed = 0
@@ -381,21 +392,27 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
         _compare_case(result, backends, inputs, trust_kinds)
         return result
 
+    def draw(case: Case):
+        """The inputs and each backend's copy of them (or the CaseResult of a failed draw)."""
+        inputs = _draw(case)
+        return inputs, (None if isinstance(inputs, CaseResult) else _copies(inputs, len(backends)))
+
     # One helper thread, first in first out: draw case i + 1 (queued before case i's backends
     # start), compare case i (queued after they end), draw case i + 2, ...
     pool = ThreadPoolExecutor(1, thread_name_prefix="xval-harness")
     try:
-        drawn = pool.submit(_draw, cases[0])
+        drawn = pool.submit(draw, cases[0])
         pending = None
         for i, case in enumerate(cases):
             _check_stop()
-            inputs = drawn.result()
+            inputs, copies = drawn.result()
             if i + 1 < len(cases):
-                drawn = pool.submit(_draw, cases[i + 1])
+                drawn = pool.submit(draw, cases[i + 1])
             if isinstance(inputs, CaseResult):  # drawing failed: the error is the case's result
                 result = pool.submit(lambda r=inputs: r)
             else:
-                started = _run_backends(case, backends, inputs)
+                started = _run_backends(case, backends, inputs, copies)
+                del copies
                 result = pool.submit(compared, started, inputs)
             if pending is not None:
                 done(pending.result())

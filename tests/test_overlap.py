@@ -1,6 +1,7 @@
 """``runner.run`` draws the next case and compares the last on a helper thread while a case's
 backends run (``overlap``): every record, note, error and array is the one a run without it
-gives, in the same order, and a stop leaves no helper thread behind."""
+gives, in the same order (each backend still on its own copy of the inputs), and a stop
+leaves no helper thread behind."""
 
 import threading
 from pathlib import Path
@@ -38,6 +39,22 @@ class RaisesOnOneCase:
         return out
 
 
+class WritesIntoItsInputs:
+    """The manual arm's gradients, then every input array overwritten: the backends after it
+    must not see that (each gets its own copy, made ahead on the helper thread)."""
+
+    name, kind = "scribbler", "analytic"
+
+    def __init__(self, manual):
+        self.manual = manual
+
+    def gradients(self, model, arrays):
+        out = self.manual.gradients(model, arrays)
+        for v in arrays.values():
+            v[...] = 7
+        return out
+
+
 def _cases():
     mlp = [Case(f"mlp-{i}", Model((4, 5, 3), ("tanh", "softmax"), "cross_entropy", dt), m, i)
            for i, (dt, m) in enumerate([("float64", 6), ("float32", 3), ("float64", 8)])]
@@ -61,7 +78,8 @@ def _fingerprint(result):
 
 
 def test_an_overlapped_run_gives_the_serial_records_and_arrays(builtin):
-    backends = [builtin["manual"], builtin["torch"], RaisesOnOneCase(builtin["manual"])]
+    backends = [WritesIntoItsInputs(builtin["manual"]), builtin["manual"], builtin["torch"],
+                RaisesOnOneCase(builtin["manual"])]
     seen = {True: [], False: []}
     results = {}
     for overlap in (False, True):
@@ -77,6 +95,7 @@ def test_an_overlapped_run_gives_the_serial_records_and_arrays(builtin):
     assert [e.backend for e in by_name["mlp-1"].errors] == ["flaky"]
     assert by_name["lenet"].ties and not by_name["mlp-0"].passed
     assert {c.quantity for c in by_name["mlp-0"].failures()} == {"dW1"}
+    assert all(c.passed for c in by_name["mlp-0"].comparisons if "flaky" not in (c.a, c.b))
 
 
 def test_a_stop_during_an_overlapped_run_leaves_no_helper_thread(builtin):
@@ -86,7 +105,7 @@ def test_a_stop_during_an_overlapped_run_leaves_no_helper_thread(builtin):
 
     try:
         with pytest.raises(KeyboardInterrupt):
-            runner.run(_cases(), [builtin["manual"]], progress=stop_after_two)
+            runner.run(_cases(), [builtin["manual"]], progress=stop_after_two, overlap=True)
     finally:
         runner.STOP.clear()
     assert not [t for t in threading.enumerate() if t.name.startswith("xval-harness")]
