@@ -364,7 +364,7 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
     numpy work that releases the GIL: with the backends on one compute thread (``pin_threads``,
     as the serial CLI runs them, with overlap), on two cores most of the harness's own work is
     hidden. With several BLAS threads the helper competes with them and the run can take longer
-    (benchmarks: 0.9 to 1.2 × the time), hence off by default; a Dask worker (one core) runs
+    (benchmarks: 0.7 to 1.2 × the time), hence off by default; a Dask worker (one core) runs
     without it. Each case gets the same draws, the same backends' calls on the same arrays and
     the same comparisons either way, so every record and array has the same bits.
     """
