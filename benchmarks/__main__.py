@@ -374,15 +374,18 @@ def overhead() -> None:
         total = time.perf_counter() - t0
         return total, sum(sum(r.seconds.values()) for r in result.cases)
 
+    def with_and_without(cases: list[Case]) -> tuple[tuple[float, float], tuple[float, float]]:
+        """``measure`` with runner.run's overlap (drawing and comparing on a helper thread) and
+        without, side by side: three rounds, alternating; the median round of each by overhead."""
+        rounds = {True: [], False: []}
+        for _ in range(3):
+            for overlap in (False, True):
+                rounds[overlap].append(measure(cases, overlap))
+        return tuple(sorted(rounds[o], key=lambda tc: (tc[0] - tc[1]) / tc[0])[1] for o in (True, False))
+
     # runner.run as a library call makes it (the libraries' default threads, no helper thread),
-    # and with runner.run's overlap (drawing and comparing on a helper thread), side by side:
-    # three rounds, alternating, medians.
-    rounds = {True: [], False: []}
-    for _ in range(3):
-        for overlap in (False, True):
-            rounds[overlap].append(measure(cases, overlap))
-    (total, compute), (total_alone, compute_alone) = (
-        sorted(rounds[o], key=lambda tc: (tc[0] - tc[1]) / tc[0])[1] for o in (True, False))
+    # against the same with the helper.
+    (total, compute), (total_alone, compute_alone) = with_and_without(cases)
     report("overhead: (run − backend compute) ÷ run, the libraries' default threads", (total_alone - compute_alone)
            / total_alone, "≤ 0.10", (total_alone - compute_alone) / total_alone <= 0.10)
     # The helper against BLAS's own threads: the backends slow down, and the run may too, while
@@ -401,21 +404,14 @@ def overhead() -> None:
            (total_alone - compute_alone - draw) / total_alone, "measured", None)
     report("  copying, checking, comparing per case", (total_alone - compute_alone - draw) / len(cases) * 1e3,
            "measured", None, "ms")
-    # The serial CLI runs with one BLAS and one torch thread (pin_threads): the backends take
-    # longer there, the harness's single-threaded part the same.
-    # The serial CLI's setting: one compute thread, with the helper thread (and without, side by
-    # side); 20 cases, as a sweep (the first draw and the last comparison are not hidden, once
-    # per run).
+    # The serial CLI's setting: one BLAS and one torch thread (pin_threads), with the helper
+    # thread (and without); 20 cases, as a sweep (the first draw and the last comparison of a
+    # run are not hidden).
     sweep = [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
              for i, dt in enumerate(["float32", "float64"] * 10)]
     with one_thread(torch):
         measure(cases[:2])
-        rounds = {True: [], False: []}
-        for _ in range(3):
-            for overlap in (True, False):
-                rounds[overlap].append(measure(sweep, overlap))
-    (total, compute), (total_alone, compute_alone) = (
-        sorted(rounds[o], key=lambda tc: (tc[0] - tc[1]) / tc[0])[1] for o in (True, False))
+        (total, compute), (total_alone, compute_alone) = with_and_without(sweep)
     report("overhead, 20 cases, one BLAS and one torch thread (the serial CLI's setting)", (total - compute) / total,
            "≤ 0.10", (total - compute) / total <= 0.10)
     report("  same, without the helper thread", (total_alone - compute_alone) / total_alone, "measured", None)
