@@ -131,7 +131,7 @@ def _short(worst: dict, rows) -> list[str]:
 def test_margin_on_shipped_cases(builtin):
     """The MLP files, every builtin and variant: every row of the table is measured here, and
     every case passes with every pair of analytic arms comparing every quantity (this was
-    tests/test_agreement.py's test per case, which ran the same 45 cases through the same
+    tests/test_agreement.py's test per case, which ran the same 53 cases through the same
     arms a second time: 23 s of the suite)."""
     worst = worst_used(builtin, networks=False)
     short = _short(worst, TOLERANCES)
