@@ -129,9 +129,12 @@ class Case:
 BASE_BYTES = 768 * 2**20  # a case of a few elements: numpy, torch and JAX loaded: 606 MiB
 N_BACKENDS = 5  # harness.backends.DEFAULT: manual, manual_columns, torch, jax, fd
 # Per quantity and pair of backends: the Comparison record (~600 B) and what the report makes
-# of it at once (results.json, the tables): 2,000 cases of one shape cost 0.53 MiB each, 70
-# comparisons: 7.5 kB per comparison.
-COMPARISON_BYTES = 8_000
+# of it while writing (agreement.csv's table; results.json is written a few thousand rows at a
+# time, results.json_chunks). Peak RSS of `python -m harness run` on 250 and on 1,000 MLP cases
+# of one shape (the five default backends, 120 comparisons a case): 661 and 947 MiB, 0.38 MiB a
+# case, 3.0 kB a comparison besides CASE_BYTES; 4,000 leaves a third on top. (Before results.json
+# was written in pieces: 907 and 1,815 MiB, 10.1 kB a comparison, above the 8,000 then used.)
+COMPARISON_BYTES = 4_000
 CASE_BYTES = 20_000  # per case besides: CaseResult, notes, array headers
 # JAX keeps the function it compiled for each of the last 128 shapes it met (one per network
 # shape and batch; jax_backend.KEPT_SIGNATURES), so only the 128 largest add up. The

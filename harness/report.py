@@ -47,14 +47,14 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
     from . import environment, html_report, results
 
     env = environment.collect(command, sorted({r.case.source for r in result.cases}))
-    rows = [c.as_row() for c in result.comparisons]
     columns = list(Comparison.__dataclass_fields__) + ["pair"]
-    frame = pd.DataFrame(rows, columns=columns)
     errors = pd.DataFrame([{"case": e.case, "backend": e.backend, "message": e.message}
                            for e in result.errors], columns=["case", "backend", "message"])
     text = markdown(result, command)
     with output_set(Path(out), RUN_FILES) as stage:
+        frame = pd.DataFrame([c.as_row() for c in result.comparisons], columns=columns)
         atomic_write(stage / "agreement.csv", frame.to_csv(index=False).encode())
+        del frame  # a large sweep's table: not kept while the other files are made
         atomic_write(stage / "errors.csv", errors.to_csv(index=False).encode())
         if save_arrays:
             _write_arrays(result, stage / "arrays")
@@ -62,7 +62,7 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
         if nudge.exists():
             text += "\n" + nudge.read_text()
         atomic_write(stage / "report.md", text.encode())
-        atomic_write(stage / "results.json", results.to_json(result, env).encode())
+        atomic_write(stage / "results.json", (piece.encode() for piece in results.json_chunks(result, env)))
         atomic_write(stage / "report.html", html_report.render(result, env, stage).encode())
 
 

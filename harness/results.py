@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
+from collections.abc import Iterator
 from pathlib import Path
 
 from .network import Network
@@ -43,6 +44,22 @@ def _architecture(model) -> dict:
 
 
 def to_dict(result: RunResult, environment: dict) -> dict:
+    return {**_head(result, environment), "comparisons": [_comparison(x) for x in result.comparisons],
+            "errors": _errors(result)}
+
+
+def _comparison(x) -> dict:
+    row = x.as_row()
+    row["index"] = list(x.index)
+    return _clean(row)
+
+
+def _errors(result: RunResult) -> list[dict]:
+    return [{"case": e.case, "backend": e.backend, "message": e.message} for e in result.errors]
+
+
+def _head(result: RunResult, environment: dict) -> dict:
+    """Everything but the comparisons and the errors (which come last, in that order)."""
     v = result.verdict
     cases = []
     for r in result.cases:
@@ -56,11 +73,6 @@ def to_dict(result: RunResult, environment: dict) -> dict:
             "notes": dict(r.notes), "inconclusive": dict(r.inconclusive), "ties": dict(r.ties),
             "seconds": dict(r.seconds),
         })
-    comparisons = []
-    for x in result.comparisons:
-        row = x.as_row()
-        row["index"] = list(x.index)
-        comparisons.append(row)
     return _clean({
         "schema": "backprop-xval/results",
         "schema_version": SCHEMA_VERSION,
@@ -76,13 +88,40 @@ def to_dict(result: RunResult, environment: dict) -> dict:
         "tolerances": [{"dtype": d, "kind": k, "rtol": t.rtol, "atol": t.atol, "reason": t.reason}
                        for (d, k), t in TOLERANCES.items()],
         "cases": cases,
-        "comparisons": comparisons,
-        "errors": [{"case": e.case, "backend": e.backend, "message": e.message} for e in result.errors],
     })
 
 
+def _dumps(x) -> str:
+    return json.dumps(x, indent=1, ensure_ascii=False, allow_nan=False)
+
+
 def to_json(result: RunResult, environment: dict) -> str:
-    return json.dumps(to_dict(result, environment), indent=1, ensure_ascii=False, allow_nan=False)
+    return _dumps(to_dict(result, environment))
+
+
+def json_chunks(result: RunResult, environment: dict, rows_per_chunk: int = 4096) -> Iterator[str]:
+    """``to_json``'s text, piece by piece: the comparisons (nearly all of a large run's file)
+    a few thousand at a time, so a sweep's results.json is never one string in memory (it
+    was 5.6 kB of memory a comparison at the peak, twice the run's own records).
+    ``tests/test_html_json.py`` checks that the pieces join to ``to_json``'s text."""
+    # The head with the comparisons and errors as empty lists, its closing lines cut: "[]"
+    # then, at indent 1, '"errors": []' and the closing brace.
+    head = _dumps({**_head(result, environment), "comparisons": [], "errors": []})
+    tail = '\n "errors": []\n}'
+    assert head.endswith('"comparisons": [],' + tail), "json.dumps' layout changed"
+    yield head[:-len("[]," + tail)]
+    comparisons = result.comparisons
+    if not comparisons:
+        yield "[],"
+    else:
+        yield "[\n"
+        for start in range(0, len(comparisons), rows_per_chunk):
+            rows = [_comparison(x) for x in comparisons[start:start + rows_per_chunk]]
+            # each row at indent 2: json.dumps' own text of it, every line but the first shifted
+            text = ",\n".join("  " + _dumps(r).replace("\n", "\n  ") for r in rows)
+            yield text + (",\n" if start + rows_per_chunk < len(comparisons) else "\n ],")
+    errors = _dumps({"errors": _errors(result)})  # '{\n "errors": [...]\n}'
+    yield "\n" + errors[2:]
 
 
 def schema() -> dict:

@@ -97,3 +97,46 @@ def test_quiet_and_json_output(tmp_path):
     doc = json.loads(js.stdout)
     jsonschema.validate(doc, schema())
     assert doc["verdict"] == "all agree"
+
+
+class _NaNAndRaises:
+    """NaN in dW1 on one case (a non-finite comparison, written as null) and an error on
+    another: what results.json must carry through its streamed writer."""
+
+    name, kind = "odd \"arm\" ✓", "analytic"
+
+    def gradients(self, model, arrays):
+        from harness.backends import get
+
+        if arrays["X"].shape[0] == 3:
+            raise RuntimeError("raised on purpose: ünïcode and \"quotes\"")
+        out = get("manual").gradients(model, arrays)
+        out["dW1"] = out["dW1"].copy()
+        out["dW1"].flat[0] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 4096])
+def test_results_json_written_in_pieces_is_to_json_text(tmp_path, rows_per_chunk, builtin):
+    """The report writes results.json piece by piece (``json_chunks``): the pieces join to
+    ``to_json``'s text, byte for byte, at any chunk size, also with no comparisons at all."""
+    from harness.cases import Case
+    from harness.model import Model
+    from harness.results import json_chunks, to_json
+    from harness.runner import run
+
+    cases = [Case(name, Model((3, 4, 2), ("tanh", "softmax"), "cross_entropy", "float64"), m, i)
+             for i, (name, m) in enumerate([("plain", 4), ("näme \"quoted\"", 3), ("third", 5)])]
+    result = run(cases, [builtin["manual"], builtin["torch"], _NaNAndRaises()])
+    assert result.errors and any(c.max_abs != c.max_abs or c.max_abs == float("inf") for c in result.comparisons)
+    from harness import environment
+
+    env = environment.collect("python -m harness run ü.toml", ["ü.toml"])
+    text = to_json(result, env)
+    assert "".join(json_chunks(result, env, rows_per_chunk)) == text
+    doc = json.loads(text)
+    jsonschema.validate(doc, schema())
+    assert len(doc["comparisons"]) == len(result.comparisons) and doc["errors"][0]["backend"] == _NaNAndRaises.name
+    empty = run(cases[1:2], [_NaNAndRaises()])  # the only backend raises: nothing compared
+    assert not empty.comparisons
+    assert "".join(json_chunks(empty, env, rows_per_chunk)) == to_json(empty, env)
