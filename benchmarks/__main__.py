@@ -568,7 +568,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sweep-count", type=int, default=None, metavar="N",
                         help="the first N cases of cases/sweeps/catalog.toml (default: all 1,000)")
-    parser.add_argument("--only", default="gradients,catalog,conv,lstm,attention,overhead,compile,fd,sweep")
+    parser.add_argument("--only", default="gradients,catalog,conv,lstm,attention,overhead,compile,fd,sweep,memory")
     args = parser.parse_args()
     only = args.only.split(",")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -593,6 +593,9 @@ def main() -> None:
         fd_vectorised()
     if "sweep" in only:
         sweep(args.sweep_count)
+    if "memory" in only:
+        from .memory import records_memory
+        records_memory()
     RESULTS.mkdir(exist_ok=True)
     frame = pd.DataFrame(ROWS)
     frame.insert(0, "when", stamp)

@@ -136,6 +136,12 @@ N_BACKENDS = 5  # harness.backends.DEFAULT: manual, manual_columns, torch, jax, 
 # was written in pieces: 907 and 1,815 MiB, 10.1 kB a comparison, above the 8,000 then used.)
 COMPARISON_BYTES = 4_000
 CASE_BYTES = 20_000  # per case besides: CaseResult, notes, array headers
+# The CLI keeps the comparisons on disk as each case is done (harness.records), and writes its
+# reports a few thousand rows at a time: a case then keeps CASE_BYTES in memory, comparisons
+# and all. Measured (the objects reachable from the run's cases, sys.getsizeof): 11.4 kB a
+# case on 20 catalog cases (136 comparisons each), 5.6 kB on 250 MLP cases (120 each), with the
+# five default backends; peak RSS of 250 and of 1,000 MLP cases: 662 and 757 MiB, where the
+# difference is JAX's 33 more compiled functions, and 271 and 274 MiB without JAX (5.2 kB a case).
 # JAX keeps the function it compiled for each of the last 128 shapes it met (one per network
 # shape and batch; jax_backend.KEPT_SIGNATURES), so only the 128 largest add up. The
 # first 80 cases of cases/sweeps/specificity.toml (widths to 64, batch to 128) cost
@@ -166,10 +172,15 @@ def memory_limit() -> int:
     return int(MEMORY_FRACTION * physical_memory())
 
 
-def _memory_parts(model: Model | Network, batch: int) -> tuple[int, int, int, int]:
+def _memory_parts(model: Model | Network, batch: int, spilled: bool = False) -> tuple[int, int, int, int]:
     """(records, arrays, compiled, working) bytes of one case; see ``memory_estimate``. A run
     keeps a case's records, and its arrays only if it saves them (without --save-arrays a case
-    sheds them once compared: ``CaseResult.shed_arrays``)."""
+    sheds them once compared: ``CaseResult.shed_arrays``). ``spilled``: the run keeps the
+    comparisons on disk (``records.Spill``, the CLI's runs), so a case's records in memory are
+    CASE_BYTES."""
+    if spilled:
+        _, arrays, compiled, working = _memory_parts(model, batch)
+        return CASE_BYTES, arrays, compiled, working
     if isinstance(model, Network):
         from .network_cases import memory_parts
         return memory_parts(model, batch, N_BACKENDS, CASE_BYTES, COMPARISON_BYTES,
@@ -237,8 +248,9 @@ class _MemoryBudget:
     the arrays of the two cases drawn or compared beside it (``runner.run``'s overlap). A case
     too large alone, or one that makes the sum too large, is refused."""
 
-    def __init__(self, keep_arrays: bool = True) -> None:
+    def __init__(self, keep_arrays: bool = True, spilled: bool = False) -> None:
         self.keep_arrays = keep_arrays  # False: the run sheds each case's arrays (records kept)
+        self.spilled = spilled  # True: the run keeps the comparisons on disk (harness.records)
         self.total, self.limit = physical_memory(), memory_limit()
         self.kept = self.working = self.cases = 0
         # runner.run draws the next case and compares the last while one runs: when the run
@@ -258,7 +270,7 @@ class _MemoryBudget:
             size_field: str, sum_field: str, name: str | None = None) -> None:
         """Count one case (``extra``: bytes of explicit values it carries). ``name``: the case
         a sweep generated, named in the message (the error names the sweep)."""
-        records, arrays, compiled, working = _memory_parts(model, batch)
+        records, arrays, compiled, working = _memory_parts(model, batch, self.spilled)
         # While it runs a case holds its arrays; then the run keeps them only if it saves them.
         alone = BASE_BYTES + records + arrays + extra + compiled + working
         kept = records + extra + (arrays if self.keep_arrays else 0)
@@ -302,14 +314,15 @@ def load_file(path: str | Path, allow_huge: bool = False) -> list[Case]:
     return _load_file(path, _MemoryBudget(), allow_huge)
 
 
-def load_files(paths: list[str | Path], allow_huge: bool = False, keep_arrays: bool = True) -> list[Case]:
+def load_files(paths: list[str | Path], allow_huge: bool = False, keep_arrays: bool = True,
+               spilled: bool = False) -> list[Case]:
     """Load several files; a case name may appear only once in a run, and the cases of all
     files together must fit in memory (a run keeps every case's results, and its arrays unless
-    ``keep_arrays`` is False: the CLI's run without --save-arrays). ``allow_huge``: as for
-    ``load_file``."""
+    ``keep_arrays`` is False: the CLI's run without --save-arrays; its comparisons stay on disk
+    when ``spilled``: the CLI's runs, ``records.Spill``). ``allow_huge``: as for ``load_file``."""
     cases: list[Case] = []
     where: dict[str, str] = {}
-    budget = _MemoryBudget(keep_arrays)
+    budget = _MemoryBudget(keep_arrays, spilled)
     for p in paths:
         for c in _load_file(p, budget, allow_huge):
             if c.name in where:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from .cases import load_files
 from .errors import InputError
 from .files import CLAIMS_FILES, SELFCHECK_FILES, STUDY_FILES, OutputError, check_output_dir, output_set
 from .progress import Progress
+from .records import Spill
 from .report import summary_table, write_report
 from .backends import build
 from .parallel import check_jobs
@@ -274,12 +276,15 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cases = load_files(_default_cases(args.casefiles), allow_huge=args.yes, keep_arrays=args.save_arrays)
+    cases = load_files(_default_cases(args.casefiles), allow_huge=args.yes, keep_arrays=args.save_arrays,
+                       spilled=True)
     jobs = _jobs(args)
     if not 0 < args.timeout < 1e9:
         raise InputError(f"must be a positive number of seconds, got {args.timeout}", field="--timeout")
     out = _prepare_out(Path(args.out))
     trust = frozenset(args.trust_kind)
+    # Each case's comparisons go to disk as it is done: a sweep's memory grows by its cases.
+    records = Spill()
     with Progress("run", quiet=args.quiet or args.json) as progress:
         if jobs > 1 or args.scheduler:
             from .parallel import run_distributed
@@ -292,7 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = run_distributed(cases, names + list(args.backend), jobs=None if args.scheduler else jobs,
                                      scheduler=args.scheduler, progress=progress, trust_kinds=trust,
                                      timeout=args.timeout, names=names + [p.name for p in plugins],
-                                     keep_arrays=args.save_arrays)
+                                     keep_arrays=args.save_arrays, spill=records)
         else:
             pin_threads()  # the workers' settings: the same bits whichever way a case runs
             backends = build.build(_backend_names(args.backends), args.backend, args.timeout)
@@ -300,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 # Arrays the report will not save are dropped case by case (CaseResult.shed_arrays).
                 # One compute thread: the harness's drawing and comparing go to a second one.
                 result = run(cases, backends, progress=progress, trust_kinds=trust,
-                             keep_arrays=args.save_arrays, overlap=True)
+                             keep_arrays=args.save_arrays, overlap=True, spill=records)
             finally:
                 build.close(backends)
     result.allow_uncompared = args.allow_uncompared
@@ -309,7 +314,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = "python -m harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_report(result, out, save_arrays=args.save_arrays, command=command)
     if args.json:
-        sys.stdout.write((out / "results.json").read_text())
+        with open(out / "results.json", encoding="utf-8") as f:  # a sweep's file: not one string
+            shutil.copyfileobj(f, sys.stdout)
     elif args.quiet:
         print(summary_table(result, out).splitlines()[-1])
     else:

@@ -92,7 +92,7 @@ def heatmap_png(result: RunResult) -> bytes:
     """Cases × backend pairs, coloured by the worst norm-relative difference (log scale)."""
     from matplotlib.colors import LogNorm
 
-    pairs = list(dict.fromkeys(c.pair for c in result.comparisons))
+    pairs = list(dict.fromkeys(f"{a}-vs-{b}" for r in result.cases for a, b in r.pair_tallies()))
     cases = result.cases
     if len(cases) > MAX_HEATMAP_ROWS:  # the worst cases, in run order, so the page stays readable
         worst = sorted(cases, key=lambda r: (r.passed, -max((c.tol_used for c in r.comparisons), default=0)))
@@ -148,7 +148,7 @@ def margins(result: RunResult) -> dict[tuple[str, str], np.ndarray]:
     is out of tolerance; inf for NaN/Inf or mismatched shapes). A comparison that compared
     nothing (every element masked) has no margin and is left out."""
     groups: dict[tuple[str, str], list[float]] = {}
-    for c in result.comparisons:
+    for c in result.iter_comparisons():
         if c.n_checked or not c.n_total:
             groups.setdefault((c.kind, c.dtype), []).append(c.tol_used)
     return {k: np.asarray(groups[k], dtype=float) for k in sorted(groups)}
@@ -329,14 +329,14 @@ def _pairs_table(result: RunResult) -> str:
 
 def render(result: RunResult, environment: dict, out: Path) -> str:
 
-    comps = result.comparisons
+    n_comps, failures = result.n_comparisons, result.failures()
     v = result.verdict.text
     body = [
         "<h1>Backprop cross-validation report</h1>",
         f'<div class="verdict {"ok" if result.passed else "bad"}" id="verdict">Verdict: {html.escape(v)}</div>',
         f'<p class="meta">{len(result.cases)} cases · {len(result.backends)} backends '
-        f'({html.escape(", ".join(result.backends))}) · {len(comps)} comparisons, '
-        f'{sum(c.passed for c in comps)} agree · command <code>{html.escape(environment.get("command", ""))}</code></p>',
+        f'({html.escape(", ".join(result.backends))}) · {n_comps} comparisons, '
+        f'{n_comps - len(failures)} agree · command <code>{html.escape(environment.get("command", ""))}</code></p>',
     ]
     if len(result.cases) > HEATMAP_MAX_CASES:  # a row per case: unreadable at this size
         body.append(f"<p class='meta' id='no-heatmap'>{len(result.cases):,} cases: the agreement heatmap (a "
@@ -363,7 +363,7 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
     body += ["<h2>Pairs</h2><p class='meta'>The tolerance row each pair of backends was checked "
              "with, and how much it compared over the run. A pair that compared nothing fails the "
              "run unless --allow-uncompared was given.</p>", _pairs_table(result)]
-    problems = [c.message() for c in comps if not c.passed] + \
+    problems = [c.message() for c in failures] + \
         [f"{e.case}: backend {e.backend} raised {e.message}" for e in result.errors]
     if problems:
         body += ["<h2>Problems</h2><ul>"] + [f"<li>{html.escape(p)}</li>" for p in problems[:200]] + ["</ul>"]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from .cases import Case
 from .errors import InputError
+from .records import Spill
 from .runner import BackendError, CaseResult, RunResult, _check_stop, pin_threads, run
 
 # Deaths a case may be part of on a local cluster before it is an error: a worker killed for
@@ -140,14 +141,15 @@ def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | 
                     scheduler: str | None = None, progress: ProgressFn | None = None,
                     trust_kinds: Collection[str] = (), timeout: float = 600.0,
                     allow_uncompared: bool = False, names: Sequence[str] | None = None,
-                    keep_arrays: bool = True) -> RunResult:
+                    keep_arrays: bool = True, spill: Spill | None = None) -> RunResult:
     """``runner.run`` on Dask workers, cases in chunks (``chunk_size``): on a local cluster of
     ``jobs`` processes, or on the cluster whose scheduler is at ``scheduler``.
 
     ``specs`` are the backend names and ``FILE.py:Class`` plugin specs the workers build
     from; ``names`` the names they were given where first built (the parent's up-front check).
     ``keep_arrays=False``: as for ``runner.run``, but the workers shed each case's arrays
-    before sending its result back.
+    before sending its result back. ``spill``: as for ``runner.run``, in this process as each
+    result arrives.
     """
     if (jobs is None) == (scheduler is None):
         raise ValueError("give exactly one of jobs and scheduler")
@@ -161,7 +163,8 @@ def run_distributed(cases: Sequence[Case], specs: Sequence[str], *, jobs: int | 
         client = connect(scheduler)
     try:
         results = _gather_in_order(client, cases, tuple(specs), frozenset(trust_kinds), timeout,
-                                   tuple(names) if names else None, progress, jobs, keep_arrays=keep_arrays)
+                                   tuple(names) if names else None, progress, jobs, keep_arrays=keep_arrays,
+                                   spill=spill)
     finally:
         _close(client, cluster)
     if not names:
@@ -178,7 +181,8 @@ def chunk_size(n_cases: int, n_workers: int) -> int:
 
 def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trust: frozenset, timeout: float,
                      names: tuple[str, ...] | None, progress: ProgressFn | None,
-                     n_workers: int | None = None, *, keep_arrays: bool = True) -> list[CaseResult]:
+                     n_workers: int | None = None, *, keep_arrays: bool = True,
+                     spill: Spill | None = None) -> list[CaseResult]:
     """Every case's result, in case order, from chunks submitted to ``client``'s workers.
 
     A chunk whose workers all died (the scheduler gives up on a task after its allowed-failures)
@@ -212,6 +216,8 @@ def _gather_in_order(client, cases: Sequence[Case], specs: tuple[str, ...], trus
     def finish(indices: list[int], value) -> None:
         nonlocal done, failed
         for i, r in zip(indices, value):
+            if spill is not None:
+                r.spill(spill)
             results[i] = r
             failed += not r.passed
         done += len(indices)

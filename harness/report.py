@@ -11,6 +11,7 @@ import platform
 import re
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,23 +48,36 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
     from . import environment, html_report, results
 
     env = environment.collect(command, sorted({r.case.source for r in result.cases}))
-    columns = list(Comparison.__dataclass_fields__) + ["pair"]
     errors = pd.DataFrame([{"case": e.case, "backend": e.backend, "message": e.message}
                            for e in result.errors], columns=["case", "backend", "message"])
-    text = markdown(result, command)
     with output_set(Path(out), RUN_FILES) as stage:
-        frame = pd.DataFrame([c.as_row() for c in result.comparisons], columns=columns)
-        atomic_write(stage / "agreement.csv", frame.to_csv(index=False).encode())
-        del frame  # a large sweep's table: not kept while the other files are made
+        atomic_write(stage / "agreement.csv", (text.encode() for text in agreement_chunks(result)))
         atomic_write(stage / "errors.csv", errors.to_csv(index=False).encode())
         if save_arrays:
             _write_arrays(result, stage / "arrays")
         nudge = stage / "nudge.md"  # written by `python -m harness study ...` into the same DIR
-        if nudge.exists():
-            text += "\n" + nudge.read_text()
-        atomic_write(stage / "report.md", text.encode())
+        tail = ["\n" + nudge.read_text()] if nudge.exists() else []
+        atomic_write(stage / "report.md", (text.encode() for text in [*markdown_chunks(result, command), *tail]))
         atomic_write(stage / "results.json", (piece.encode() for piece in results.json_chunks(result, env)))
         atomic_write(stage / "report.html", html_report.render(result, env, stage).encode())
+
+
+AGREEMENT_COLUMNS = [*Comparison.__dataclass_fields__, "pair"]
+
+
+def agreement_chunks(result: RunResult, rows_per_chunk: int = 4096) -> Iterator[str]:
+    """agreement.csv's text, a few thousand rows at a time (a whole sweep's table was the run's
+    peak of memory): the header, then each chunk's rows as pandas writes them. The pieces join
+    to the text of one table of every row (``tests/test_records.py``)."""
+    rows: list[dict] = []
+    header = True
+    for c in result.iter_comparisons():
+        rows.append(c.as_row())
+        if len(rows) == rows_per_chunk:
+            yield pd.DataFrame(rows, columns=AGREEMENT_COLUMNS).to_csv(index=False, header=header)
+            rows, header = [], False
+    if rows or header:
+        yield pd.DataFrame(rows, columns=AGREEMENT_COLUMNS).to_csv(index=False, header=header)
 
 
 def _write_arrays(result: RunResult, folder: Path) -> None:
@@ -116,14 +130,21 @@ def _worst(r: CaseResult) -> Comparison | None:
 
 
 def markdown(result: RunResult, command: str = "") -> str:
+    return "".join(markdown_chunks(result, command))
+
+
+def markdown_chunks(result: RunResult, command: str = "") -> Iterator[str]:
+    """report.md's text: the head (verdict, tolerances, pairs, summary, problems), then one
+    piece per case, so a large sweep's report is never one string in memory."""
     n_cases = len(result.cases)
-    comps = result.comparisons
+    n_comps = result.n_comparisons
+    problems = result.failures()
     lines = [
         "# Backprop cross-validation report",
         "",
         f"**Verdict: {verdict(result)}.** {n_cases} cases, {len(result.backends)} backends "
-        f"({', '.join(result.backends)}), {len(comps)} comparisons "
-        f"({sum(c.passed for c in comps)} agree).",
+        f"({', '.join(result.backends)}), {n_comps} comparisons "
+        f"({n_comps - len(problems)} agree).",
         "",
         f"- Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `{command}`"
         if command else f"- Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -167,7 +188,6 @@ def markdown(result: RunResult, command: str = "") -> str:
                      f"{r.case.batch} | {where} | {_fmt(w.norm_rel) if w else '—'} | "
                      f"{f'{100 * w.tol_used:.2g}%' if w else '—'} | {state} |")
 
-    problems = [c for c in comps if not c.passed]
     if problems or result.errors:
         lines += ["", "## Problems", ""]
         for r in result.cases:
@@ -177,9 +197,10 @@ def markdown(result: RunResult, command: str = "") -> str:
         lines += [f"- **{e.case}** backend `{e.backend}` raised: {e.message}" for e in result.errors]
 
     lines += ["", "## Cases"]
+    yield "\n".join(lines)
     for r in result.cases:
-        lines += ["", *_case_section(r)]
-    return "\n".join(lines) + "\n"
+        yield "\n" + "\n".join(["", *_case_section(r)])
+    yield "\n"
 
 
 def _layer_text(quantity: str) -> str:
@@ -258,7 +279,7 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
         for c in r.first_disagreements().values():
             lines.append(f"  ✗ {r.case.name}: {c.a} vs {c.b} first disagree at {c.quantity}"
                          f"{_layer_text(c.quantity)}")
-    problems = [c for c in result.comparisons if not c.passed]
+    problems = result.failures()
     for c in problems[:20]:
         lines.append(f"  ✗ {c.message()}")
     if len(problems) > 20:
@@ -276,7 +297,7 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
                      "on them are not compared")
     lines.append("")
     lines.append(f"{verdict(result).upper()}: {len(result.cases)} cases, backends "
-                 f"{', '.join(result.backends)}, {len(result.comparisons)} comparisons"
+                 f"{', '.join(result.backends)}, {result.n_comparisons} comparisons"
                  + (f"; report in {out_dir}/report.md" if out_dir else ""))
     return "\n".join(lines)
 

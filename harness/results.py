@@ -110,16 +110,21 @@ def json_chunks(result: RunResult, environment: dict, rows_per_chunk: int = 4096
     tail = '\n "errors": []\n}'
     assert head.endswith('"comparisons": [],' + tail), "json.dumps' layout changed"
     yield head[:-len("[]," + tail)]
-    comparisons = result.comparisons
-    if not comparisons:
+    total = result.n_comparisons
+    if not total:
         yield "[],"
     else:
         yield "[\n"
-        for start in range(0, len(comparisons), rows_per_chunk):
-            rows = [_comparison(x) for x in comparisons[start:start + rows_per_chunk]]
-            # each row at indent 2: json.dumps' own text of it, every line but the first shifted
-            text = ",\n".join("  " + _dumps(r).replace("\n", "\n  ") for r in rows)
-            yield text + (",\n" if start + rows_per_chunk < len(comparisons) else "\n ],")
+        rows: list[dict] = []
+        written = 0
+        for x in result.iter_comparisons():  # one case's comparisons in memory at a time
+            rows.append(_comparison(x))
+            if len(rows) == rows_per_chunk or written + len(rows) == total:
+                written += len(rows)
+                # each row at indent 2: json.dumps' own text of it, every line but the first shifted
+                text = ",\n".join("  " + _dumps(r).replace("\n", "\n  ") for r in rows)
+                yield text + (",\n" if written < total else "\n ],")
+                rows = []
     errors = _dumps({"errors": _errors(result)})  # '{\n "errors": [...]\n}'
     yield "\n" + errors[2:]
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,6 +25,7 @@ from .compare import Comparison, compare_pairs
 from .errors import describe  # noqa: F401 - re-exported: runner.describe is public
 from .directional import directions, project
 from .network import Network
+from .records import Spill, SpilledComparisons, pair_tallies
 from .rounding import rounding_floor
 from .ties import chooses, tie_masks
 from .tolerances import lookup, pair_kind
@@ -46,7 +47,8 @@ class CaseResult:
     inputs: dict[str, Array]
     outputs: dict[str, dict[str, Array]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    comparisons: list[Comparison] = field(default_factory=list)
+    # A list, or after ``spill`` a records.SpilledComparisons: the same sequence, on disk.
+    comparisons: list[Comparison] | SpilledComparisons = field(default_factory=list)
     errors: list[BackendError] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # per backend, from its result's notes
     inconclusive: dict[str, int] = field(default_factory=dict)  # per backend: not compared
@@ -80,6 +82,25 @@ class CaseResult:
             self.inputs = {}
             self.shed = True
 
+    def spill(self, store: Spill) -> None:
+        """Move the comparisons to ``store`` (``records.Spill``): what a case keeps in memory
+        is then its failures, whether it compared anything and its per-pair tallies."""
+        if not isinstance(self.comparisons, SpilledComparisons):
+            self.comparisons = store.put(self.comparisons)
+
+    @property
+    def compared_any(self) -> bool:
+        """Some element of some quantity was compared."""
+        if isinstance(self.comparisons, SpilledComparisons):
+            return self.comparisons.compared_any
+        return any(c.n_checked for c in self.comparisons)
+
+    def pair_tallies(self) -> dict[tuple[str, str], tuple[tuple[str, ...], int, int, int]]:
+        """``records.pair_tallies`` of this case's comparisons."""
+        if isinstance(self.comparisons, SpilledComparisons):
+            return self.comparisons.tallies
+        return pair_tallies(self.comparisons)
+
     @property
     def state(self) -> str:
         """agree, disagree, error or nothing compared (``verdict.case_state``)."""
@@ -94,6 +115,8 @@ class CaseResult:
         return self.state == AGREE
 
     def failures(self) -> list[Comparison]:
+        if isinstance(self.comparisons, SpilledComparisons):
+            return list(self.comparisons.failures)
         return [c for c in self.comparisons if not c.passed]
 
     def first_disagreements(self) -> dict[str, Comparison]:
@@ -104,8 +127,8 @@ class CaseResult:
         it afterwards disagrees too.
         """
         first: dict[str, Comparison] = {}
-        for c in self.comparisons:
-            if not c.passed and c.pair not in first:
+        for c in self.failures():
+            if c.pair not in first:
                 first[c.pair] = c
         return first
 
@@ -123,7 +146,22 @@ class RunResult:
 
     @property
     def comparisons(self) -> list[Comparison]:
+        """Every case's comparisons in one list (the writers of a large run's reports go case by
+        case instead: ``iter_comparisons``)."""
         return [c for r in self.cases for c in r.comparisons]
+
+    def iter_comparisons(self) -> Iterator[Comparison]:
+        """Every comparison in case order, one case's in memory at a time."""
+        for r in self.cases:
+            yield from r.comparisons
+
+    @property
+    def n_comparisons(self) -> int:
+        return sum(len(r.comparisons) for r in self.cases)
+
+    def failures(self) -> list[Comparison]:
+        """The comparisons out of tolerance, in case order."""
+        return [c for r in self.cases for c in r.failures()]
 
     @property
     def errors(self) -> list[BackendError]:
@@ -350,7 +388,7 @@ def _check_stop() -> None:
 def run(cases: Sequence[Case], backends: Sequence[Backend],
         progress: Callable[..., None] | None = None, *,
         trust_kinds: Collection[str] = (), allow_uncompared: bool = False,
-        keep_arrays: bool = True, overlap: bool = False) -> RunResult:
+        keep_arrays: bool = True, overlap: bool = False, spill: Spill | None = None) -> RunResult:
     """Run all cases, one after another: each case's results are ``run_case``'s.
 
     ``progress(done, total, case_name, failed)`` is called with done = 0 first, then after each
@@ -367,6 +405,10 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
     (benchmarks: 0.7 to 1.2 × the time), hence off by default; a Dask worker (one core) runs
     without it. Each case gets the same draws, the same backends' calls on the same arrays and
     the same comparisons either way, so every record and array has the same bits.
+
+    ``spill`` (a ``records.Spill``): each case's comparisons go to disk once it is done
+    (``CaseResult.spill``), so the run's memory grows by its cases, not their comparisons: the
+    CLI's runs.
     """
     results: list[CaseResult] = []
     failed = 0
@@ -377,6 +419,8 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
         nonlocal failed
         if not keep_arrays:
             result.shed_arrays()
+        if spill is not None:
+            result.spill(spill)
         results.append(result)
         failed += not result.passed
         if progress:

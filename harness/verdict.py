@@ -26,9 +26,9 @@ def case_state(r) -> str:
     """The state of one ``CaseResult``."""
     if r.errors:
         return ERROR
-    if any(not c.passed for c in r.comparisons):
+    if r.failures():
         return DISAGREE
-    if not any(c.n_checked for c in r.comparisons):
+    if not r.compared_any:
         return UNCOMPARED
     return AGREE
 
@@ -59,16 +59,21 @@ class Verdict:
 
 
 def pair_summaries(result) -> list[PairSummary]:
-    """Per pair of the run's backends, in backend order: rows used and elements compared."""
-    found: dict[tuple[str, str], list] = {}
-    for c in result.comparisons:
-        found.setdefault((c.a, c.b), []).append(c)
+    """Per pair of the run's backends, in backend order: rows used and elements compared.
+    Added up from each case's tallies (``CaseResult.pair_tallies``), so a run whose records
+    are on disk (``records.Spill``) reads none of them back."""
+    found: dict[tuple[str, str], list] = {}  # pair -> [rows (ordered), comparisons, elements, failing]
+    for r in result.cases:
+        for pair, (rows, n, elements, failing) in r.pair_tallies().items():
+            total = found.setdefault(pair, [{}, 0, 0, 0])
+            total[0].update(dict.fromkeys(rows))
+            total[1] += n
+            total[2] += elements
+            total[3] += failing
     out = []
     for a, b in itertools.combinations(result.backends, 2):
-        comps = found.get((a, b)) or found.get((b, a)) or []
-        rows = tuple(dict.fromkeys(f"{c.dtype} {c.kind}" for c in comps))
-        out.append(PairSummary(a, b, rows, len(comps), sum(c.n_checked for c in comps),
-                               sum(not c.passed for c in comps)))
+        rows, n, elements, failing = found.get((a, b)) or found.get((b, a)) or [{}, 0, 0, 0]
+        out.append(PairSummary(a, b, tuple(rows), n, elements, failing))
     return out
 
 
@@ -79,7 +84,7 @@ def run_verdict(result, allow_uncompared: bool = False) -> Verdict:
         counts[case_state(r)] += 1
     pairs = pair_summaries(result)
     empty = tuple(p.pair for p in pairs if not p.elements)
-    n_fail = sum(not c.passed for c in result.comparisons)
+    n_fail = sum(len(r.failures()) for r in result.cases)
     n_err = len(result.errors)
     parts = []
     if n_fail:

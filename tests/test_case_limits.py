@@ -275,13 +275,16 @@ def test_physical_memory(monkeypatch):
     assert physical_memory() == cases_mod.FALLBACK_MEMORY_BYTES
 
 
-def _largest_batch(layers: tuple[int, ...], limit: int) -> int:
-    """The largest batch whose case fits in ``limit`` (bisection on memory_estimate)."""
+def _largest_batch(layers: tuple[int, ...], limit: int, spilled: bool = False) -> int:
+    """The largest batch whose case fits in ``limit`` (bisection on memory_estimate; with
+    ``spilled``, on the parts the CLI counts: its comparisons stay on disk)."""
     model = Model(layers, ("tanh",) * (len(layers) - 2) + ("softmax",), "cross_entropy", "float64")
+    need = ((lambda m: cases_mod.BASE_BYTES + sum(cases_mod._memory_parts(model, m, spilled=True)))
+            if spilled else (lambda m: memory_estimate(model, m)))
     lo, hi = 1, 2**31 - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if memory_estimate(model, mid) <= limit else (lo, mid - 1)
+        lo, hi = (mid, hi) if need(mid) <= limit else (lo, mid - 1)
     return lo
 
 
@@ -301,7 +304,12 @@ def test_case_just_under_the_memory_limit_loads_and_just_over_is_refused(tmp_pat
     err = load_error(over, "net", "batch", "case too large", "needs about", "GiB of memory",
                      "this machine has 4.0 GiB", "50% of it (2.0 GiB)")
     assert err.message.count("GiB") == 3
-    cli_error(capsys, over, tmp_path, "case 'net'", "field 'batch'", "case too large")
+    # The CLI keeps the comparisons on disk (harness.records): its records are smaller, so its
+    # limit is a larger batch, and one case past it is refused as well.
+    m_cli = _largest_batch((3, 4, 2), machine_of_4_gib, spilled=True)
+    assert m_cli > m
+    over_cli = write(tmp_path, case_toml(batch=str(m_cli + 1)), "over_cli.toml")
+    cli_error(capsys, over_cli, tmp_path, "case 'net'", "field 'batch'", "case too large")
 
 
 def test_parameters_too_large_name_the_layers(tmp_path, machine_of_4_gib):

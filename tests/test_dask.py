@@ -46,14 +46,17 @@ def _rows(result):
 def test_a_local_cluster_gives_the_serial_results_case_by_case(tmp_path):
     from harness.backends import get
     from harness.parallel import run_distributed
+    from harness.records import Spill, SpilledComparisons
     from harness.runner import run
 
     _, cases = _cases(tmp_path, 12)
     serial = run(cases, [get("manual"), get("fd")])
     seen = []
     # As the CLI runs without --save-arrays: the workers drop the arrays before sending results.
+    # And as it keeps the records: on disk, each result as it arrives (harness.records).
     parallel = run_distributed(cases, ["manual", "fd"], jobs=2, progress=lambda *a: seen.append(a),
-                               keep_arrays=False)
+                               keep_arrays=False, spill=Spill())
+    assert all(isinstance(r.comparisons, SpilledComparisons) for r in parallel.cases)
     assert [r.case.name for r in parallel.cases] == [c.name for c in cases]  # file order
     assert all(r.shed and r.outputs == {"manual": {}, "fd": {}} for r in parallel.cases)
     assert _rows(parallel) == _rows(serial) and len(_rows(serial)) > 100
