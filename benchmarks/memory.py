@@ -103,3 +103,21 @@ def records_memory(small: int = 1000, catalog_cases: int = 20) -> None:
     main_module().report("same, records on disk (the CLI)", spilled, f"≤ CASE_BYTES ({case_limits.CASE_BYTES:,})",
            spilled <= case_limits.CASE_BYTES, "bytes")
     main_module().report("records on disk, per comparison", spill.nbytes / n, "—", None, "bytes")
+    admitted(ROOT / "cases" / "sweeps" / "catalog.toml", 100_000)
+
+
+def admitted(path: Path, count: int) -> None:
+    """What the memory check says of one CLI run of ``count`` cases of the catalog sweep: drawn
+    and checked as `harness run --yes` would (about a minute for 100,000)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "catalog.toml"
+        big.write_text(path.read_text().replace("count = 1000", f"count = {count}", 1))
+        budget = case_limits._MemoryBudget(keep_arrays=False, spilled=True)
+        try:
+            drawn = len(case_limits._load_file(big, budget, allow_huge=True))
+        except case_limits.InputError as e:
+            print(f"  refused: {e}")
+            drawn = 0
+    need = case_limits.BASE_BYTES + budget.kept + budget.working + sum(budget.in_flight)
+    main_module().report(f"{count:,} catalog cases in one CLI run: the memory check's estimate", need / 2**30,
+                         f"≤ {case_limits.memory_limit() / 2**30:.1f} (the run's limit)", drawn == count, "GiB")

@@ -372,7 +372,8 @@ Backward = Callable[[Spec, Array, Any], tuple[Array, dict[str, Array]]]
 
 
 def backprop(net: Network, arrays: Mapping[str, Array],
-             backward_of: Mapping[str, Backward] | None = None) -> dict[str, Array]:
+             backward_of: Mapping[str, Backward] | None = None,
+             forwarded: tuple[Array, dict[str, Array], dict] | None = None) -> dict[str, Array]:
     """The manual arm: J, the forward values, and every gradient by the layers' hand-written
     backwards, from the top down:
         da^[n] = ∂J/∂s (the loss's delta, 1/m included)
@@ -380,10 +381,11 @@ def backprop(net: Network, arrays: Mapping[str, Array],
         da^[i-1], d(params of i) = layer i's backward of dz^[i] (or da^[i])
         dW += 2c·W                           for the L2 term c·Σ W²
     ``backward_of``: {layer kind: backward} replaces a layer's backward (the mutants of
-    selfcheck, a user's layer function).
+    selfcheck, a user's layer function). ``forwarded``: ``forward(net, arrays)``'s result, where
+    the caller has it already (``ties.tie_masks`` needs the caches too).
     """
     m = arrays["X"].shape[0]
-    s, values, caches = forward(net, arrays)
+    s, values, caches = forwarded if forwarded is not None else forward(net, arrays)
     out: dict[str, Array] = {"J": cost(net, arrays, s), **values}
     da = NETWORK_LOSSES[net.loss].grad(s, targets(net, arrays))
     c = net.l2_coefficient(m)

@@ -40,8 +40,9 @@ def tie_masks(net: Network, arrays: Mapping[str, Array], seed: int = 0) -> tuple
     """({quantity: boolean mask of the elements that depend on a tie}, number of tied windows)."""
     if not chooses(net):
         return {}, 0
-    grads = backprop(net, arrays)
-    _, values, caches = forward(net, arrays)
+    forwarded = forward(net, arrays)
+    grads = backprop(net, arrays, forwarded=forwarded)
+    _, values, caches = forwarded
     rng = np.random.default_rng(seed)
     eps = np.finfo(np.dtype(net.dtype)).eps
     masks: dict[str, Array] = {}

@@ -161,7 +161,8 @@ class Layer:
              ) -> tuple[Array, int] | None:
         """For a layer whose gradient is a choice at some inputs (max pooling at a tied
         maximum): the change in dx that another valid choice makes (nonzero wherever the
-        choice matters) and the number of such places; None when the layer never chooses."""
+        choice matters) and the number of such places; None when the layer never chooses, or
+        has nothing to choose at these inputs."""
         return None
 
     def describe(self, spec: Spec) -> str:
