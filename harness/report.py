@@ -7,11 +7,12 @@ interrupted run never leaves a half-written report behind.
 from __future__ import annotations
 
 import io
+import itertools
 import platform
 import re
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
             _write_arrays(result, stage / "arrays")
         nudge = stage / "nudge.md"  # written by `python -m harness study ...` into the same DIR
         tail = ["\n" + nudge.read_text()] if nudge.exists() else []
-        atomic_write(stage / "report.md", (text.encode() for text in [*markdown_chunks(result, command), *tail]))
+        atomic_write(stage / "report.md", (text.encode() for text in itertools.chain(markdown_chunks(result, command), tail)))
         atomic_write(stage / "results.json", (piece.encode() for piece in results.json_chunks(result, env)))
         atomic_write(stage / "report.html", html_report.render(result, env, stage).encode())
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -91,6 +92,27 @@ def test_jobs_above_the_core_count_are_capped(tmp_path):
     assert f"capped at {os.cpu_count()}" in proc.stderr
 
 
+def _wait_for_busy_workers(session: int, workers: int = 2, cpu_seconds: float = 3.0, limit: float = 60.0) -> None:
+    """Until ``workers`` processes of the run's session besides its leader have each had
+    ``cpu_seconds`` of CPU (past their start-up: running cases), at most ``limit`` seconds.
+    A fixed sleep long enough for a loaded machine cost this test 12 s everywhere."""
+    tick = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        busy = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            # after the command: state, ppid, pgrp, session, ..., utime (12th), stime (13th)
+            if int(fields[3]) == session and int(stat.parent.name) != session:
+                busy += (int(fields[11]) + int(fields[12])) / tick >= cpu_seconds
+        if busy >= workers:
+            return
+        time.sleep(0.2)
+
+
 def test_ctrl_c_with_jobs_prints_no_worker_tracebacks(tmp_path):
     slow = tmp_path / "slow.toml"
     slow.write_text('[[sweep]]\nname = "s"\ncount = 400\nseed = 1\nwidth = [20, 40]\nbatch = [20, 40]\n')
@@ -109,7 +131,7 @@ def test_ctrl_c_with_jobs_prints_no_worker_tracebacks(tmp_path):
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=as_from_a_terminal)
     try:
-        time.sleep(12)
+        _wait_for_busy_workers(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
