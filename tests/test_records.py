@@ -197,3 +197,31 @@ def test_the_cli_run_keeps_its_records_on_disk(tmp_path, monkeypatch):
     assert len(result.cases) == 2 and all(isinstance(r.comparisons, SpilledComparisons) for r in result.cases)
     rows = (out / "agreement.csv").read_text().splitlines()
     assert len(rows) == 1 + result.n_comparisons and result.n_comparisons > 10
+
+
+def test_the_memory_check_counts_a_spilled_case_as_its_case_bytes(tmp_path, monkeypatch):
+    """Cases too many to keep with their records in memory load when the run keeps the records
+    on disk, as the CLI does (each then counts cases.CASE_BYTES), and a run past that is still
+    refused."""
+    from harness import cases
+    from harness.cases import InputError, _memory_parts, load_files
+
+    monkeypatch.setattr(cases, "physical_memory", lambda: 2 * 2**30)  # a run may use 1 GiB
+    model = Model((3, 4, 2), ("tanh", "softmax"), "cross_entropy", "float64")
+    kept_records = _memory_parts(model, 4)[0]
+    assert _memory_parts(model, 4, spilled=True)[0] == cases.CASE_BYTES < kept_records / 10
+    room = cases.memory_limit() - cases.BASE_BYTES - sum(_memory_parts(model, 4)[2:])
+    fits_kept, fits_spilled = room // kept_records, room // cases.CASE_BYTES
+    path = tmp_path / "many.toml"
+
+    def write(n):
+        path.write_text("".join(f'[[case]]\nname = "c{i}"\nlayers = [3, 4, 2]\nactivations = ["tanh", "softmax"]\n'
+                                f'loss = "cross_entropy"\nbatch = 4\nseed = {i}\n' for i in range(n)))
+        return [path]
+
+    n = 2 * fits_kept
+    with pytest.raises(InputError, match="too much for one run"):
+        load_files(write(n), keep_arrays=False)
+    assert len(load_files(write(n), keep_arrays=False, spilled=True)) == n
+    with pytest.raises(InputError, match="too much for one run"):
+        load_files(write(fits_spilled + 10), keep_arrays=False, spilled=True)
