@@ -265,10 +265,20 @@ def _case_section(r: CaseResult) -> list[str]:
 # --------------------------------------------------------------------------- terminal
 
 
+MAX_SUMMARY_ROWS = 100  # cases in the terminal's table: every other case, then agreeing ones up to this
+
+
 def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
-    """The compact table printed at the end of a run."""
+    """The compact table printed at the end of a run. A large sweep's table stays a screenful or
+    two: the cases that did not agree first (up to MAX_SUMMARY_ROWS), then agreeing ones up to
+    that many, in run order, and a line that counts the rest (report.md lists every case); the
+    first disagreements, problems and errors, 20 lines each at most."""
     rows = [("case", "network", "m", "worst: quantity pair norm-rel", "verdict")]
-    for r in result.cases:
+    shown = [r for r in result.cases if not r.passed][:MAX_SUMMARY_ROWS]
+    shown += [r for r in result.cases if r.passed][:MAX_SUMMARY_ROWS - len(shown)]
+    keep = {id(r) for r in shown}
+    shown = [r for r in result.cases if id(r) in keep]
+    for r in shown:
         w = _worst(r)
         worst = f"{w.quantity} {w.pair} {_fmt(w.norm_rel)}" if w else "-"
         state = "ok" if r.passed else r.state.upper()
@@ -276,17 +286,26 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "-" * len(lines[0]))
-    for r in result.cases:
-        for c in r.first_disagreements().values():
-            lines.append(f"  ✗ {r.case.name}: {c.a} vs {c.b} first disagree at {c.quantity}"
-                         f"{_layer_text(c.quantity)}")
+    if len(shown) < len(result.cases):
+        rest = [r for r in result.cases if id(r) not in keep]
+        agree = sum(r.passed for r in rest)
+        lines.append(f"... and {len(rest):,} more cases ({agree:,} agree, {len(rest) - agree:,} do not; "
+                     "report.md lists every case)")
+    firsts = [(r.case.name, c) for r in shown for c in r.first_disagreements().values()]
+    for name, c in firsts[:20]:
+        lines.append(f"  ✗ {name}: {c.a} vs {c.b} first disagree at {c.quantity}{_layer_text(c.quantity)}")
+    if len(firsts) > 20:
+        lines.append(f"  ... and {len(firsts) - 20} more first disagreements (see report.md)")
     problems = result.failures()
     for c in problems[:20]:
         lines.append(f"  ✗ {c.message()}")
     if len(problems) > 20:
         lines.append(f"  ... and {len(problems) - 20} more (see report.md)")
-    for e in result.errors:
+    errors = result.errors
+    for e in errors[:20]:
         lines.append(f"  ! {e.case}: backend {e.backend} raised {e.message}")
+    if len(errors) > 20:
+        lines.append(f"  ... and {len(errors) - 20} more errors (see errors.csv)")
     n_kink = sum(n for r in result.cases for n in r.inconclusive.values())
     if n_kink:
         lines.append(f"  ~ {n_kink} finite-difference coordinates inconclusive (a nudge crossed a kink, "

@@ -225,3 +225,30 @@ def test_the_memory_check_counts_a_spilled_case_as_its_case_bytes(tmp_path, monk
     assert len(load_files(write(n), keep_arrays=False, spilled=True)) == n
     with pytest.raises(InputError, match="too much for one run"):
         load_files(write(fits_spilled + 10), keep_arrays=False, spilled=True)
+
+
+def test_a_large_sweeps_terminal_summary_stays_a_screenful(mixed):
+    """Every case that did not agree, then agreeing ones up to MAX_SUMMARY_ROWS, and a line
+    counting the rest; first disagreements, problems and errors capped at 20 lines each. A run
+    under the cap prints every case, as before."""
+    import dataclasses
+
+    from harness.runner import RunResult
+
+    _, spilled = mixed
+    small = report.summary_table(spilled)
+    assert all(f"{r.case.name} " in small for r in spilled.cases) and "more cases" not in small
+    copies = [dataclasses.replace(r, case=dataclasses.replace(r.case, name=f"{r.case.name}-{k}"))
+              for k in range(40) for r in spilled.cases]  # 240 cases: 40 raise, 80 disagree
+    big = RunResult(spilled.backends, copies)
+    text = report.summary_table(big)
+    lines = text.splitlines()
+    bad = [r for r in copies if not r.passed]
+    assert len(bad) == 120 > report.MAX_SUMMARY_ROWS
+    table = [ln for ln in lines if ln.endswith(("ok", "ERROR", "DISAGREE"))]
+    assert len(table) == report.MAX_SUMMARY_ROWS and not any(ln.endswith("ok") for ln in table)
+    assert [ln.split()[0] for ln in table] == [r.case.name for r in bad[:report.MAX_SUMMARY_ROWS]]
+    assert f"... and {len(copies) - report.MAX_SUMMARY_ROWS:,} more cases (120 agree, 20 do not;" in text
+    assert "... and 20 more errors (see errors.csv)" in text and sum(ln.startswith("  ! ") for ln in lines) == 20
+    assert "more first disagreements (see report.md)" in text
+    assert lines[-1].startswith(big.verdict.text.upper()) and len(lines) < report.MAX_SUMMARY_ROWS + 80
