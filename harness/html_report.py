@@ -21,6 +21,7 @@ from .claims_report import claim_cell, claims_table
 from .compare import fmt as _fmt
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
+from .verdict import shown_cases
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto; max-width: 1200px;
@@ -45,6 +46,7 @@ MAX_HEATMAP_ROWS = 80  # cases in the heatmap: the worst ones when there are mor
 HEATMAP_MAX_CASES = 60  # above this many cases the margin histogram stands in for the heatmap
 MARGIN_FLOOR = 1e-9  # margins below (exact agreement: 0) are drawn here on the log axis
 MAX_CASE_SECTIONS = 100  # per-case tables: every failing case, then passing ones up to this
+MAX_SUMMARY_ROWS = 1000  # the summary table: cases that did not agree first, then agreeing ones
 HEATMAP_ROWS = ("analytic", "finite_difference")  # their rtol values are the red lines on the colour bar
 
 
@@ -354,12 +356,18 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
         ]
     body.append(_margins_section(result))
     summary = []
-    for r in result.cases:
+    listed = shown_cases(result.cases, MAX_SUMMARY_ROWS)
+    for r in listed:
         firsts = "; ".join(f"{p}: {c.quantity}" for p, c in r.first_disagreements().items())
         summary.append({"case": r.case.name, "network": r.case.model.describe(), "m": r.case.batch,
                         "verdict": r.state if r.passed else r.state.upper(),
                         "first disagreement": firsts})
     body += ["<h2>Summary</h2>", pd.DataFrame(summary).to_html(index=False, escape=True)]
+    if len(listed) < len(result.cases):
+        rest = len(result.cases) - len(listed)
+        agree = sum(r.passed for r in result.cases) - sum(r.passed for r in listed)
+        body.append(f"<p class='meta' id='more-cases'>{rest:,} more cases ({agree:,} agree, {rest - agree:,} do "
+                    "not) are not listed; report.md, agreement.csv and results.json hold them all.</p>")
     body += ["<h2>Pairs</h2><p class='meta'>The tolerance row each pair of backends was checked "
              "with, and how much it compared over the run. A pair that compared nothing fails the "
              "run unless --allow-uncompared was given.</p>", _pairs_table(result)]

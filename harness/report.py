@@ -25,6 +25,7 @@ from .model import Model
 from .progress import Progress  # noqa: F401 - re-exported: the display lives in progress.py now
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
+from .verdict import shown_cases
 
 
 # --------------------------------------------------------------------------- files
@@ -274,10 +275,8 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     that many, in run order, and a line that counts the rest (report.md lists every case); the
     first disagreements, problems and errors, 20 lines each at most."""
     rows = [("case", "network", "m", "worst: quantity pair norm-rel", "verdict")]
-    shown = [r for r in result.cases if not r.passed][:MAX_SUMMARY_ROWS]
-    shown += [r for r in result.cases if r.passed][:MAX_SUMMARY_ROWS - len(shown)]
+    shown = shown_cases(result.cases, MAX_SUMMARY_ROWS)
     keep = {id(r) for r in shown}
-    shown = [r for r in result.cases if id(r) in keep]
     for r in shown:
         w = _worst(r)
         worst = f"{w.quantity} {w.pair} {_fmt(w.norm_rel)}" if w else "-"

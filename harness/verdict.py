@@ -33,6 +33,15 @@ def case_state(r) -> str:
     return AGREE
 
 
+def shown_cases(cases: list, limit: int) -> list:
+    """At most ``limit`` of a run's case results for a summary table, in run order: those that
+    did not agree first, then agreeing ones."""
+    keep = [r for r in cases if not r.passed][:limit]
+    keep += [r for r in cases if r.passed][:limit - len(keep)]
+    ids = {id(r) for r in keep}
+    return [r for r in cases if id(r) in ids]
+
+
 @dataclass(frozen=True)
 class PairSummary:
     """What one pair of backends did over a whole run."""

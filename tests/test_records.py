@@ -252,3 +252,23 @@ def test_a_large_sweeps_terminal_summary_stays_a_screenful(mixed):
     assert "... and 20 more errors (see errors.csv)" in text and sum(ln.startswith("  ! ") for ln in lines) == 20
     assert "more first disagreements (see report.md)" in text
     assert lines[-1].startswith(big.verdict.text.upper()) and len(lines) < report.MAX_SUMMARY_ROWS + 80
+
+
+def test_a_large_sweeps_html_summary_lists_the_cases_that_matter(mixed, tmp_path, monkeypatch):
+    """The HTML summary table lists at most html_report.MAX_SUMMARY_ROWS cases: those that did
+    not agree first, then agreeing ones, and says how many more there are."""
+    import dataclasses
+
+    from harness.runner import RunResult
+
+    _, spilled = mixed
+    monkeypatch.setattr(html_report, "MAX_SUMMARY_ROWS", 30)
+    copies = [dataclasses.replace(r, case=dataclasses.replace(r.case, name=f"{r.case.name}-{k}"))
+              for k in range(10) for r in spilled.cases]  # 60 cases: 10 raise, 20 disagree
+    page = html_report.render(RunResult(spilled.backends, copies), environment.collect("", []), tmp_path)
+    summary = page.split("<h2>Summary</h2>", 1)[1].split("<h2>Pairs</h2>", 1)[0]
+    listed = re.findall(r"<td>(mlp-\d-\d+|int-image-\d+)</td>", summary)
+    assert listed == [r.case.name for r in copies if not r.passed]  # 30: every one that did not agree
+    assert "30 more cases (30 agree, 0 do not) are not listed" in summary
+    whole = html_report.render(spilled, environment.collect("", []), tmp_path)
+    assert "more cases" not in whole.split("<h2>Pairs</h2>", 1)[0]
