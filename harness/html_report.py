@@ -21,7 +21,7 @@ from .claims_report import claim_cell, claims_table
 from .compare import fmt as _fmt
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
-from .verdict import shown_cases
+from .verdict import more_cases, shown_cases
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto; max-width: 1200px;
@@ -94,7 +94,7 @@ def heatmap_png(result: RunResult) -> bytes:
     """Cases × backend pairs, coloured by the worst norm-relative difference (log scale)."""
     from matplotlib.colors import LogNorm
 
-    pairs = list(dict.fromkeys(f"{a}-vs-{b}" for r in result.cases for a, b in r.pair_tallies()))
+    pairs = list(dict.fromkeys(c.pair for c in result.iter_comparisons()))
     cases = result.cases
     if len(cases) > MAX_HEATMAP_ROWS:  # the worst cases, in run order, so the page stays readable
         worst = sorted(cases, key=lambda r: (r.passed, -max((c.tol_used for c in r.comparisons), default=0)))
@@ -364,8 +364,7 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
                         "first disagreement": firsts})
     body += ["<h2>Summary</h2>", pd.DataFrame(summary).to_html(index=False, escape=True)]
     if len(listed) < len(result.cases):
-        rest = len(result.cases) - len(listed)
-        agree = sum(r.passed for r in result.cases) - sum(r.passed for r in listed)
+        rest, agree = more_cases(result.cases, listed)
         body.append(f"<p class='meta' id='more-cases'>{rest:,} more cases ({agree:,} agree, {rest - agree:,} do "
                     "not) are not listed; report.md, agreement.csv and results.json hold them all.</p>")
     body += ["<h2>Pairs</h2><p class='meta'>The tolerance row each pair of backends was checked "

@@ -30,6 +30,16 @@ from .files import OutputError
 FIELDS = tuple(f.name for f in fields(Comparison))
 
 
+def failures(comparisons) -> list[Comparison]:
+    """The comparisons out of tolerance, in order."""
+    return [c for c in comparisons if not c.passed]
+
+
+def compared_any(comparisons) -> bool:
+    """Some element of some quantity was compared."""
+    return any(c.n_checked for c in comparisons)
+
+
 def pair_tallies(comparisons) -> dict[tuple[str, str], tuple[tuple[str, ...], int, int, int]]:
     """Per pair (a, b) in order of first appearance: (the tolerance rows used, "dtype kind",
     in order of first use; comparisons; elements compared; failing comparisons).
@@ -94,9 +104,6 @@ class Spill:
                               f"({len(blob)} of {nbytes} bytes at {offset})")
         return [Comparison(*row) for row in pickle.loads(zlib.decompress(blob))]
 
-    def close(self) -> None:
-        self._file.close()
-
 
 class SpilledComparisons(Sequence):
     """One case's comparisons on disk, in their order: iterating reads them back (a list each
@@ -107,8 +114,8 @@ class SpilledComparisons(Sequence):
 
     def __init__(self, spill: Spill, offset: int, nbytes: int, comparisons: list[Comparison]) -> None:
         self._spill, self._offset, self._nbytes, self._n = spill, offset, nbytes, len(comparisons)
-        self.failures = [c for c in comparisons if not c.passed]
-        self.compared_any = any(c.n_checked for c in comparisons)
+        self.failures = failures(comparisons)
+        self.compared_any = compared_any(comparisons)
         self.tallies = pair_tallies(comparisons)
 
     def _load(self) -> list[Comparison]:

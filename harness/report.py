@@ -25,7 +25,7 @@ from .model import Model
 from .progress import Progress  # noqa: F401 - re-exported: the display lives in progress.py now
 from .runner import CaseResult, RunResult
 from .tolerances import TOLERANCES
-from .verdict import shown_cases
+from .verdict import more_cases, shown_cases
 
 
 # --------------------------------------------------------------------------- files
@@ -276,7 +276,6 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     first disagreements, problems and errors, 20 lines each at most."""
     rows = [("case", "network", "m", "worst: quantity pair norm-rel", "verdict")]
     shown = shown_cases(result.cases, MAX_SUMMARY_ROWS)
-    keep = {id(r) for r in shown}
     for r in shown:
         w = _worst(r)
         worst = f"{w.quantity} {w.pair} {_fmt(w.norm_rel)}" if w else "-"
@@ -286,9 +285,8 @@ def summary_table(result: RunResult, out_dir: Path | None = None) -> str:
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     if len(shown) < len(result.cases):
-        rest = [r for r in result.cases if id(r) not in keep]
-        agree = sum(r.passed for r in rest)
-        lines.append(f"... and {len(rest):,} more cases ({agree:,} agree, {len(rest) - agree:,} do not; "
+        rest, agree = more_cases(result.cases, shown)
+        lines.append(f"... and {rest:,} more cases ({agree:,} agree, {rest - agree:,} do not; "
                      "report.md lists every case)")
     firsts = [(r.case.name, c) for r in shown for c in r.first_disagreements().values()]
     for name, c in firsts[:20]:

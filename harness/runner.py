@@ -25,7 +25,8 @@ from .compare import Comparison, compare_pairs
 from .errors import describe  # noqa: F401 - re-exported: runner.describe is public
 from .directional import directions, project
 from .network import Network
-from .records import Spill, SpilledComparisons, pair_tallies
+from . import records
+from .records import Spill, SpilledComparisons
 from .rounding import rounding_floor
 from .ties import chooses, tie_masks
 from .tolerances import lookup, pair_kind
@@ -93,13 +94,13 @@ class CaseResult:
         """Some element of some quantity was compared."""
         if isinstance(self.comparisons, SpilledComparisons):
             return self.comparisons.compared_any
-        return any(c.n_checked for c in self.comparisons)
+        return records.compared_any(self.comparisons)
 
     def pair_tallies(self) -> dict[tuple[str, str], tuple[tuple[str, ...], int, int, int]]:
         """``records.pair_tallies`` of this case's comparisons."""
         if isinstance(self.comparisons, SpilledComparisons):
             return self.comparisons.tallies
-        return pair_tallies(self.comparisons)
+        return records.pair_tallies(self.comparisons)
 
     @property
     def state(self) -> str:
@@ -117,7 +118,7 @@ class CaseResult:
     def failures(self) -> list[Comparison]:
         if isinstance(self.comparisons, SpilledComparisons):
             return list(self.comparisons.failures)
-        return [c for c in self.comparisons if not c.passed]
+        return records.failures(self.comparisons)
 
     def first_disagreements(self) -> dict[str, Comparison]:
         """Per failing pair, the first quantity in algorithm order that disagrees.

@@ -42,6 +42,11 @@ def shown_cases(cases: list, limit: int) -> list:
     return [r for r in cases if id(r) in ids]
 
 
+def more_cases(cases: list, shown: list) -> tuple[int, int]:
+    """What a summary table of ``shown`` (``shown_cases``) leaves out: (cases, of which agree)."""
+    return len(cases) - len(shown), sum(r.passed for r in cases) - sum(r.passed for r in shown)
+
+
 @dataclass(frozen=True)
 class PairSummary:
     """What one pair of backends did over a whole run."""
