@@ -358,38 +358,71 @@ def conv(rounds: int, fd_dtypes: tuple[str, ...] = ("float64",)) -> None:
             report(f"convnet m={CONV_BATCH} {dtype}, default threads: torch seconds", t["torch"], "measured",
                    None, "s")
 
-def overhead() -> None:
-    print("\nHarness overhead on a run of mid-size cases (manual, torch, jax)")
-    import torch
+def _mid_cases(count: int) -> list[Case]:
+    return [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
+            for i, dt in enumerate(["float32", "float64"] * (count // 2))]
 
-    cases = [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
-             for i, dt in enumerate(["float32", "float64"] * 3)]
-    backends = [get(n) for n in ("manual", "torch", "jax")]
-    run(cases[:2], backends)  # compile
 
-    def measure(cases: list[Case], overlap: bool = False) -> tuple[float, float]:
-        """(run seconds, backend seconds) of one run of the cases."""
+def _overhead_rounds(cases: list[Case], backends: list) -> dict[bool, tuple[float, float]]:
+    """{overlap: (run seconds, backend seconds)} of runner.run on the cases with its helper
+    thread (drawing and comparing beside the backends) and without, side by side: three rounds,
+    alternating; of each, the median round by overhead."""
+    def measure(overlap: bool) -> tuple[float, float]:
         t0 = time.perf_counter()
         result = run(cases, backends, overlap=overlap)
         total = time.perf_counter() - t0
         return total, sum(sum(r.seconds.values()) for r in result.cases)
 
-    def with_and_without(cases: list[Case]) -> tuple[tuple[float, float], tuple[float, float]]:
-        """``measure`` with runner.run's overlap (drawing and comparing on a helper thread) and
-        without, side by side: three rounds, alternating; the median round of each by overhead."""
-        rounds = {True: [], False: []}
-        for _ in range(3):
-            for overlap in (False, True):
-                rounds[overlap].append(measure(cases, overlap))
-        return tuple(sorted(rounds[o], key=lambda tc: (tc[0] - tc[1]) / tc[0])[1] for o in (True, False))
+    rounds = {True: [], False: []}
+    for _ in range(3):
+        for overlap in (False, True):
+            rounds[overlap].append(measure(overlap))
+    return {o: sorted(r, key=lambda tc: (tc[0] - tc[1]) / tc[0])[1] for o, r in rounds.items()}
 
-    # runner.run as a library call makes it (the libraries' default threads, no helper thread),
-    # against the same with the helper.
-    (total, compute), (total_alone, compute_alone) = with_and_without(cases)
+
+def overhead_cli_setting() -> None:
+    """In a process of its own (``overhead``'s child): one compute thread for BLAS, torch and XLA
+    from the start (runner.pin_threads, before JAX starts, as the CLI does), 20 cases as a sweep
+    (the first draw and the last comparison of a run are not hidden); prints JSON."""
+    import json
+
+    from harness.runner import pin_threads
+
+    pin_threads()
+    backends = [get(n) for n in ("manual", "torch", "jax")]
+    run(_mid_cases(2), backends)  # compile, allocate
+    rounds = _overhead_rounds(_mid_cases(20), backends)
+    print(json.dumps({str(o): r for o, r in rounds.items()}))
+
+
+def overhead() -> None:
+    print("\nHarness overhead on a run of mid-size cases (manual, torch, jax)")
+    import json
+
+    # The serial CLI's setting: one thread each for BLAS, torch and XLA (pin_threads), with the
+    # helper thread (and without). XLA's threads are fixed when JAX starts: hence a new process.
+    child = "from benchmarks.__main__ import overhead_cli_setting; overhead_cli_setting()"
+    rounds = json.loads(subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True,
+                                       check=True).stdout.splitlines()[-1])
+    (total, compute), (total_alone, compute_alone) = rounds["True"], rounds["False"]
+    report("overhead, 20 cases, one BLAS, torch and XLA thread (the serial CLI's setting)", (total - compute) / total,
+           "≤ 0.10", (total - compute) / total <= 0.10)
+    report("  same, without the helper thread", (total_alone - compute_alone) / total_alone, "measured", None)
+    report("  harness ms a case, with the helper thread", (total - compute) / 20 * 1e3, "measured", None, "ms")
+    report("  harness ms a case, without", (total_alone - compute_alone) / 20 * 1e3, "measured", None, "ms")
+    report("  run seconds with the helper thread ÷ without", total / total_alone, "measured", None)
+    report("  backend seconds with the helper thread ÷ without", compute / compute_alone, "measured", None)
+
+    # runner.run as a library call makes it: the libraries' default threads, no helper thread;
+    # against the same with the helper, which competes with BLAS's own threads (the backends
+    # slow down, and the run may too: why overlap is off by default).
+    cases = _mid_cases(6)
+    backends = [get(n) for n in ("manual", "torch", "jax")]
+    run(cases[:2], backends)  # compile
+    rounds = _overhead_rounds(cases, backends)
+    (total, compute), (total_alone, compute_alone) = rounds[True], rounds[False]
     report("overhead: (run − backend compute) ÷ run, the libraries' default threads", (total_alone - compute_alone)
-           / total_alone, "≤ 0.10", (total_alone - compute_alone) / total_alone <= 0.10)
-    # The helper against BLAS's own threads: the backends slow down, and the run may too, while
-    # (run − backend compute) ÷ run drops: why overlap is off by default.
+           / total_alone, "measured", None)
     report("  with the helper thread: (run − backend compute) ÷ run", (total - compute) / total, "measured", None)
     report("  with the helper thread: run seconds ÷ without", total / total_alone, "measured", None)
     report("  with the helper thread: backend seconds ÷ without", compute / compute_alone, "measured", None)
@@ -404,34 +437,22 @@ def overhead() -> None:
            (total_alone - compute_alone - draw) / total_alone, "measured", None)
     report("  copying, checking, comparing per case", (total_alone - compute_alone - draw) / len(cases) * 1e3,
            "measured", None, "ms")
-    # The serial CLI's setting: one BLAS and one torch thread (pin_threads), with the helper
-    # thread (and without); 20 cases, as a sweep (the first draw and the last comparison of a
-    # run are not hidden).
-    sweep = [Case(f"mid-{i}", Model((256, 512, 512, 10), ("tanh", "tanh", "softmax"), "cross_entropy", dt), 256, i)
-             for i, dt in enumerate(["float32", "float64"] * 10)]
-    with one_thread(torch):
-        measure(cases[:2])
-        (total, compute), (total_alone, compute_alone) = with_and_without(sweep)
-    report("overhead, 20 cases, one BLAS and one torch thread (the serial CLI's setting)", (total - compute) / total,
-           "≤ 0.10", (total - compute) / total <= 0.10)
-    report("  same, without the helper thread", (total_alone - compute_alone) / total_alone, "measured", None)
-    report("  harness ms a case, with the helper thread", (total - compute) / len(sweep) * 1e3, "measured", None,
-           "ms")
-    report("  harness ms a case, without", (total_alone - compute_alone) / len(sweep) * 1e3, "measured", None, "ms")
-    report("  run seconds with the helper thread ÷ without", total / total_alone, "measured", None)
-    report("  backend seconds with the helper thread ÷ without", compute / compute_alone, "measured", None)
     comparison_parts(cases[:2], backends)
     with tempfile.TemporaryDirectory() as tmp:  # a catalog network: conv, max-pool, dense
         conv = [conv_case(Path(tmp), "float32")]
-        measure(conv)  # compile
-        total, compute = measure(conv)  # one case: nothing to overlap with
-    report(f"overhead on the convnet case (m={CONV_BATCH}, float32)", (total - compute) / total, "≤ 0.10",
-           (total - compute) / total <= 0.10)
+        run(conv, backends)  # compile
+        t0 = time.perf_counter()
+        result = run(conv, backends)  # one case: nothing to overlap with
+        total = time.perf_counter() - t0
+        compute = sum(result.cases[0].seconds.values())
+    report(f"overhead on the convnet case (m={CONV_BATCH}, float32), one run of one case", (total - compute) / total,
+           "measured", None)
 
 
 def comparison_parts(cases: list[Case], backends: list) -> None:
     """The two parts of the overhead that grow with the case: drawing its inputs, and comparing
-    its quantities for every pair (at three block sizes of the blockwise comparison)."""
+    its quantities for every pair: the compiled loop (harness.kernels) against the same rows
+    from numpy whole-array expressions (compare._compare_whole, the general way), side by side."""
     import importlib
     import itertools
 
@@ -448,23 +469,24 @@ def comparison_parts(cases: list[Case], backends: list) -> None:
         qs = [q for q in case.model.algorithm_order() if all(q in o for o in outs.values())]
         elements = len(pairs) * sum(np.size(outs["manual"][q]) for q in qs)
 
-        def compare_case():
+        def compiled():
             for q in qs:
                 compare.compare_pairs(case.name, q, {n: outs[n][q] for n in outs}, pairs, dt)
 
-        default, times = compare.BLOCK, {}
-        try:
-            fns = {}
-            for block in (4096, default, 262144):
-                fns[block] = lambda block=block: (setattr(compare, "BLOCK", block), compare_case())
-            times = interleaved(fns, 7)
-        finally:
-            compare.BLOCK = default
-        for block, t in times.items():
-            report(f"  comparing its {len(qs)} quantities × {len(pairs)} pairs, {dt}, blocks of {block}", t * 1e3,
-                   "measured", None, "ms")
-        report(f"  per pair-element, {dt}, blocks of {default}", times[default] / elements * 1e9, "measured", None,
-               "ns")
+        def whole():
+            for q in qs:
+                for a, b, kind, tol, J in pairs:
+                    base = dict(case=case.name, quantity=q, a=a, b=b, kind=kind, dtype=dt, rtol=tol.rtol,
+                                atol=tol.atol, n_total=int(np.size(outs[a][q])))
+                    compare._compare_whole(base, a, outs[a][q], b, outs[b][q], kind, tol, J, 0.0)
+
+        compiled()  # compiled (or loaded from the cache) before it is timed
+        times = interleaved({"compiled": compiled, "whole": whole}, 7)
+        report(f"  comparing its {len(qs)} quantities × {len(pairs)} pairs, {dt}", times["compiled"] * 1e3,
+               "measured", None, "ms")
+        report(f"  per pair-element, {dt}", times["compiled"] / elements * 1e9, "measured", None, "ns")
+        report(f"  numpy whole-array expressions ÷ the compiled loop, {dt}", times["whole"] / times["compiled"],
+               "measured", None)
 
 
 def jax_compile() -> None:

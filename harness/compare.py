@@ -7,7 +7,6 @@ exit code, pytest assertions) turn records into failures.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
@@ -75,9 +74,8 @@ class Comparison:
         return row
 
 
-BLOCK = 32768  # elements per block of the blockwise comparison (``_compare_blockwise``)
 _TINY = np.finfo(np.float64).tiny  # x/max(0, tiny): 0 where both are exactly zero
-_BLOCKWISE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # One pair of a ``compare_pairs`` call: the names of its two arrays, the tolerance kind and
 # row, and |J| (``compare``'s J_scale).
@@ -102,7 +100,7 @@ def compare_pairs(case: str, quantity: str, arrays: Mapping[str, Array], pairs: 
                   dtype: str, floor: float | Array = 0.0) -> list[Comparison]:
     """``compare`` for each pair ``(a, b, kind, tol, J_scale)`` of ``arrays`` (one quantity from
     several backends), in the order given, with the same results; what concerns one array
-    alone (its float64 values, |x|, ‖x‖, max |x|) is worked out once, not once per pair."""
+    alone (‖x‖, max |x|, whether it is finite) is worked out once, not once per pair."""
     names = list(arrays)
     at = {name: i for i, name in enumerate(names)}
     return _compare_many(case, quantity, names, [arrays[n] for n in names],
@@ -123,170 +121,85 @@ def _compare_many(case: str, quantity: str, names: list[str], arrays: list[Array
                                 a_at=np.nan, b_at=np.nan, allowed_at=0.0, n_off=int(np.size(arrays[i])),
                                 n_checked=0, scale=0.0, floor=0.0, tol_used=np.inf, passed=False,
                                 note=f"shape {np.shape(arrays[i])} vs {np.shape(arrays[j])}")
-    # The common case goes block by block: float arrays of finite values, one shape, and in a
-    # pair the same elements masked (the max-pool ties mask every backend's output alike).
+    # The common case goes through the compiled loop (kernels.py): float arrays of finite
+    # values, in a pair the same elements masked (the max-pool ties mask every backend's output
+    # alike), no rounding floor (added only where the table alone flagged something). Anything
+    # else goes the whole-array way, which also says what is wrong.
     masks = [np.ma.getmaskarray(v) if np.ma.is_masked(v) else None for v in arrays]
-    max_abs = [_finite_max_abs(v, m) for v, m in zip(arrays, masks)]
-    fast = [p for p, (i, j, *_) in enumerate(pairs)
-            if out[p] is None and max_abs[i] is not None and max_abs[j] is not None
-            and (masks[i] is masks[j] or (masks[i] is not None and masks[j] is not None
-                                          and np.array_equal(masks[i], masks[j])))]
-    shape = np.shape(arrays[pairs[fast[0]][0]]) if fast else ()
-    fast = [p for p in fast if np.shape(arrays[pairs[p][0]]) == shape]
-    if fast:
-        done = _compare_blockwise([bases[p] for p in fast], arrays, masks, max_abs, [pairs[p] for p in fast],
-                                  floor)
-        for p, c in zip(fast, done):
-            out[p] = c
+    members = {k for p, (i, j, *_) in enumerate(pairs) if out[p] is None for k in (i, j)}
+    stats = {k: _array_stats(arrays[k], masks[k]) for k in members}
     for p, (i, j, kind, tol, J_scale) in enumerate(pairs):
+        if out[p] is not None:
+            continue
+        if (stats[i] is not None and stats[j] is not None and _same_mask(masks[i], masks[j])
+                and not (np.ndim(floor) or floor)):
+            out[p] = _compare_fast(bases[p], np.shape(arrays[i]), masks[i], stats[i], stats[j], kind, tol, J_scale)
         if out[p] is None:
             out[p] = _compare_whole(bases[p], names[i], arrays[i], names[j], arrays[j], kind, tol, J_scale, floor)
     return out
 
 
-def _finite_max_abs(v: object, mask: Array | None) -> float | None:
-    """max |v| over the elements not masked, for a float32 or float64 array with at least one
-    such element and every one of them finite; None for anything else (``_compare_whole``'s)."""
-    if not isinstance(v, np.ndarray) or v.dtype not in _BLOCKWISE_DTYPES or not v.size:
+def _same_mask(a: Array | None, b: Array | None) -> bool:
+    return a is b or (a is not None and b is not None and np.array_equal(a, b))
+
+
+def _array_stats(v: object, mask: Array | None) -> tuple[Array, float, float] | None:
+    """(its values as one row, ‖v‖², max |v|) of a float32 or float64 array, masked elements
+    zero (a copy then), with at least one element not masked, every one of them finite and ‖v‖²
+    finite; None for anything else (the whole-array way's)."""
+    if not isinstance(v, np.ndarray) or v.dtype not in _FAST_DTYPES or not v.size:
         return None
-    v = np.ma.getdata(v)
+    if mask is not None and mask.all():
+        return None  # nothing compared: the whole way says so
+    from . import kernels
+
+    flat = np.ravel(np.ma.getdata(v))
     if mask is not None:
-        if mask.all():
-            return None  # nothing compared: the whole way says so
-        v = np.where(mask, 0, v)  # as _compare_whole: masked elements are zero in both
-    top = max(float(v.max()), -float(v.min()))  # NaN or ±inf anywhere shows here
-    return abs(top) if math.isfinite(top) else None  # abs: |-0.0|, as |x|.max() says
+        flat = np.where(np.ravel(mask), flat.dtype.type(0), flat)
+    sum_sq, top = kernels.squares(flat)
+    return (flat, sum_sq, top) if sum_sq < 1e300 else None  # NaN, ±inf or ‖v‖² overflowing: the whole way
 
 
 def sum_of_squares(v: Array) -> float:
-    """Σ v² in float64, summed in a fixed order: numpy's pairwise sum within blocks of BLOCK
-    elements, the blocks' sums added in turn. The same bits whatever the BLAS and however
-    many threads it runs (``np.vdot``'s change with both, and waking BLAS threads for each
-    dot cost ~10 ms on a busy machine); relative error ~(log₂ BLOCK + n/BLOCK)·ε at worst."""
+    """Σ v² in float64, summed in a fixed order (``kernels.squares``): the same bits whatever
+    the BLAS and however many threads it runs (``np.vdot``'s change with both)."""
+    from . import kernels
+
     flat = np.ravel(v)
-    (buf,) = _workspace(1, min(BLOCK, flat.size))
-    s = 0.0
-    with np.errstate(over="ignore"):  # an overflow is the caller's to see: s is inf
-        for i in range(0, flat.size, BLOCK):
-            blk, part = buf[:min(BLOCK, flat.size - i)], flat[i:i + BLOCK]
-            if part.dtype != np.float64:  # np.square(float32, out=float64) would square in float32
-                np.copyto(blk, part)
-                part = blk
-            s += float(np.add.reduce(np.square(part, out=blk)))
-    return s
+    if flat.dtype not in _FAST_DTYPES:
+        flat = flat.astype(np.float64)
+    with np.errstate(over="ignore"):  # an overflow is the caller's to see: the sum is inf
+        return float(kernels.squares(flat)[0])
 
 
-_LOCAL = threading.local()
+def _compare_fast(base: dict, shape: tuple[int, ...], mask: Array | None, stats_a: tuple[Array, float, float],
+                  stats_b: tuple[Array, float, float], kind: str, tol: Tolerance,
+                  J_scale: float) -> Comparison | None:
+    """``_compare_whole``'s numbers for a pair of float arrays of finite values masked alike,
+    without a rounding floor, from one pass of ``kernels.pair``: every per-element value has the
+    same bits as there, and so have the maxima, the worst element (the first of equal ones) and
+    the count. None where ‖a − b‖² overflows: ``_compare_whole`` deals with it."""
+    from . import kernels
 
-
-def _workspace(count: int, size: int) -> list[Array]:
-    """``count`` float64 buffers of ``size`` elements, kept per thread and reused. Fresh
-    memory for every temporary (what whole-array numpy expressions take) is a page fault per
-    4 KB: for a 512×512 quantity that cost more than the arithmetic."""
-    bufs = getattr(_LOCAL, "bufs", [])
-    if len(bufs) < count or bufs[0].size < size:
-        bufs = [np.empty(max(size, bufs[0].size if bufs else 0)) for _ in range(max(count, len(bufs)))]
-        _LOCAL.bufs = bufs
-    return [b[:size] for b in bufs[:count]]
-
-
-def _compare_blockwise(bases: list[dict], arrays: list[Array], masks: list[Array | None],
-                       max_abs: list[float | None], pairs: list[tuple[int, int, str, Tolerance, float]],
-                       floor: float | Array) -> list[Comparison | None]:
-    """``_compare_whole``'s numbers for pairs of float arrays of finite values, the two of a
-    pair masked alike (masked elements zero in both, as there), one block of BLOCK elements
-    at a time.
-
-    Every element goes through the same float64 operations as there, so each per-element value
-    (|a − b|, the allowance, their ratio) has the same bits, and so have the maxima, the worst
-    element (the first of equal ones) and the count. Two differences, both exact: fmax stands
-    for maximum (the same without NaN, and twice as fast against a scalar); max(allowed, tiny)
-    is skipped where allowed ≥ atol·s ≥ tiny holds already. Each array's float64 values and
-    |x| are made once per block for all its pairs, and its ‖x‖² summed as ``sum_of_squares``
-    sums. The blocks keep the temporaries in the core's cache and reuse them (``_workspace``).
-    A pair whose ‖a − b‖² overflows is None: ``_compare_whole`` deals with it.
-    """
-    shape = np.shape(arrays[pairs[0][0]])
-    n = int(np.prod(shape, dtype=np.int64))
-    members = sorted({k for i, j, *_ in pairs for k in (i, j)})
-    flats = {k: np.ravel(np.ma.getdata(arrays[k])) for k in members}
-    mask_of = {k: np.ravel(masks[k]) for k in members if masks[k] is not None}
-    casts = [k for k in members if flats[k].dtype != np.float64 or k in mask_of]  # copied into a buffer
-    size = min(BLOCK, n)
-    bufs = _workspace(4 + len(members) + len(casts), size)
-    t_buf, u_buf, v_buf, w_buf = bufs[:4]
-    abs_buf = dict(zip(members, bufs[4:]))
-    cast_buf = dict(zip(casts, bufs[4 + len(members):]))
-    floors = None
-    if np.ndim(floor) or floor:
-        floors = np.ravel(np.broadcast_to(np.nan_to_num(np.asarray(floor, dtype=np.float64), posinf=np.inf),
-                                          shape))
-    P = len(pairs)
-    scale = [max(max_abs[i], max_abs[j]) for i, j, *_ in pairs]
-    scale = [max(s, abs(J)) if is_finite_difference(kind) else s for s, (_, _, kind, _, J) in zip(scale, pairs)]
-    atol_s = [tol.atol * s for s, (_, _, _, tol, _) in zip(scale, pairs)]
-    # allowed = rtol·m + atol·s ≥ atol·s (rounding is monotonic): with atol·s ≥ tiny, max(allowed, tiny) is allowed
-    clamp = [floors is not None or c < _TINY or tol.rtol < 0 for c, (*_, tol, _) in zip(atol_s, pairs)]
-    sum_sq = {k: 0.0 for k in members}
-    dd, top_abs, top_rel = [0.0] * P, [0.0] * P, [0.0] * P
-    top_used, worst, allowed_at, n_off = [-1.0] * P, [0] * P, [0.0] * P, [0] * P
-    with np.errstate(invalid="ignore", over="ignore"):  # an overflow shows in dd, below
-        for start in range(0, n, BLOCK):
-            k = min(BLOCK, n - start)
-            t, u, v, w = t_buf[:k], u_buf[:k], v_buf[:k], w_buf[:k]
-            x, ax = {}, {}
-            for m in members:
-                x[m] = flats[m][start:start + k]
-                if m in cast_buf:
-                    x[m] = cast_buf[m][:k]
-                    np.copyto(x[m], flats[m][start:start + k])
-                    if m in mask_of:
-                        np.copyto(x[m], 0.0, where=mask_of[m][start:start + k])
-                sum_sq[m] += float(np.add.reduce(np.square(x[m], out=t)))
-                ax[m] = np.abs(x[m], out=abs_buf[m][:k])
-            for p, (i, j, _, tol, _) in enumerate(pairs):
-                d = np.subtract(x[i], x[j], out=t)
-                dd[p] += float(np.add.reduce(np.square(d, out=w)))
-                d = np.abs(d, out=t)  # |a − b|: what the rest needs
-                top_abs[p] = max(top_abs[p], float(d.max()))
-                mag = np.maximum(ax[i], ax[j], out=u)
-                rel = np.divide(d, np.fmax(mag, _TINY, out=w), out=w)
-                top_rel[p] = max(top_rel[p], float(rel.max()))
-                allowed = np.add(np.multiply(mag, tol.rtol, out=u), atol_s[p], out=u)
-                if floors is not None:
-                    np.add(allowed, floors[start:start + k], out=allowed)
-                bound = np.fmax(allowed, _TINY, out=w) if clamp[p] else allowed
-                used = np.divide(d, bound, out=v)
-                at = int(used.argmax())  # the first of the largest
-                worst_here = float(used[at])
-                if worst_here >= 1:  # |d| > bound implies |d| / bound ≥ 1 (division rounds monotonically)
-                    n_off[p] += int(np.count_nonzero(d > bound))
-                if worst_here > top_used[p]:  # strictly: the first of equal worst elements, as argmax
-                    top_used[p], worst[p], allowed_at[p] = worst_here, start + at, float(allowed[at])
-    out: list[Comparison | None] = []
-    for p, (i, j, *_) in enumerate(pairs):
-        if not (math.isfinite(dd[p]) and dd[p] < 1e300):
-            out.append(None)
-            continue
-        norm_a, norm_b, norm_d = math.sqrt(sum_sq[i]), math.sqrt(sum_sq[j]), math.sqrt(dd[p])
-        n_checked = n
-        if i in mask_of:
-            n_checked = n - int(np.count_nonzero(mask_of[i]))
-            if top_used[p] == 0:  # every ratio 0: the worst is the first element compared, not a masked one
-                worst[p] = int(np.argmin(mask_of[i]))
-                mag = max(abs(float(flats[i][worst[p]])), abs(float(flats[j][worst[p]])))
-                allowed_at[p] = pairs[p][3].rtol * mag + atol_s[p]  # the same two roundings as the array's
-                if floors is not None:
-                    allowed_at[p] += float(floors[worst[p]])
-        idx = tuple(int(e) for e in np.unravel_index(worst[p], shape))
-        out.append(Comparison(
-            **bases[p], max_abs=top_abs[p], max_rel=top_rel[p],
-            norm_rel=norm_d / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0, index=idx,
-            a_at=float(flats[i][worst[p]]), b_at=float(flats[j][worst[p]]), allowed_at=allowed_at[p],
-            n_off=n_off[p], n_checked=n_checked, scale=scale[p],
-            floor=float(np.broadcast_to(np.asarray(floor, dtype=np.float64), shape)[idx]),
-            tol_used=top_used[p], passed=not n_off[p]))
-    return out
+    (x, sum_a, top_a), (y, sum_b, top_b) = stats_a, stats_b
+    scale = max(top_a, top_b)
+    if is_finite_difference(kind):
+        scale = max(scale, abs(J_scale))
+    atol_s = tol.atol * scale
+    dd, top_abs, top_rel, top_used, worst, allowed_at, n_off = kernels.pair(x, y, tol.rtol, atol_s)
+    if not dd < 1e300:
+        return None
+    if worst < 0:  # every ratio 0: the worst is the first element compared, as argmax says
+        worst = int(np.argmin(mask)) if mask is not None else 0
+        allowed_at = tol.rtol * max(abs(float(x[worst])), abs(float(y[worst]))) + atol_s
+    norm_a, norm_b, norm_d = math.sqrt(sum_a), math.sqrt(sum_b), math.sqrt(dd)
+    return Comparison(
+        **base, max_abs=top_abs, max_rel=top_rel,
+        norm_rel=norm_d / (norm_a + norm_b) if norm_a + norm_b > 0 else 0.0,
+        index=tuple(int(e) for e in np.unravel_index(worst, shape)), a_at=float(x[worst]), b_at=float(y[worst]),
+        allowed_at=float(allowed_at), n_off=int(n_off),
+        n_checked=x.size - (int(np.count_nonzero(mask)) if mask is not None else 0),
+        scale=scale, floor=0.0, tol_used=float(top_used), passed=not n_off)
 
 
 def _compare_whole(base: dict, a_name: str, a: Array, b_name: str, b: Array, kind: str,

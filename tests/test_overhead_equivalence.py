@@ -1,16 +1,15 @@
 """The comparison's numbers are those of the whole-array implementation it replaced.
 
-``harness.compare`` compares one quantity's arrays block by block, all of a quantity's pairs
-together (issue 15: the harness's own time). ``reference_compare`` below is the code it
-replaced, kept verbatim (only renamed) as the slow reference: every field of every row must
-be the same, bit for bit, except ``norm_rel``. The reference sums ‖·‖² with ``np.vdot``,
-whose order of summation changes with the BLAS and its thread count; the new code sums in a
-fixed order (``sum_of_squares``). The two agree to ~1e-14 relative (measured), far below the
+``harness.compare`` compares a pair in one pass of a compiled loop (``harness.kernels``), each
+array's own numbers worked out once for all its pairs (issue 15: the harness's own time).
+``reference_compare`` below is the whole-array numpy code it replaced, kept verbatim (only
+renamed) as the slow reference: every field of every row must be the same, bit for bit, except
+``norm_rel``. The reference sums ‖·‖² with ``np.vdot``, whose order of summation changes with
+the BLAS and its thread count; the new code sums in a fixed order (``sum_of_squares``). The two agree to ~1e-14 relative (measured), far below the
 three significant digits any report shows, so ``norm_rel`` is held to 1e-12 relative.
 """
 
 import dataclasses
-import importlib
 import itertools
 import math
 
@@ -19,7 +18,7 @@ import pytest
 
 from harness.backends import get
 from harness.cases import Case
-from harness.compare import BLOCK, Comparison, compare, compare_pairs
+from harness.compare import Comparison, compare, compare_pairs
 from harness.model import Model
 from harness.rounding import rounding_floor
 from harness.runner import run_case
@@ -156,7 +155,7 @@ def test_the_row_check_catches_a_change_in_any_field(field):
 def arrays_of_every_kind(dtype: str, shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
     """One quantity as several backends might return it: equal, rounded differently, wrong in
     a few elements, zeros (both exactly zero: no relative error), non-finite, masked, another
-    shape; for every dtype the blockwise way takes and one it does not."""
+    shape; for every dtype the compiled loop takes and one it does not."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 3, shape)
     out = {"same": x.astype(dtype), "copy": x.astype(dtype).copy(),
@@ -178,15 +177,17 @@ def arrays_of_every_kind(dtype: str, shape: tuple[int, ...], seed: int) -> dict[
     return out
 
 
+LARGE = 3 * 32768 + 5  # more elements than a cache holds; odd: the sums' even and odd halves differ
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shape,block", [((), BLOCK), ((7,), BLOCK), ((3, 5), BLOCK), ((BLOCK + 3,), BLOCK),
-                                         ((2, 3), 4), ((9, 11), 7), ((40,), 8)])
-def test_every_pair_of_every_kind_gives_the_reference_row(dtype, shape, block, monkeypatch):
-    """Small blocks too: the worst element, the maxima and the count across many blocks."""
-    monkeypatch.setattr(importlib.import_module("harness.compare"), "BLOCK", block)
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5), (LARGE,), (2, 3), (9, 11), (40,)])
+def test_every_pair_of_every_kind_gives_the_reference_row(dtype, shape):
+    """Every kind of array against every other, with every tolerance kind and floor (a large
+    array: a few)."""
     arrays = arrays_of_every_kind(dtype, shape, seed=len(shape) + np.prod(shape, dtype=int))
     floor = np.abs(np.random.default_rng(1).standard_normal(shape)) * 1e-6
-    small = np.prod(shape, dtype=int) < BLOCK == block  # every kind and floor; many blocks: a few
+    small = np.prod(shape, dtype=int) < LARGE  # every kind and floor; a large array: a few
     runs = ([(kind, J, fl) for kind, J in (("analytic", 0.0), ("finite_difference", 2.5), ("nudge", 0.0))
              for fl in (0.0, 1e-7, floor)] if small else
             [("analytic", 0.0, 0.0), ("analytic", 0.0, floor), ("finite_difference", 2.5, 1e-7)])
@@ -221,9 +222,17 @@ EDGES = {
     "integers": (np.arange(5), np.arange(5) + 1),
     "scalar J": (np.array(1.0), np.array(1.0 + 1e-3)),
     "equal worst elements": (np.array([5.0, 5.0, 1.0]), np.array([6.0, 6.0, 1.0])),
-    # the same worst ratio in two blocks, opposite signs: the first one is the worst element
-    "equal worst across blocks": (np.zeros(3 * BLOCK), np.where(np.arange(3 * BLOCK) % BLOCK == 7,
-                                                                  (-1.0) ** (np.arange(3 * BLOCK) // BLOCK), 0.0)),
+    # the same worst ratio far apart, opposite signs: the first one is the worst element
+    "equal worst far apart": (np.zeros(LARGE), np.where(np.arange(LARGE) % 32768 == 7,
+                                                         (-1.0) ** (np.arange(LARGE) // 32768), 0.0)),
+    # each element a new worst: the compiled loop divides at every one (its screen lets all through)
+    "ratios rising": (np.ones(1000), 1.0 + np.linspace(1e-12, 1e-6, 1000)),
+    "ratios falling": (np.ones(1000), 1.0 + np.linspace(1e-6, 1e-12, 1000)),
+    # differences below 2^-1034, where a product t·y rounds to x itself (the screen's edge)
+    "subnormal differences after a larger one": (np.array([0.0, 0.0, 0.0, 0.0]),
+                                                  np.array([4e-323, 5e-324, 1e-322, 1.5e-323])),
+    "zeros, then a difference": (np.zeros(9), np.r_[np.zeros(8), 1e-3]),
+    "infinite floor": (np.array([1.0, 2.0, 3.0]), np.array([1.5, 2.0, 3.5])),
     "negative floor": (np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-9])),
 }
 
@@ -233,13 +242,25 @@ EDGES = {
 def test_edge_cases_give_the_reference_row(edge, kind):
     a, b = EDGES[edge]
     tol = lookup("float64", kind)
-    floors = [0.0, -1e-9] if edge == "negative floor" else [0.0, np.full(np.shape(a), np.nan) if np.size(a) else 0.0]
+    floors = {"negative floor": [0.0, -1e-9], "infinite floor": [np.inf, np.array([np.inf, 0.0, np.inf])]}.get(
+        edge, [0.0, np.full(np.shape(a), np.nan) if np.size(a) else 0.0])
     for fl in floors:
         for x, y in ((a, b), (b, a)):
             ref = reference_compare("c", "q", "a", x, "b", y, kind, "float64", tol, 2.0, fl)
             new = compare("c", "q", "a", x, "b", y, kind, "float64", tol, 2.0, fl)
             assert not differences(ref, new), (edge, differences(ref, new))
     assert compare("c", "q", "a", a, "b", b, kind, "float64", Tolerance(0.0, 0.0, "none")).n_total == np.size(a)
+
+
+def test_a_difference_exactly_at_the_allowance_passes_both_ways():
+    """|a − b| = rtol·max(|a|, |b|) exactly (1 = 0.5·2): in tolerance, 100% of it used."""
+    tol = Tolerance(0.5, 0.0, "exact halves")
+    a, b = np.array([2.0, 4.0, 1.0]), np.array([1.0, 2.0, 1.0])
+    for x, y in ((a, b), (b, a)):
+        ref = reference_compare("c", "q", "a", x, "b", y, "analytic", "float64", tol)
+        new = compare("c", "q", "a", x, "b", y, "analytic", "float64", tol)
+        assert not differences(ref, new), differences(ref, new)
+        assert new.passed and new.n_off == 0 and new.tol_used == 1.0 and new.index == (0,)
 
 
 class OffBackend:
@@ -260,7 +281,7 @@ def test_a_case_run_gives_the_reference_rows_in_the_same_order(dtype):
     """run_case (the pairs of every quantity compared together) against the old per-pair loop:
     the same rows, the same order (pair by pair, each in algorithm order), the same numbers."""
     case = Case(f"fixed-{dtype}", Model((64, 300, 120, 5), ("tanh", "relu", "softmax"), "cross_entropy", dtype),
-                128, 3)  # dW1 (19,200 elements) and z1 (38,400: two blocks) large enough
+                128, 3)  # dW1 (19,200 elements) and z1 (38,400) larger than a core's cache
     backends = [get("manual"), get("manual_columns"), OffBackend()]
     result = run_case(case, backends)
     assert not result.errors
