@@ -200,28 +200,53 @@ class Network:
         """Whether ``quantity`` is 0 in exact arithmetic whatever the inputs, so that every arm
         returns rounding noise for it (noise against noise: it passes by the rounding floor, and
         says nothing about the tolerance table or about which pair is the worst):
-        - db of a dense or conv2d layer without activation whose output reaches a batch norm
-          through nothing but layers that keep a per-channel shift a shift (pools, flatten,
-          identity): the norm subtracts the (per channel) mean, b with it;
+        - db of a dense or conv2d layer without activation (or with identity), and dβ of a
+          batch or layer norm, whose output reaches a batch norm through nothing but layers
+          that keep a shift the same for every example (``_shift_reaches_a_norm``): the norm
+          subtracts the mean over the batch, and the shift b or β brings with it;
         - attention's dbk: bk adds q_t·bk to every score of query t's row, and a softmax does
           not move when its row is shifted."""
-        match = re.fullmatch(r"d(bk|b)(\d+)", quantity)
+        match = re.fullmatch(r"d(bk|b|beta)(\d+)", quantity)
         if not match or not 1 <= int(match.group(2)) <= self.L:
             return False
-        i = int(match.group(2))
-        spec = self.network[i - 1]
+        spec = self.network[int(match.group(2)) - 1]
         if match.group(1) == "bk":
             return spec.kind == "attention"
-        if spec.kind not in ("dense", "conv2d") or spec.activation:
+        if match.group(1) == "beta":
+            return spec.kind in ("batchnorm", "layernorm") and self._shift_reaches_a_norm(spec)
+        if spec.kind not in ("dense", "conv2d") or spec.activation not in (None, "identity"):
             return False
-        value = f"a{i}"
-        for above in self.network[i:]:
+        return self._shift_reaches_a_norm(spec)
+
+    def _shift_reaches_a_norm(self, spec: Spec) -> bool:
+        """Follow the shift that layer ``spec``'s bias adds (the same for every example) up the
+        network to a batch norm that removes it. A batch norm over one value per feature
+        averages over the batch alone and removes any such shift; over [T, D] or [C, H, W] it
+        also averages over steps or positions, and removes only a shift that is one number per
+        feature D or channel C ("per channel"). A conv's b is per channel, and so are a norm's β
+        and a dense's b on [T, D] (it acts on the last axis; the catalog has no dense on
+        [C, H, W]). Through identity, a dense or conv without activation, flatten and average
+        pooling a shift stays the same for every example; it stays per channel through
+        identity, pools and a dense, and not through a conv (zero padding weighs border
+        positions differently: not followed) or a flatten. Max pooling keeps only a per-channel
+        shift (max(x + c) = max(x) + c needs one c over the window). Anything else (an
+        activation, dropout's per-example mask, a residual's sum, a layer norm) ends the search:
+        not known to be 0, never claimed."""
+        per_channel = True  # every shift starts as one number per feature or channel (above)
+        value = f"a{spec.index}"
+        for above in self.network[spec.index:]:
             if above.kind == "residual" or self.input_key(above) != value:
                 return False
             if above.kind == "batchnorm":
-                return True
-            if above.kind not in ("maxpool2d", "avgpool2d", "flatten", "identity"):
+                return per_channel or len(above.in_shape) == 1
+            if above.kind in ("dense", "conv2d") and above.activation not in (None, "identity"):
                 return False
+            if above.kind == "maxpool2d" and not per_channel:
+                return False
+            if above.kind not in ("identity", "dense", "conv2d", "flatten", "avgpool2d", "maxpool2d"):
+                return False
+            if above.kind in ("conv2d", "flatten"):
+                per_channel = False
             value = f"a{above.index}"
         return False
 
