@@ -45,7 +45,7 @@ def _img(png: bytes, alt: str) -> str:
 MAX_HEATMAP_ROWS = 80  # cases in the heatmap: the worst ones when there are more
 HEATMAP_MAX_CASES = 60  # above this many cases the margin histogram stands in for the heatmap
 MARGIN_FLOOR = 1e-9  # margins below (exact agreement: 0) are drawn here on the log axis
-MAX_CASE_SECTIONS = 100  # per-case tables: every failing case, then passing ones up to this
+MAX_CASE_SECTIONS = 100  # per-case tables: failing cases first, then passing ones, this many in all
 MAX_SUMMARY_ROWS = 1000  # the summary table: cases that did not agree first, then agreeing ones
 HEATMAP_ROWS = ("analytic", "finite_difference")  # their rtol values are the red lines on the colour bar
 
@@ -375,12 +375,18 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
     if problems:
         body += ["<h2>Problems</h2><ul>"] + [f"<li>{html.escape(p)}</li>" for p in problems[:200]] + ["</ul>"]
     body += [_claims_section(out), _studies_section(out), _layers_section(out), "<h2>Cases</h2>"]
-    # Every failing case in full; passing ones up to a cap, so a 1,000-case sweep stays a page.
-    detailed = [r for r in result.cases if not r.passed]
-    detailed += [r for r in result.cases if r.passed][:max(0, MAX_CASE_SECTIONS - len(detailed))]
+    # Failing cases first, then passing ones, MAX_CASE_SECTIONS in all, so that a 100,000-case
+    # sweep stays a page even when a mistake fails every case (the summary lists them).
+    failing = [r for r in result.cases if not r.passed]
+    detailed = failing[:MAX_CASE_SECTIONS]
+    detailed += [r for r in result.cases if r.passed][:MAX_CASE_SECTIONS - len(detailed)]
     if len(detailed) < len(result.cases):
-        body.append(f"<p class='meta'>{len(result.cases) - len(detailed)} more passing cases are not shown "
-                    "here; report.md, agreement.csv and results.json hold them all.</p>")
+        more_failing = len(failing) - min(len(failing), MAX_CASE_SECTIONS)
+        more_passing = len(result.cases) - len(detailed) - more_failing
+        parts = ([f"{more_failing:,} more failing"] if more_failing else []) + (
+            [f"{more_passing:,} more passing"] if more_passing else [])
+        body.append(f"<p class='meta' id='more-sections'>{' and '.join(parts)} cases are not shown here; "
+                    "report.md, agreement.csv and results.json hold them all.</p>")
     shown = {id(r) for r in detailed}
     for r in (r for r in result.cases if id(r) in shown):
         c, m = r.case, r.case.model

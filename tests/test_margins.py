@@ -7,6 +7,7 @@ import numpy as np
 
 from harness.cases import Case
 from harness.compare import Comparison, compare
+from harness import html_report
 from harness.html_report import HEATMAP_MAX_CASES, MAX_CASE_SECTIONS, margin_quantiles, margins, render
 from harness.model import Model
 from harness.runner import CaseResult, RunResult
@@ -95,6 +96,18 @@ def test_a_large_run_shows_the_margin_histogram_in_place_of_the_heatmap(tmp_path
     failing = {r.case.name for r in result.cases if not r.passed}
     assert len(failing) == 21 and failing <= set(shown)  # 20 analytic ones, and case 0's NaN
     assert f"{120 - MAX_CASE_SECTIONS} more passing cases are not shown" in page
+
+
+def test_the_case_sections_stay_capped_when_most_cases_fail(tmp_path, monkeypatch):
+    """A mistake that fails every case of a large sweep: failing sections up to the cap (the
+    first in run order), no passing one, and a line that counts both kinds left out."""
+    monkeypatch.setattr(html_report, "MAX_CASE_SECTIONS", 12)
+    result = fake_run(120)
+    failing = [r.case.name for r in result.cases if not r.passed]
+    page = render(result, {}, tmp_path)
+    shown = re.findall(r"<details [^>]*id='case-(case-\d+)'", page)
+    assert shown == failing[:12]
+    assert f"{len(failing) - 12:,} more failing and {120 - len(failing):,} more passing cases are not shown" in page
 
 
 def test_a_run_at_the_limit_shows_the_heatmap_and_the_histogram(tmp_path):
