@@ -143,10 +143,11 @@ def _same_mask(a: Array | None, b: Array | None) -> bool:
     return a is b or (a is not None and b is not None and np.array_equal(a, b))
 
 
-def _array_stats(v: object, mask: Array | None) -> tuple[Array, float, float] | None:
-    """(its values as one row, ‖v‖², max |v|) of a float32 or float64 array, masked elements
-    zero (a copy then), with at least one element not masked, every one of them finite and ‖v‖²
-    finite; None for anything else (the whole-array way's)."""
+def _array_stats(v: object, mask: Array | None) -> tuple[Array, float, float, bool] | None:
+    """(its values as one row, ‖v‖², max |v|, whether it holds a tiny value: ``kernels.squares``)
+    of a float32 or float64 array, masked elements zero (a copy then), with at least one element
+    not masked, every one of them finite and ‖v‖² finite; None for anything else (the
+    whole-array way's)."""
     if not isinstance(v, np.ndarray) or v.dtype not in _FAST_DTYPES or not v.size:
         return None
     if mask is not None and mask.all():
@@ -156,8 +157,8 @@ def _array_stats(v: object, mask: Array | None) -> tuple[Array, float, float] | 
     flat = np.ravel(np.ma.getdata(v))
     if mask is not None:
         flat = np.where(np.ravel(mask), flat.dtype.type(0), flat)
-    sum_sq, top = kernels.squares(flat)
-    return (flat, sum_sq, top) if sum_sq < 1e300 else None  # NaN, ±inf or ‖v‖² overflowing: the whole way
+    sum_sq, top, small = kernels.squares(flat)
+    return (flat, sum_sq, top, small) if sum_sq < 1e300 else None  # NaN, ±inf or ‖v‖² overflowing: the whole way
 
 
 def sum_of_squares(v: Array) -> float:
@@ -172,8 +173,8 @@ def sum_of_squares(v: Array) -> float:
         return float(kernels.squares(flat)[0])
 
 
-def _compare_fast(base: dict, shape: tuple[int, ...], mask: Array | None, stats_a: tuple[Array, float, float],
-                  stats_b: tuple[Array, float, float], kind: str, tol: Tolerance,
+def _compare_fast(base: dict, shape: tuple[int, ...], mask: Array | None, stats_a: tuple[Array, float, float, bool],
+                  stats_b: tuple[Array, float, float, bool], kind: str, tol: Tolerance,
                   J_scale: float) -> Comparison | None:
     """``_compare_whole``'s numbers for a pair of float arrays of finite values masked alike,
     without a rounding floor, from one pass of ``kernels.pair``: every per-element value has the
@@ -181,12 +182,12 @@ def _compare_fast(base: dict, shape: tuple[int, ...], mask: Array | None, stats_
     the count. None where ‖a − b‖² overflows: ``_compare_whole`` deals with it."""
     from . import kernels
 
-    (x, sum_a, top_a), (y, sum_b, top_b) = stats_a, stats_b
+    (x, sum_a, top_a, small_a), (y, sum_b, top_b, small_b) = stats_a, stats_b
     scale = max(top_a, top_b)
     if is_finite_difference(kind):
         scale = max(scale, abs(J_scale))
     atol_s = tol.atol * scale
-    dd, top_abs, top_rel, top_used, worst, allowed_at, n_off = kernels.pair(x, y, tol.rtol, atol_s)
+    dd, top_abs, top_rel, top_used, worst, allowed_at, n_off = kernels.pair(x, y, tol.rtol, atol_s, small_a or small_b)
     if not dd < 1e300:
         return None
     if worst < 0:  # every ratio 0: the worst is the first element compared, as argmax says

@@ -19,11 +19,18 @@ the result depends neither on the BLAS nor on its threads).
 Why four elements a step: their four chains of additions and maxima run side by side, and one
 test decides whether any of the four may be a new worst element. Only then are the ratios
 divided out (``_new_worst``): |a − b| / max(|a|, |b|) and |a − b| / allowed. x / y > t implies
-x > t·y exactly, so an element with x < fl(t'·y) for some t' ≤ t cannot be a new maximum; and
-a division costs more than everything else an element needs. Measured on the benchmark's
-arrays (256×512, 512×512): 1.6-1.9 ns an element this way; 3.1-5.5 ns as one plain loop over
-elements with the same tests; 15 ns with a per-element mask test in the loop (why masked
-arrays come as zero-filled copies).
+x > t·y exactly; with t' = t·LOW, t'·y is below x by a relative 2⁻⁴¹, so fl(t'·y) < x as long
+as t'·y is not a subnormal number near x, which takes 0 < x < 2⁻¹⁰³⁴, and then an array holds
+a value below SMALL = 2⁻⁹⁰⁰ (two values of which one is at least 2⁻⁹⁰⁰ differ by 0 or by at
+least 2⁻⁹⁵³). So an element with x ≤ fl(t'·y) cannot be a new maximum, unless ``careful``
+(such a value seen by ``squares``) sends every element the exact way. The test is strict, so a
+zero difference (a relu's zeros, bit-identical arms) never passes it, and it uses max(|a|, |b|)
+where the ratio uses max(|a|, |b|, tiny): a product only smaller, the test only wider, and no
+data-dependent branch (a max with tiny in the test made a random pattern of zeros cost three
+times as much). A division costs more than everything else an element needs. Measured on the
+benchmark's arrays (256×512, 512×512): 1.6 to 2.0 ns an element this way; 3.1 to 5.5 ns as one
+plain loop over elements with the same tests; 15 ns with a per-element mask test in the loop
+(why masked arrays come as zero-filled copies).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ except ImportError as e:  # pragma: no cover - numba is a dependency of the pack
 
 TINY = float(np.finfo(np.float64).tiny)  # x / max(0, tiny): 0 where both are exactly zero
 LOW = 1.0 - 2.0 ** -40  # t' = t·LOW < t: the screen is a little wider than needed, never narrower
+SMALL = 2.0 ** -900  # below it, the screen's product t'·y may round to x itself (see ``pair``)
 
 # The running state of the two maxima of a ratio, in one float64 array (``pair``'s ``best``).
 TOP_REL, REL_LOW, TOP_USED, USED_LOW, WORST, ALLOWED_AT = range(6)
@@ -57,10 +65,11 @@ def _jit(fn=None, **more):
 
 @_jit
 def squares(x):
-    """(Σ x², max |x|) in float64, x² of element k added to sum k mod 4. A NaN or ±inf
-    anywhere makes Σ x² NaN or inf."""
+    """(Σ x², max |x|, whether some x ≠ 0 has |x| < SMALL) in float64, x² of element k added to
+    sum k mod 4. A NaN or ±inf anywhere makes Σ x² NaN or inf."""
     s0 = s1 = s2 = s3 = 0.0
     t0 = t1 = t2 = t3 = 0.0
+    small = 0
     n = x.size
     full = n - n % 4
     for k in range(0, full, 4):
@@ -70,6 +79,8 @@ def squares(x):
         s2 += v2 * v2
         s3 += v3 * v3
         t0, t1, t2, t3 = max(t0, abs(v0)), max(t1, abs(v1)), max(t2, abs(v2)), max(t3, abs(v3))
+        small += (((abs(v0) < SMALL) & (v0 != 0.0)) | ((abs(v1) < SMALL) & (v1 != 0.0))
+                  | ((abs(v2) < SMALL) & (v2 != 0.0)) | ((abs(v3) < SMALL) & (v3 != 0.0)))
     for k in range(full, n):  # k mod 4 = k − full: sums 0, 1, 2
         v = np.float64(x[k])
         if k == full:
@@ -79,7 +90,8 @@ def squares(x):
         else:
             s2 += v * v
         t0 = max(t0, abs(v))
-    return (s0 + s1) + (s2 + s3), max(max(t0, t1), max(t2, t3))
+        small += (abs(v) < SMALL) & (v != 0.0)
+    return (s0 + s1) + (s2 + s3), max(max(t0, t1), max(t2, t3)), small > 0
 
 
 @_jit(inline="always")
@@ -114,8 +126,9 @@ def _element(x, y, k, rtol, atol_s):
 
 
 @_jit
-def pair(x, y, rtol, atol_s):
-    """One pair of finite arrays of one shape (flat).
+def pair(x, y, rtol, atol_s, careful):
+    """One pair of finite arrays of one shape (flat). ``careful``: an array holds a value
+    0 < |v| < SMALL (``squares``), and every element goes the exact way.
 
     Returns Σ d² (summed as ``squares``), max d, max d / max(mag, tiny), max d / bound and the
     first element where it is reached (-1 where every ratio is 0: no element was a new worst),
@@ -140,9 +153,8 @@ def pair(x, y, rtol, atol_s):
         t0, t1, t2, t3 = max(t0, d0), max(t1, d1), max(t2, d2), max(t3, d3)
         n_off += (d0 > q0) + (d1 > q1) + (d2 > q2) + (d3 > q3)
         u, r = best[USED_LOW], best[REL_LOW]
-        if ((d0 >= u * q0) | (d1 >= u * q1) | (d2 >= u * q2) | (d3 >= u * q3)
-                | (d0 >= r * max(m0, TINY)) | (d1 >= r * max(m1, TINY))
-                | (d2 >= r * max(m2, TINY)) | (d3 >= r * max(m3, TINY))):
+        if careful or ((d0 > u * q0) | (d1 > u * q1) | (d2 > u * q2) | (d3 > u * q3)
+                       | (d0 > r * m0) | (d1 > r * m1) | (d2 > r * m2) | (d3 > r * m3)):
             _new_worst(k, d0, m0, l0, q0, best)
             _new_worst(k + 1, d1, m1, l1, q1, best)
             _new_worst(k + 2, d2, m2, l2, q2, best)

@@ -263,6 +263,20 @@ def test_a_difference_exactly_at_the_allowance_passes_both_ways():
         assert new.passed and new.n_off == 0 and new.tol_used == 1.0 and new.index == (0,)
 
 
+def test_tiny_values_take_the_exact_way():
+    """Values below 2⁻⁹⁰⁰ and a difference of 6e-314: the compiled loop's screen (x > fl(t'·y))
+    would pass over element 4, whose ratio is the larger, because t'·y rounds to x itself in the
+    subnormal range; ``kernels.squares`` sees the tiny values and the pair goes the exact way.
+    (Found by a search against the loop without that way.)"""
+    a = np.array([8.884532549071927e-302, 0, 0, 0, 1.440609045147021e-301, 0, 0, 0])
+    b = np.array([8.884532549067176e-302, 0, 0, 0, 1.4406090451464018e-301, 0, 0, 0])
+    tol = Tolerance(0.5, 2.0 ** -1001 / 1.440609045147021e-301, "a row wide enough to vary along the array")
+    ref = reference_compare("c", "q", "a", a, "b", b, "analytic", "float64", tol)
+    new = compare("c", "q", "a", a, "b", b, "analytic", "float64", tol)
+    assert not differences(ref, new), differences(ref, new)
+    assert new.index == (4,)
+
+
 class OffBackend:
     """The manual backend with dW2 a little wrong and an intermediate a little rounded: some
     rows fail (so the rounding floor is added and compared again), some pass."""
