@@ -166,11 +166,10 @@ def sum_of_squares(v: Array) -> float:
     the BLAS and however many threads it runs (``np.vdot``'s change with both)."""
     from . import kernels
 
-    flat = np.ravel(v)
+    flat = np.ravel(np.asarray(v))
     if flat.dtype not in _FAST_DTYPES:
         flat = flat.astype(np.float64)
-    with np.errstate(over="ignore"):  # an overflow is the caller's to see: the sum is inf
-        return float(kernels.squares(flat)[0])
+    return float(kernels.squares(flat)[0])  # an overflow is the caller's to see: the sum is inf
 
 
 def _compare_fast(base: dict, shape: tuple[int, ...], mask: Array | None, stats_a: tuple[Array, float, float, bool],

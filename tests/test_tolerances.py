@@ -83,6 +83,39 @@ def test_structurally_zero_quantities():
             assert (big < 1e-12) == (q in zero), (shape, q, big)
 
 
+def test_the_floor_of_a_bias_a_batch_norm_cancels_covers_any_order_of_its_sum():
+    """db1 of a dense right before a batch norm is 0 in exact arithmetic: every arm returns the
+    rounding of a sum that cancels, and moving the inputs cannot move it, so the perturbation
+    floor alone measured only the manual arm's own noise (catalog-015 failed on it, torch vs
+    jax, on an AVX-512 CPU). The floor now holds ε·Σ|da1| over the rows, 8 times: the same sum
+    in another order stays inside it, and a db1 off by a thousandth of what it sums does not."""
+    from harness.cases import Case
+    from harness.compare import compare
+    from harness.network import backprop
+    from harness.rounding import FLOOR_FACTOR, rounding_floor
+    from harness.selfcheck import build_network
+    from harness.tolerances import lookup
+
+    net = build_network((6,), [{"layer": "dense", "units": 8}, {"layer": "batchnorm"}, {"layer": "tanh"},
+                               {"layer": "dense", "units": 3}], "cross_entropy", "float32")
+    assert net.structurally_zero("db1")
+    case = Case("zero-sum", net, 7, 3)
+    inputs = case.arrays()
+    floor = rounding_floor(case, inputs)["db1"]
+    out = backprop(net, inputs)
+    da1 = out["da1"]
+    eps = float(np.finfo(np.float32).eps)
+    assert np.all(floor >= FLOOR_FACTOR * eps * np.abs(da1.astype(np.float64)).sum(axis=0).reshape(floor.shape))
+    tol = lookup("float32", "analytic")
+    orders = {"rows reversed": da1[::-1].sum(axis=0), "one row at a time": np.add.accumulate(da1, axis=0)[-1],
+              "pairs of rows": da1[0::2].sum(axis=0) + da1[1::2].sum(axis=0)}
+    for name, other in orders.items():
+        other = other.astype(np.float32).reshape(out["db1"].shape)
+        assert compare("c", "db1", "manual", out["db1"], "other", other, "analytic", "float32", tol, 0.0, floor).passed, name
+    wrong = out["db1"] + np.float32(1e-3) * np.abs(da1).sum(axis=0).reshape(out["db1"].shape)
+    assert not compare("c", "db1", "manual", out["db1"], "wrong", wrong, "analytic", "float32", tol, 0.0, floor).passed
+
+
 def _shipped(networks: bool) -> list:
     files = sorted((ROOT / "cases").glob("*.toml"))
     if networks:
