@@ -172,3 +172,12 @@ def pair(x, y, rtol, atol_s, careful):
         _new_worst(k, d, m, allowed, bound, best)
     return ((s0 + s1) + (s2 + s3), max(max(t0, t1), max(t2, t3)), best[TOP_REL], best[TOP_USED],
             int(best[WORST]), best[ALLOWED_AT], n_off)
+
+
+def warm() -> None:
+    """Compile the loops for both dtypes now, or load them from the cache (0.6 s, importing
+    numba included; 3 s to compile): a Dask worker's set-up, so its first case does not pay it."""
+    for dtype in (np.float32, np.float64):
+        x = np.zeros(4, dtype=dtype)
+        squares(x)
+        pair(x, x, 0.0, 0.0, False)

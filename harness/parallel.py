@@ -57,6 +57,9 @@ def _backends_here(specs: tuple[str, ...], timeout: float, names: tuple[str, ...
         pin_threads()  # before any backend starts JAX: XLA reads its thread flags then
         _BUILT[key] = build_backends(list(specs), timeout, list(names) if names else None)
         pin_threads()  # and torch's, now that a backend imported it
+        from .kernels import warm
+
+        warm()  # the comparison's compiled loops, before the first case
     return _BUILT[key]
 
 
