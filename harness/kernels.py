@@ -63,6 +63,17 @@ def _jit(fn=None, **more):
         return numba.njit(**options)(fn)
 
 
+@_jit(inline="always")
+def _tail_sum(j, square, s0, s1, s2):
+    """Sums 0, 1 and 2 with ``square`` added to sum j: the up to three elements past the last
+    step of four, element full + j being element k with k mod 4 = j."""
+    if j == 0:
+        return s0 + square, s1, s2
+    if j == 1:
+        return s0, s1 + square, s2
+    return s0, s1, s2 + square
+
+
 @_jit
 def squares(x):
     """(Σ x², max |x|, whether some x ≠ 0 has |x| < SMALL) in float64, x² of element k added to
@@ -81,14 +92,9 @@ def squares(x):
         t0, t1, t2, t3 = max(t0, abs(v0)), max(t1, abs(v1)), max(t2, abs(v2)), max(t3, abs(v3))
         small += (((abs(v0) < SMALL) & (v0 != 0.0)) | ((abs(v1) < SMALL) & (v1 != 0.0))
                   | ((abs(v2) < SMALL) & (v2 != 0.0)) | ((abs(v3) < SMALL) & (v3 != 0.0)))
-    for k in range(full, n):  # k mod 4 = k − full: sums 0, 1, 2
+    for k in range(full, n):
         v = np.float64(x[k])
-        if k == full:
-            s0 += v * v
-        elif k == full + 1:
-            s1 += v * v
-        else:
-            s2 += v * v
+        s0, s1, s2 = _tail_sum(k - full, v * v, s0, s1, s2)
         t0 = max(t0, abs(v))
         small += (abs(v) < SMALL) & (v != 0.0)
     return (s0 + s1) + (s2 + s3), max(max(t0, t1), max(t2, t3)), small > 0
@@ -161,12 +167,7 @@ def pair(x, y, rtol, atol_s, careful):
             _new_worst(k + 3, d3, m3, l3, q3, best)
     for k in range(full, n):
         d, m, allowed, bound = _element(x, y, k, rtol, atol_s)
-        if k == full:
-            s0 += d * d
-        elif k == full + 1:
-            s1 += d * d
-        else:
-            s2 += d * d
+        s0, s1, s2 = _tail_sum(k - full, d * d, s0, s1, s2)
         t0 = max(t0, d)
         n_off += d > bound
         _new_worst(k, d, m, allowed, bound, best)
