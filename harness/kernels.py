@@ -44,7 +44,7 @@ except ImportError as e:  # pragma: no cover - numba is a dependency of the pack
 
 TINY = float(np.finfo(np.float64).tiny)  # x / max(0, tiny): 0 where both are exactly zero
 LOW = 1.0 - 2.0 ** -40  # t' = t·LOW < t: the screen is a little wider than needed, never narrower
-SMALL = 2.0 ** -900  # below it, the screen's product t'·y may round to x itself (see ``pair``)
+SMALL = 2.0 ** -900  # below it, the screen's product t'·y may round to x itself (the docstring above)
 
 # The running state of the two maxima of a ratio, in one float64 array (``pair``'s ``best``).
 TOP_REL, REL_LOW, TOP_USED, USED_LOW, WORST, ALLOWED_AT = range(6)
