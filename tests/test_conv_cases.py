@@ -385,3 +385,30 @@ def test_three_swept_conv_networks_agree():
         assert result.comparisons and all(c.passed for c in result.comparisons), \
             [c.message() for c in result.comparisons if not c.passed][:4]
         assert {q for c in result.comparisons for q in [c.quantity]} >= set(case.model.quantities())
+
+
+def test_a_padded_strided_conv_that_crashed_xla_runs_in_the_jax_arm(tmp_path):
+    """XLA 0.10.2 aborts the process (a CHECK failure in its algebraic simplifier, exit 134)
+    compiling dx of a conv given its padding, for 4 images of 3×4×4, one 2×3 filter, stride
+    (2, 1), padding (1, 0): catalog-534 of the shipped catalog sweep (this network, less its
+    dropout) ended a serial run there.
+    The jax arm pads first and gives the conv none (catalog/conv.py); here the case runs and
+    agrees (in a process of its own: an abort would end only that)."""
+    path = tmp_path / "xla.toml"
+    path.write_text('''[[case]]
+name = "xla-simplifier"
+input = [1, 7, 4]
+batch = 4
+loss = "cross_entropy"
+dtype = "float64"
+network = [
+  {layer = "conv2d", filters = 3, kernel = [1, 3], stride = [2, 1], padding = [0, 1], bias = false},
+  {layer = "batchnorm"}, {layer = "identity"},
+  {layer = "conv2d", filters = 1, kernel = [2, 3], stride = [2, 1], padding = [1, 0]},
+  {layer = "gelu_tanh"}, {layer = "avgpool2d", size = 2, stride = [2, 1]}, {layer = "flatten"},
+  {layer = "dense", units = 5}, {layer = "batchnorm"}, {layer = "gelu_tanh"}, {layer = "dense", units = 4},
+]
+''')
+    proc = run_cli("run", path, "--backends", "manual,jax", "--quiet", "--out", tmp_path / "o")
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "ALL AGREE" in proc.stdout

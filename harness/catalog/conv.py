@@ -156,8 +156,9 @@ class Conv2d(Layer):
     derivative = ("db = Σ_{n,i,j} dz; dW = Σ_n x_pad patches ⋆ dz; dx = full correlation of dz "
                   "(dilated by s) with W flipped (rot180, F↔C), padding cropped")
     torch_name = "F.conv2d(x, W, b, stride, padding)"
-    jax_name = ("jax.lax.conv_general_dilated(x, W, stride, [(ph, ph), (pw, pw)], "
-                "dimension_numbers=('NCHW', 'OIHW', 'NCHW')) + b")
+    jax_name = ("jax.lax.conv_general_dilated(jnp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), W, stride, "
+                "'VALID', dimension_numbers=('NCHW', 'OIHW', 'NCHW')) + b (padding given to the conv itself "
+                "crashed XLA 0.10.2 compiling dx for some shapes)")
     differences = ("Both frameworks compute cross-correlation (no flip), as here; a textbook's "
                    "'convolution' flips the kernel. jax's default layout is NCHW/OIHW only when "
                    "given as dimension_numbers; flax.linen.Conv is NHWC with HWIO kernels.")
@@ -221,9 +222,15 @@ class Conv2d(Layer):
                            padding=_pair(spec["padding"]))
 
     def jax(self, spec, fw, x, p, inp):
+        # The zeros are padded on first and the conv given none: with the padding inside the
+        # conv, XLA 0.10.2's algebraic simplifier aborts the process (a CHECK failure, not an
+        # exception) compiling dx for some shapes: 4 images of 3×4×4, one 2×3 filter, stride
+        # (2, 1), padding (1, 0) (catalog-534 of cases/sweeps/catalog.toml). The same sums.
         (ph, pw) = _pair(spec["padding"])
+        if ph or pw:
+            x = fw.jnp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         z = fw.jax.lax.conv_general_dilated(
-            x, p["W"], window_strides=_pair(spec["stride"]), padding=[(ph, ph), (pw, pw)],
+            x, p["W"], window_strides=_pair(spec["stride"]), padding=[(0, 0), (0, 0)],
             dimension_numbers=("NCHW", "OIHW", "NCHW"), precision=fw.jax.lax.Precision.HIGHEST)
         return z + p["b"][:, None, None] if "b" in p else z
 
