@@ -15,13 +15,10 @@ report: $(STAMP)
 	$(BIN)/python -m harness run
 
 # Two pytest-xdist workers (three measured no faster). Measured on this 2-core machine, a clean
-# clone with a cold JAX compilation cache (a new machine), `.ci/run` in all: 8 min 48 s and
-# 8 min 25 s (pytest 484 and 467 s) after the records moved to disk, 9 min 52 s and 10 min 7 s an hour before on a slower
-# machine; 7 min 52 s, 7 min 41 s
-# and 8 min 38 s (pytest 438, 423 and 477 s) earlier on 2026-12-01; 9 min 40 s to 10 min 28 s the day before, 11.7 and
-# 12.1 minutes before the tests' CLI runs were forked from a process that has done the imports
-# (tests/cli_server.py).
-# About 220 s of a cold run is JAX compiling one function per network shape the tests meet.
+# clone with a cold JAX compilation cache (a new machine), `.ci/run` in all: 5 min 2 s (pytest
+# 279 s, 1,680 tests) on 2026-12-01 on an AVX-512 AMD EPYC, where the code before that day's
+# changes took 4 min 26 s; 8 to 10 minutes on the slower machines of the days before.
+# About 220 s of a cold run on those machines was JAX compiling one function per network shape.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 
