@@ -377,18 +377,14 @@ def render(result: RunResult, environment: dict, out: Path) -> str:
     body += [_claims_section(out), _studies_section(out), _layers_section(out), "<h2>Cases</h2>"]
     # Failing cases first, then passing ones, MAX_CASE_SECTIONS in all, so that a 100,000-case
     # sweep stays a page even when a mistake fails every case (the summary lists them).
-    failing = [r for r in result.cases if not r.passed]
-    detailed = failing[:MAX_CASE_SECTIONS]
-    detailed += [r for r in result.cases if r.passed][:MAX_CASE_SECTIONS - len(detailed)]
+    detailed = shown_cases(result.cases, MAX_CASE_SECTIONS)
     if len(detailed) < len(result.cases):
-        more_failing = len(failing) - min(len(failing), MAX_CASE_SECTIONS)
-        more_passing = len(result.cases) - len(detailed) - more_failing
-        parts = ([f"{more_failing:,} more failing"] if more_failing else []) + (
+        rest, more_passing = more_cases(result.cases, detailed)
+        parts = ([f"{rest - more_passing:,} more failing"] if rest > more_passing else []) + (
             [f"{more_passing:,} more passing"] if more_passing else [])
         body.append(f"<p class='meta' id='more-sections'>{' and '.join(parts)} cases are not shown here; "
                     "report.md, agreement.csv and results.json hold them all.</p>")
-    shown = {id(r) for r in detailed}
-    for r in (r for r in result.cases if id(r) in shown):
+    for r in detailed:
         c, m = r.case, r.case.model
         arch = (f"layers {'-'.join(map(str, m.layers))} · activations {', '.join(m.activations)} · loss {m.loss}"
                 if hasattr(m, "activations") else m.describe().rsplit(" ", 1)[0])
