@@ -20,6 +20,7 @@ import numpy as np
 from .activations import ACTIVATIONS, SOFTMAX
 from .backends.manual import ManualBackend
 from .cases import Case
+from .catalog import LAYERS
 from .directional import directions, project
 from .network import Network, backprop
 
@@ -144,9 +145,12 @@ def _zero_sum(net: Network, quantity: str, base: dict[str, Array], spread: dict[
     if g not in base or g not in spread:
         return None
     up = np.abs(np.asarray(base[g], dtype=np.float64))
-    # the bias runs along the channels: axis 1 of a conv's (and a spatial batch norm's)
-    # m×C×H×W, the last axis of everything else
-    channel = 1 if spec.kind == "conv2d" or (spec.kind == "batchnorm" and len(spec.in_shape) == 3) else up.ndim - 1
+    # the axis the bias runs along: a norm's feature axis (its own rule), else the filters of a
+    # conv's m×F×H×W or a dense's last axis
+    if spec.kind in ("batchnorm", "layernorm"):
+        channel = LAYERS[spec.kind].feature_axis(up.ndim)
+    else:
+        channel = 1 if spec.kind == "conv2d" else up.ndim - 1
     axes = tuple(a for a in range(up.ndim) if a != channel)
     summed = eps * up.sum(axis=axes) + spread[g].sum(axis=axes)
     return summed.reshape(np.shape(base[quantity]))
