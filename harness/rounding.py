@@ -22,7 +22,7 @@ from .backends.manual import ManualBackend
 from .cases import Case
 from .catalog import LAYERS
 from .directional import directions, project
-from .network import Network, backprop
+from .network import Network, backprop, forward
 
 Array = np.ndarray
 FLOOR_FACTOR = 8.0
@@ -101,7 +101,8 @@ def perturbation_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]
     net = case.model
     eps = float(np.finfo(net.np_dtype).eps)
     moved_keys = ([] if net.vocab else ["X"]) + list(net.param_shapes())  # token ids are exact, like y
-    base = backprop(net, inputs)
+    forwarded = forward(net, inputs)
+    base = backprop(net, inputs, forwarded=forwarded)
     dirs = directions(net)
     base["Jv"] = project(net, base, dirs)  # vᵀ∇J, for a backend that measured only that
     spread = {q: np.zeros(np.shape(v)) for q, v in base.items()}
@@ -118,18 +119,19 @@ def perturbation_floor(case: Case, inputs: dict[str, Array]) -> dict[str, Array]
                 spread[q] = np.maximum(spread[q], np.abs(out[q].astype(np.float64) - base[q]))
         floors = {q: FLOOR_FACTOR * (s + 0.1 * (s.max() if s.size else 0.0)) for q, s in spread.items()}
         for q in net.quantities():
-            summed = _zero_sum(net, q, base, spread, eps)
+            summed = _zero_sum(net, q, base, spread, eps, forwarded[2])
             if summed is not None:
                 floors[q] = np.maximum(floors[q], FLOOR_FACTOR * summed)
         return floors
 
 
 def _zero_sum(net: Network, quantity: str, base: dict[str, Array], spread: dict[str, Array],
-              eps: float) -> Array | None:
+              eps: float, caches: dict) -> Array | None:
     """For a bias gradient that is 0 in exact arithmetic (``Network.structurally_zero``: db, dβ
     whose shift a batch norm removes), ε·Σ|g| + Σ spread(g) over the elements of the upstream
-    gradient g it sums (dz, or da where there is no z), per element of the bias; None for any
-    other quantity.
+    gradient g it sums (dz, or da where there is no z), per element of the bias; for
+    attention's dbk, ε times the |terms| of the softmax backward it sums (``key_bias_terms``:
+    no rounding before dS moves it, so no spread); None for any other quantity.
 
     Moving the inputs cannot move such a quantity: it stays 0 whatever they are, so its
     perturbation spread sees only the manual arm's own rounding of a sum that cancels, and
@@ -137,13 +139,16 @@ def _zero_sum(net: Network, quantity: str, base: dict[str, Array], spread: dict[
     jax gave db = −6e-8 and 1.2e-7 in float32, four times the measured spread). What bounds any
     order is the size of what is summed: each term's rounding (ε|g|) and how far each term
     itself may move (its own spread)."""
-    if quantity.startswith("dbk") or not net.structurally_zero(quantity):
+    if not net.structurally_zero(quantity):
         return None
     i = Network.layer_of(quantity)
     spec = net.network[i - 1]
     g = f"dz{i}" if f"dz{i}" in base else f"da{i}"
     if g not in base or g not in spread:
         return None
+    if quantity.startswith("dbk"):
+        terms = LAYERS["attention"].key_bias_terms(spec, base[g], caches[i])
+        return eps * terms.reshape(np.shape(base[quantity]))
     up = np.abs(np.asarray(base[g], dtype=np.float64))
     # the axis the bias runs along: a norm's feature axis (its own rule), else the filters of a
     # conv's m×F×H×W or a dense's last axis

@@ -116,6 +116,79 @@ def test_the_floor_of_a_bias_a_batch_norm_cancels_covers_any_order_of_its_sum():
     assert not compare("c", "db1", "manual", out["db1"], "wrong", wrong, "analytic", "float32", tol, 0.0, floor).passed
 
 
+# catalog-213's network (T = 2 token ids) in float64, where the manual arm's dbk is often
+# exactly 0 and so was its perturbation floor; a float32 one with two causal heads.
+KEY_BIAS_NETWORKS = {
+    "catalog-213": ((2,), [{"layer": "embedding", "dim": 7}, {"layer": "attention", "heads": 1, "causal": True},
+                           {"layer": "mean_over_time"}, {"layer": "dense", "units": 3, "activation": "gelu"}],
+                    "half_sse", "float64", 3, [5, 696296856]),
+    "two heads": ((5, 8), [{"layer": "attention", "heads": 2, "causal": True}, {"layer": "mean_over_time"},
+                           {"layer": "dense", "units": 3}], "cross_entropy", "float32", 0, [4, 25]),
+}
+
+
+@pytest.mark.parametrize("name", KEY_BIAS_NETWORKS)
+def test_the_floor_of_attentions_key_bias_covers_other_orders_and_not_a_wrong_dk(name):
+    """dbk is 0 in exact arithmetic (a constant on each row of scores), so every arm returns
+    noise, and the perturbation floor sees only the manual arm's own (catalog-213 failed on it
+    in float64, jax 1.1e-16 against an allowance of 5e-17; catalog-230 in float32). The floor
+    now holds ε times the |terms| of the softmax backward that dbk sums (key_bias_terms), 8
+    times: dbk from P normalised another way (exp(S − logsumexp S): 4.9× the old allowance on
+    catalog-213's network with seed 5), summed in other orders, or in float64, stays inside
+    it; dbk off by a thousandth of those terms, or from a dK that forgot its transpose
+    (dS Q for dSᵀ Q), does not."""
+    from harness.cases import Case
+    from harness.catalog import LAYERS
+    from harness.catalog.attention import future, merge_heads, softmax_rows_backward, split_heads
+    from harness.compare import compare
+    from harness.network import backprop, forward
+    from harness.rounding import FLOOR_FACTOR, rounding_floor
+    from harness.selfcheck import build_network
+    from harness.tolerances import lookup
+
+    shape, layers, loss, dtype, vocab, seeds = KEY_BIAS_NETWORKS[name]
+    net = build_network(shape, layers, loss, dtype, vocab=vocab)
+    i = next(s.index for s in net.network if s.kind == "attention")
+    q = f"dbk{i}"
+    assert net.structurally_zero(q)
+    spec, T = net.network[i - 1], shape[0]
+    H = spec["heads"]
+    eps, tol = float(np.finfo(dtype).eps), lookup(dtype, "analytic")
+    for seed in seeds:
+        case = Case("zero-sum-key", net, 4, seed)
+        inputs = case.arrays()
+        floor = rounding_floor(case, inputs)[q]
+        forwarded = forward(net, inputs)
+        out = backprop(net, inputs, forwarded=forwarded)
+        cache, dy = forwarded[2][i], out[f"da{i}"]
+        terms = LAYERS["attention"].key_bias_terms(spec, dy, cache)
+        assert np.all(floor >= FLOOR_FACTOR * eps * terms) and np.all(terms > 0)
+        c = np.sqrt(cache.Q.shape[-1]).astype(dtype)
+
+        def dbk(P, Q=cache.Q, V=cache.V, transpose=True, steps=slice(None)):
+            dS = softmax_rows_backward(P, split_heads(dy @ cache.Wo.T, H) @ V.swapaxes(-1, -2)) / c
+            return merge_heads((dS.swapaxes(-1, -2) if transpose else dS) @ Q)[:, steps].sum(axis=(0, 1))
+
+        S = np.where(future(T), -np.inf, cache.Q @ cache.K.swapaxes(-1, -2) / c)
+        top = S.max(axis=-1, keepdims=True)
+        dS = softmax_rows_backward(cache.P, split_heads(dy @ cache.Wo.T, H) @ cache.V.swapaxes(-1, -2)) / c
+        logsumexp = top + np.log(np.exp(S - top).sum(axis=-1, keepdims=True))
+        orders = {"P = exp(S − logsumexp S)": dbk(np.exp(S - logsumexp)),
+                  "steps reversed": dbk(cache.P, steps=slice(None, None, -1)),
+                  "row sums first": merge_heads(cache.Q * dS.sum(axis=-1, keepdims=True)).sum(axis=(0, 1)),
+                  "float64": dbk(*(np.asarray(a, dtype=np.float64) for a in (cache.P, cache.Q, cache.V))),
+                  "exactly 0 (no key bias)": np.zeros_like(out[q])}
+        for how, other in orders.items():
+            other = other.astype(dtype).reshape(out[q].shape)
+            assert compare("c", q, "manual", out[q], "other", other, "analytic", dtype, tol, 0.0, floor).passed, \
+                (seed, how)
+        wrongs = {"a thousandth of the terms": out[q] + 1e-3 * terms.astype(dtype),
+                  "dS Q for dSᵀ Q": dbk(cache.P, transpose=False)}
+        for how, wrong in wrongs.items():
+            assert not compare("c", q, "manual", out[q], "wrong", wrong, "analytic", dtype, tol, 0.0, floor).passed, \
+                (seed, how)
+
+
 def _shipped(networks: bool) -> list:
     files = sorted((ROOT / "cases").glob("*.toml"))
     if networks:

@@ -200,6 +200,27 @@ class Attention(Layer):
     def param_backward(self, spec, dy, cache):
         return self.backward(spec, dy, cache, with_dx=False)[1]  # the first layer: no dx GEMM
 
+    def key_bias_terms(self, spec: Spec, dy: Array, cache: Cache) -> Array:
+        """Σ|terms| of dbk, one number per element of bk (float64): what bounds the rounding
+        of a gradient that is 0 in exact arithmetic (``rounding._zero_sum``).
+
+        dbk = Σ_s dK[s] = c Σ_t Q[t] Σ_s dS[t, s] over examples, and every row of dS sums to
+        0 for any dP, Q, K or V when the row of P sums to 1: rounding in the projections or
+        in dP = dO Vᵀ moves no arm off 0. What does is the rounding of dS itself (its terms
+        P ∘ |dP| and P·Σ_u |dP_u| P_u, the row's sum r), of the row's normalisation (P sums to
+        1 within a few ε, which leaves r·(1 − Σ P) on the row), and of the two products and
+        the sum that follow, each of which errs by ε times the |terms| summed here:
+            c Σ_{examples, s, t} (P[t, s] (|dP[t, s]| + Σ_u |dP[t, u]| P[t, u])) |Q[t]|.
+        |dP| is taken from |dO| |V|ᵀ, the terms of dP rather than its cancelled value."""
+        x, W_qkv, Wo, Q, K, V, P, O = (np.asarray(a, dtype=np.float64) for a in cache)
+        N, T, D = x.shape
+        H = spec["heads"]
+        dO = np.abs(split_heads(np.asarray(dy, dtype=np.float64) @ Wo.T, H))
+        dP = dO @ np.abs(V).swapaxes(-1, -2)
+        dS = P * (dP + (dP * P).sum(axis=-1, keepdims=True))  # |terms| of each entry of dS
+        dK = dS.swapaxes(-1, -2) @ np.abs(Q) / math.sqrt(D // H)  # N×H×T×d_k: |terms| of dK
+        return merge_heads(dK).sum(axis=(0, 1))  # over examples and steps, as dbk sums
+
     def torch(self, spec, fw, x, p, inp):
         N, T, D = x.shape
         H = spec["heads"]
