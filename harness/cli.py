@@ -60,9 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "(tcp://host:8786); its workers need this package installed")
     p.add_argument("--oversubscribe", action="store_true",
                    help="allow --jobs above the number of cores")
+    p.add_argument("--in-process", action="store_true",
+                   help="run torch and jax in this process, not each in a process of its own: "
+                        "saves passing arrays between processes, but a crash in their native code "
+                        "(an XLA abort) then ends the run without a report")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                   help="a plugin backend that takes longer on one case is stopped and reported "
-                        "as an error for that case (default: %(default)g)")
+                   help="a plugin backend, or torch or jax in a process of its own, that takes "
+                        "longer on one case is stopped and reported as an error for that case "
+                        "(default: %(default)g)")
     p.add_argument("--trust-kind", action="append", default=[], metavar="NAME",
                    help="honour plugin NAME's declared finite-difference `kind` (a looser "
                         "tolerance row); without it a plugin is checked with the analytic row")
@@ -300,12 +305,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                                      keep_arrays=args.save_arrays, spill=records)
         else:
             pin_threads()  # the workers' settings: the same bits whichever way a case runs
-            backends = build.build(_backend_names(args.backends), args.backend, args.timeout)
+            # torch and jax each in a process of its own (pinned alike): a crash in their native
+            # code is an error for its case, as on a Dask worker, not the end of the run.
+            backends = build.build(_backend_names(args.backends), args.backend, args.timeout,
+                                   isolate=() if args.in_process else build.ISOLATED, pinned=True)
             try:
                 # Arrays the report will not save are dropped case by case (CaseResult.shed_arrays).
                 # One compute thread: the harness's drawing and comparing go to a second one.
                 result = run(cases, backends, progress=progress, trust_kinds=trust,
                              keep_arrays=args.save_arrays, overlap=True, spill=records)
+                result.frameworks = build.frameworks(backends)
             finally:
                 build.close(backends)
     result.allow_uncompared = args.allow_uncompared

@@ -64,6 +64,11 @@ def _jax() -> dict:
     }
 
 
+def framework_settings() -> dict:
+    """{"torch": ..., "jax": ...} for the frameworks this process has loaded."""
+    return {name: info for name, info in (("torch", _torch()), ("jax", _jax())) if info["loaded"]}
+
+
 def file_hash(path: str) -> str:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -71,8 +76,11 @@ def file_hash(path: str) -> str:
         return "unreadable"
 
 
-def collect(command: str = "", case_files: list[str] | None = None) -> dict:
-    """A JSON-ready description of this run's environment."""
+def collect(command: str = "", case_files: list[str] | None = None, frameworks: dict | None = None) -> dict:
+    """A JSON-ready description of this run's environment. ``frameworks``: torch's and JAX's
+    settings as read where they ran (``framework_settings`` in a process of their own), in
+    place of this process's."""
+    frameworks = frameworks or {}
     return {
         "python": platform.python_version(),
         "platform": f"{platform.machine()} {platform.system()} {platform.release()}",
@@ -80,8 +88,8 @@ def collect(command: str = "", case_files: list[str] | None = None) -> dict:
         "numpy_blas": _blas(),
         "cpu_count": os.cpu_count(),
         "thread_env": {v: os.environ[v] for v in THREAD_VARS if v in os.environ},
-        "torch": _torch(),
-        "jax": _jax(),
+        "torch": frameworks.get("torch") or _torch(),
+        "jax": frameworks.get("jax") or _jax(),
         "command": command,
         "case_files": {f: file_hash(f) for f in (case_files or [])},
     }

@@ -49,7 +49,7 @@ def write_report(result: RunResult, out: Path, *, save_arrays: bool = False, com
     """
     from . import environment, html_report, results
 
-    env = environment.collect(command, sorted({r.case.source for r in result.cases}))
+    env = environment.collect(command, sorted({r.case.source for r in result.cases}), result.frameworks)
     errors = pd.DataFrame([{"case": e.case, "backend": e.backend, "message": e.message}
                            for e in result.errors], columns=["case", "backend", "message"])
     with output_set(Path(out), RUN_FILES) as stage:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .backends import Backend, NotApplicable, check_output, kind_of, notes_of
 from .backends.build import UnavailableBackend  # noqa: F401 - re-exported
+from .backends.isolated import IsolatedBackend
 from .cases import Case
 from .compare import Comparison, compare_pairs
 from .errors import describe  # noqa: F401 - re-exported: runner.describe is public
@@ -139,6 +140,7 @@ class RunResult:
     backends: list[str]
     cases: list[CaseResult]
     allow_uncompared: bool = False  # a pair or case that compared nothing does not fail the run
+    frameworks: dict = field(default_factory=dict)  # torch's, JAX's settings where they ran apart (environment)
 
     @property
     def kind_notes(self) -> dict[str, str]:
@@ -244,35 +246,66 @@ def _copies(inputs: dict[str, Array], n: int) -> list[dict[str, Array]]:
 def _run_backends(case: Case, backends: Sequence[Backend], inputs: dict[str, Array],
                   copies: list[dict[str, Array]] | None = None) -> CaseResult:
     """Each backend on its own copy of the inputs (``copies``, or made here, one at a time):
-    the outputs, or an error for that backend."""
+    the outputs, or an error for that backend.
+
+    A backend in a process of its own (``backends.isolated``: a plugin, or torch and jax in a
+    serial CLI run) is sent the case first and computes while this process runs the others;
+    the answers are then taken in backend order. Each backend makes the same call on the same
+    arrays either way: the same bits. Its ``seconds`` are its own time in its process."""
     model = case.model
     result = CaseResult(case, inputs)
-    for j, backend in enumerate(backends):
-        _check_stop()
+
+    def arrays_for(j: int) -> dict[str, Array]:
         arrays = copies[j] if copies is not None else _copies(inputs, 1)[0]
         if copies is not None:
             copies[j] = None  # the backend's own from here on: not kept beyond its call
-        t0 = time.perf_counter()
-        try:
-            raw = backend.gradients(model, arrays)
-            result.outputs[backend.name] = check_output(model, raw, case.batch)
-            notes, inconclusive = notes_of(raw)  # e.g. fd: its method; nudges across a kink
-            if notes:
-                result.notes[backend.name] = notes
-            if inconclusive:
-                result.inconclusive[backend.name] = inconclusive
-        except KeyboardInterrupt:
-            raise
-        except NotApplicable as e:
-            result.notes[backend.name] = f"not applicable to this case: {e}"
-        except BaseException as e:  # noqa: BLE001 - even sys.exit() in a plugin is a record, not the end of the run
+        return arrays
+
+    sent: dict[int, BaseException | None] = {}  # submitted, and not yet answered: what submitting raised
+    try:
+        for j, backend in enumerate(backends):
+            if isinstance(backend, IsolatedBackend):
+                try:
+                    backend.submit(model, arrays_for(j))
+                    sent[j] = None
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as e:  # noqa: BLE001 - reported at its turn, below
+                    sent[j] = e
+        for j, backend in enumerate(backends):
+            _check_stop()
+            t0 = time.perf_counter()
+            isolated = j in sent
             try:
-                detail = getattr(e, "xval_detail", None)
-            except BaseException:  # noqa: BLE001
-                detail = None
-            result.errors.append(BackendError(case.name, backend.name, describe(e),
-                                              detail if isinstance(detail, str) else _traceback()))
-        result.seconds[backend.name] = time.perf_counter() - t0
+                if isolated:
+                    failed = sent.pop(j)
+                    if failed is not None:
+                        raise failed
+                    raw = backend.collect()
+                else:
+                    raw = backend.gradients(model, arrays_for(j))
+                result.outputs[backend.name] = check_output(model, raw, case.batch)
+                notes, inconclusive = notes_of(raw)  # e.g. fd: its method; nudges across a kink
+                if notes:
+                    result.notes[backend.name] = notes
+                if inconclusive:
+                    result.inconclusive[backend.name] = inconclusive
+            except KeyboardInterrupt:
+                raise
+            except NotApplicable as e:
+                result.notes[backend.name] = f"not applicable to this case: {e}"
+            except BaseException as e:  # noqa: BLE001 - even sys.exit() in a plugin is a record, not the end of the run
+                try:
+                    detail = getattr(e, "xval_detail", None)
+                except BaseException:  # noqa: BLE001
+                    detail = None
+                result.errors.append(BackendError(case.name, backend.name, describe(e),
+                                                  detail if isinstance(detail, str) else _traceback()))
+            own = getattr(backend, "seconds", None) if isolated else None
+            result.seconds[backend.name] = own if own is not None else time.perf_counter() - t0
+    finally:
+        for j in sent:  # interrupted with answers outstanding: a late one must not answer the next case
+            backends[j].close()
     return result
 
 
@@ -334,14 +367,12 @@ def _compare_case(result: CaseResult, backends: Sequence[Backend], inputs: dict[
 def _name_plugin_mistakes(result: CaseResult, backends: Sequence[Backend], inputs: dict[str, Array]) -> None:
     """For a user's plugin (run in its own process) that disagrees: the known mistake its
     gradients equal, if one does exactly, as a note ("dW1 matches 'forgot g′(z^[1])'")."""
-    from .backends.isolated import IsolatedBackend
-
-    plugins = {b.name for b in backends if isinstance(b, IsolatedBackend)}
+    plugins = {b.name for b in backends if isinstance(b, IsolatedBackend) and not b.builtin}
     # a plugin that disagrees with one of the harness's own backends (not only with another plugin)
     failing = {n for c in result.comparisons if not c.passed for n in (c.a, c.b)
                if ({c.a, c.b} - {n}) - plugins}
     for b in backends:
-        if not isinstance(b, IsolatedBackend) or b.name not in failing or b.name not in result.outputs:
+        if b.name not in plugins or b.name not in failing or b.name not in result.outputs:
             continue
         from .mutants import matching_mistake
 

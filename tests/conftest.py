@@ -65,15 +65,24 @@ def builtin():
     return {name: registry.get(name) for name in registry.DEFAULT}
 
 
-def run_cli(*args, cwd=ROOT, env=None, fresh=False, timeout=600):
+def run_cli(*args, cwd=ROOT, env=None, fresh=False, timeout=600, isolated=None):
     """Run `python -m harness ...` in a process of its own; return the CompletedProcess.
 
     The process is forked from a server that has imported the harness, torch, JAX, pandas and
     matplotlib once (``cli_server.py``): those imports are 3-7 s of every CLI run, and the suite
     makes about a hundred. ``fresh=True``, or an ``env`` (which the imports could read), starts
     a new interpreter instead: a few tests keep the whole ``python -m harness`` path covered.
+
+    A serial `run` keeps torch and jax each in a process of its own, which imports them again:
+    3-4 s of every such run that the server's imports would have saved. Forked from the server,
+    `run` therefore gets `--in-process` unless ``isolated=True``; a fresh interpreter runs as a
+    user's does. tests/test_isolated_frameworks.py holds the two ways to the same bits.
     """
     args = [str(a) for a in args]
+    if isolated is None:
+        isolated = fresh or env is not None
+    if args and args[0] == "run" and not isolated and "--in-process" not in args:
+        args.append("--in-process")
     argv = [sys.executable, "-m", "harness", *args]
     if fresh or env is not None:
         return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)

@@ -1,4 +1,7 @@
-"""A plugin backend run in a process of its own, so the user's code cannot end the harness.
+"""A plugin backend run in a process of its own, so the user's code cannot end the harness;
+also a built-in framework arm (torch, jax) where the CLI runs cases serially, so that a crash
+in the framework's native code (XLA has aborted the process on a CHECK failure while
+compiling) is an error for that case and not the end of the run.
 
 The user's code is under test: it may raise, hang, print, call ``os._exit(0)`` or crash
 the interpreter. In-process, ``os._exit(0)`` would end the run with exit 0 and no report;
@@ -22,6 +25,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -42,21 +46,27 @@ class PluginRaised(Exception):
         self.xval_message, self.xval_detail = message, detail
 
 
-def _serve(conn, spec: str) -> None:
-    """The child: build the backend, then answer one request per case until the pipe closes."""
+def _serve(conn, spec: str, pinned: bool = False) -> None:
+    """The child: build the backend, then answer one request per case until the pipe closes.
+    ``pinned``: one compute thread, as the parent computes (``runner.pin_threads``), so a
+    built-in arm gives the bits it gives in-process."""
     os.dup2(2, 1)  # the plugin's prints go to stderr, never into --json on stdout
     sys.stdout = sys.stderr
     from ..errors import InputError
     from ..errors import describe
-    from . import Gradients, NotApplicable, check_output, get, kind_of, load_plugin, notes_of
+    from . import BUILTIN, Gradients, NotApplicable, check_output, get, kind_of, load_plugin, notes_of
 
+    if pinned:
+        from ..runner import pin_threads
+
+        pin_threads()
     try:
         backend = load_plugin(spec) if ":" in spec else get(spec)
         try:
             kind = kind_of(backend)
         except BaseException as e:  # noqa: BLE001 - a `kind` property that raises
             kind = None, describe(e)
-        conn.send(("ready", str(backend.name), kind))
+        conn.send(("ready", str(backend.name), kind, _frameworks() if spec in BUILTIN else {}))
     except InputError as e:
         conn.send(("input_error", e.message))
         return
@@ -69,10 +79,12 @@ def _serve(conn, spec: str) -> None:
         except (EOFError, OSError):
             return
         try:
+            t0 = time.perf_counter()
             raw = backend.gradients(model, arrays)
+            seconds = time.perf_counter() - t0  # the backend's own time, not the pipe's
             notes, inconclusive = notes_of(raw)
             out = Gradients(check_output(model, raw, m), notes=notes, inconclusive=inconclusive)
-            reply: tuple = ("ok", out)
+            reply: tuple = ("ok", out, seconds)
         except NotApplicable as e:  # a note for the case, not an error: sent back as what it is
             reply = ("not_applicable", describe(e).partition(": ")[2] or type(e).__name__)
         except BaseException as e:  # noqa: BLE001 - sys.exit() too: a record, not the end
@@ -87,11 +99,20 @@ def _serve(conn, spec: str) -> None:
             conn.send(("raised", f"the result could not be sent back: {describe(e)}", ""))
 
 
+def _frameworks() -> dict:
+    """The settings of torch and JAX as this child loaded them (``environment``): what a report
+    says of the arms that ran here, not in the parent."""
+    from ..environment import framework_settings
+
+    return framework_settings()
+
+
 class Child:
     """A spawned child process and its pipe: the reply to a request, or how the child died or
     hung (then it is stopped). ``who`` names it in those messages."""
 
     who = "the child process"
+    hint = "os._exit, sys.exit in a thread, or a crash"  # what ends a child by itself
     _proc = None
     _conn = None
 
@@ -118,7 +139,7 @@ class Child:
             code = proc.exitcode
             how = (f"was killed by signal {-code}" if code is not None and code < 0
                    else f"ended with exit code {code}")
-            what = f"{how} while {doing} (os._exit, sys.exit in a thread, or a crash)"
+            what = f"{how} while {doing} ({self.hint})"
         self.close()
         return ("died", f"{self.who} {what}")
 
@@ -140,39 +161,63 @@ class Child:
 
 
 class IsolatedBackend(Child):
-    """A backend from ``spec`` (``FILE.py:ClassName`` or an entry-point name), run in a child.
+    """A backend from ``spec`` (``FILE.py:ClassName``, an entry-point name, or a built-in's
+    name), run in a child.
 
     ``name`` and ``kind`` are the plugin's own, read in the child. Raises ``InputError``
-    when the plugin cannot be imported or built (as an in-process plugin would).
+    when the plugin cannot be imported or built (as an in-process plugin would), from the
+    constructor or, with ``wait=False``, from ``wait_ready``. ``pinned``: the child computes
+    on one thread, as the parent does after ``runner.pin_threads``.
     """
 
     who = "the plugin process"
 
-    def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.spec, self.timeout = spec, timeout
+    def __init__(self, spec: str, timeout: float = DEFAULT_TIMEOUT, pinned: bool = False,
+                 wait: bool = True) -> None:
+        from . import BUILTIN
+
+        self.spec, self.timeout, self.pinned = spec, timeout, pinned
         self.name = Path(spec[len("layers:"):]).stem if spec.startswith("layers:") else spec.rpartition(":")[2]
+        self.builtin = spec in BUILTIN  # the harness's own arm: not the user's code under test
+        if self.builtin:
+            self.who, self.hint = f"the {spec} process", "a crash in the framework's native code, or a kill"
         self._kind: str | tuple = "analytic"
         self._ctx = mp.get_context("spawn")  # fork would copy torch's and JAX's threads half-way
         self._proc = None
         self._conn = None
         self.unavailable: str | None = None  # why every case errors, when the child died at import
-        self._start()
+        self.frameworks: dict = {}  # a built-in's torch or JAX settings, read in the child
+        self._launch()
+        if wait:
+            self.wait_ready()
 
-    def _start(self) -> None:
+    def _launch(self) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, args=(child, self.spec), daemon=True,
+        proc = self._ctx.Process(target=_serve, args=(child, self.spec, self.pinned), daemon=True,
                                  name=f"xval-plugin-{self.name}")
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
-        reply = self._receive(START_TIMEOUT, "importing and building the plugin")
+        self._ready = False
+
+    def _start(self) -> None:
+        self._launch()
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait for the child to import and build the backend (``wait=False`` launched it, so
+        that several children start side by side)."""
+        if self._ready:
+            return
+        self._ready = True
+        reply = self._receive(START_TIMEOUT, f"importing and building the {'backend' if self.builtin else 'plugin'}")
         if reply[0] == "input_error":
             self.close()
             from ..errors import InputError
 
             raise InputError(reply[1], field="--backend")
         if reply[0] == "ready":
-            self.name, self._kind = reply[1], reply[2]
+            self.name, self._kind, self.frameworks = reply[1], reply[2], reply[3]
             self.unavailable = None
         else:  # died or hung while importing: every case will say so
             self.unavailable = reply[1]
@@ -185,19 +230,37 @@ class IsolatedBackend(Child):
         return self._kind
 
     def gradients(self, model, arrays):
+        self.submit(model, arrays)
+        return self.collect()
+
+    def submit(self, model, arrays) -> None:
+        """Send one case to the child, which starts on it at once; ``collect`` takes the answer.
+        In between this process is free: ``runner`` runs the in-process backends meanwhile."""
+        self._unsent = None
+        self.seconds = None
         if self.unavailable:
-            raise PluginProcessError(f"backend unavailable: {self.unavailable}")
+            self._unsent = f"backend unavailable: {self.unavailable}"
+            return
         if self._proc is None or not self._proc.is_alive():
             self._start()
             if self.unavailable:
-                raise PluginProcessError(f"backend unavailable: {self.unavailable}")
+                self._unsent = f"backend unavailable: {self.unavailable}"
+                return
         m = int(arrays["X"].shape[0])
         try:
             self._conn.send((model, arrays, m))
         except (OSError, EOFError):
             pass  # the child is gone: _receive says how
+
+    def collect(self):
+        """The answer to the case ``submit`` sent: the outputs, or what the backend raised, or a
+        PluginProcessError saying how its process ended or hung (then stopped: the next
+        ``submit`` starts a fresh one). ``seconds``: the backend's own time in the child."""
+        if self._unsent:
+            raise PluginProcessError(self._unsent)
         reply = self._receive(self.timeout, "computing gradients")
         if reply[0] == "ok":
+            self.seconds = reply[2]
             return reply[1]
         if reply[0] == "raised":
             raise PluginRaised(reply[1], reply[2])
