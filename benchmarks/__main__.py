@@ -395,9 +395,68 @@ def overhead_cli_setting() -> None:
     print(json.dumps({str(o): r for o, r in rounds.items()}))
 
 
+def isolation_cli_setting() -> None:
+    """In a process of its own, pinned as the CLI (``overhead``'s child, JAX's persistent cache
+    off): seconds of the serial CLI's ``runner.run`` (helper thread on) with torch and jax in
+    this process (``--in-process``) and each in a process of its own (the default). Mid-size
+    MLPs (manual, torch, jax): warmed, then 3 rounds of 20 cases alternating, medians. Catalog
+    cases (manual, torch, jax, fd), each compiled cold once by each way: cases 1-16 in-process
+    then isolated, 17-32 isolated then in-process, summed. Prints JSON."""
+    import json
+
+    from harness.backends import build
+    from harness.runner import pin_threads
+
+    pin_threads()
+    out: dict[str, dict[str, float]] = {"mid": {}, "catalog": {}}
+    ways = {"in-process": {}, "isolated": {"isolate": build.ISOLATED, "pinned": True}}
+
+    def seconds(cases, backends) -> float:
+        t0 = time.perf_counter()
+        run(cases, backends, overlap=True)
+        return time.perf_counter() - t0
+
+    names = ["manual", "torch", "jax"]
+    built = {w: build.build(names, [], 600, **kw) for w, kw in ways.items()}
+    try:
+        for b in built.values():
+            run(_mid_cases(2), b)  # compile, allocate, start the processes
+        rounds = {w: [] for w in ways}
+        for _ in range(3):
+            for w, b in built.items():
+                rounds[w].append(seconds(_mid_cases(20), b))
+        out["mid"] = {w: statistics.median(r) for w, r in rounds.items()}
+    finally:
+        for b in built.values():
+            build.close(b)
+    catalog = load_file(ROOT / "cases" / "sweeps" / "catalog.toml")[:32]
+    built = {w: build.build(names + ["fd"], [], 600, **kw) for w, kw in ways.items()}
+    try:
+        out["catalog"] = {w: 0.0 for w in ways}
+        for part, order in ((catalog[:16], ["in-process", "isolated"]), (catalog[16:], ["isolated", "in-process"])):
+            for w in order:
+                out["catalog"][w] += seconds(part, built[w])
+    finally:
+        for b in built.values():
+            build.close(b)
+    print(json.dumps(out))
+
+
 def overhead() -> None:
     print("\nHarness overhead on a run of mid-size cases (manual, torch, jax)")
     import json
+
+    # torch and jax each in a process of its own (the serial CLI's default) against in-process
+    child = "from benchmarks.__main__ import isolation_cli_setting; isolation_cli_setting()"
+    ways = json.loads(subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True,
+                                     check=True, env=dict(os.environ, XVAL_JAX_CACHE="off")).stdout.splitlines()[-1])
+    for what, label in (("mid", "20 mid-size MLP cases (manual, torch, jax)"),
+                        ("catalog", "32 catalog cases, JAX compiling cold (manual, torch, jax, fd)")):
+        t = ways[what]
+        report(f"torch, jax in processes of their own ÷ in-process: {label}", t["isolated"] / t["in-process"],
+               "measured", None)
+        report("  seconds in-process; isolated", t["in-process"], "measured", None, "s")
+        report("  seconds isolated", t["isolated"], "measured", None, "s")
 
     # The serial CLI's setting: one thread each for BLAS, torch and XLA (pin_threads), with the
     # helper thread (and without). XLA's threads are fixed when JAX starts: hence a new process.

@@ -180,3 +180,37 @@ def _children() -> set[int]:
             if parent == me and "spawn_main" in command:
                 kids.add(int(pid))
     return kids
+
+
+def test_an_interrupted_case_leaves_no_late_answer_for_the_next(tmp_path, monkeypatch):
+    """A backend in a process of its own is sent its case before the others run: stopped in
+    between (Ctrl-C), its process is closed, so its late answer cannot be taken for the next
+    case's. A plugin stands in for torch and jax (the same class), and the stop comes at the
+    first backend's turn."""
+    from harness import runner
+    from harness.backends import build
+    from harness.cases import load_file
+
+    (tmp_path / "slow.py").write_text("import time\nfrom harness.backends import get\n\nclass P:\n    name = 'slow'\n"
+                                      "    def gradients(self, model, arrays):\n        time.sleep(0.3)\n"
+                                      "        return get('manual').gradients(model, arrays)\n")
+    (tmp_path / "c.toml").write_text(CASES)
+    first, _, third = load_file(tmp_path / "c.toml")
+    backends = build.build(["manual"], [f"{tmp_path / 'slow.py'}:P"], 60)
+    calls = 0
+
+    def stop_inside_the_case():
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # run()'s own check, then the first backend's turn: the plugin has its case
+            raise KeyboardInterrupt("stop requested")
+
+    try:
+        monkeypatch.setattr(runner, "_check_stop", stop_inside_the_case)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run([first], backends)
+        monkeypatch.undo()
+        result = runner.run([third], backends)
+        assert result.cases[0].passed, [c.message() for c in result.cases[0].comparisons if not c.passed][:2]
+    finally:
+        build.close(backends)

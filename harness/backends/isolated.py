@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 import traceback
@@ -52,6 +53,10 @@ def _serve(conn, spec: str, pinned: bool = False) -> None:
     built-in arm gives the bits it gives in-process."""
     os.dup2(2, 1)  # the plugin's prints go to stderr, never into --json on stdout
     sys.stdout = sys.stderr
+    # Ctrl-C reaches the terminal's whole process group: the parent stops the run and closes
+    # this child, which should not print a KeyboardInterrupt of its own on the way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..environment import framework_settings
     from ..errors import InputError
     from ..errors import describe
     from . import BUILTIN, Gradients, NotApplicable, check_output, get, kind_of, load_plugin, notes_of
@@ -66,7 +71,8 @@ def _serve(conn, spec: str, pinned: bool = False) -> None:
             kind = kind_of(backend)
         except BaseException as e:  # noqa: BLE001 - a `kind` property that raises
             kind = None, describe(e)
-        conn.send(("ready", str(backend.name), kind, _frameworks() if spec in BUILTIN else {}))
+        # a built-in's torch or JAX settings as loaded here: what the report says of that arm
+        conn.send(("ready", str(backend.name), kind, framework_settings() if spec in BUILTIN else {}))
     except InputError as e:
         conn.send(("input_error", e.message))
         return
@@ -97,14 +103,6 @@ def _serve(conn, spec: str, pinned: bool = False) -> None:
             conn.send(reply)
         except BaseException as e:  # noqa: BLE001 - an unpicklable note, say
             conn.send(("raised", f"the result could not be sent back: {describe(e)}", ""))
-
-
-def _frameworks() -> dict:
-    """The settings of torch and JAX as this child loaded them (``environment``): what a report
-    says of the arms that ran here, not in the parent."""
-    from ..environment import framework_settings
-
-    return framework_settings()
 
 
 class Child:
@@ -187,6 +185,8 @@ class IsolatedBackend(Child):
         self._conn = None
         self.unavailable: str | None = None  # why every case errors, when the child died at import
         self.frameworks: dict = {}  # a built-in's torch or JAX settings, read in the child
+        self.seconds: float | None = None  # the last case's time in the child (collect)
+        self._unsent: str | None = None  # why submit sent nothing: collect raises it
         self._launch()
         if wait:
             self.wait_ready()
