@@ -7,8 +7,6 @@ A backend that raises, or returns something that breaks the contract, becomes a
 from __future__ import annotations
 
 import itertools
-import os
-import sys
 import threading
 import time
 import traceback
@@ -30,6 +28,7 @@ from . import records
 from .records import Spill, SpilledComparisons
 from .rounding import rounding_floor
 from .ties import chooses, tie_masks
+from .threads import ONE_THREAD, pin_threads  # noqa: F401 - re-exported: runner.pin_threads
 from .tolerances import lookup, pair_kind
 
 Array = np.ndarray
@@ -497,33 +496,3 @@ def run(cases: Sequence[Case], backends: Sequence[Backend],
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return RunResult([b.name for b in backends], results, allow_uncompared)
-
-
-# --------------------------------------------------------------------------- threads
-
-# One thread per process for the compute libraries: N Dask workers (``parallel.py``) on N
-# cores, not N × (BLAS + torch + XLA threads). The serial CLI path applies the same settings
-# (``pin_threads``), so a case gives the same bits whichever way it ran.
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
-
-
-def pin_threads() -> None:
-    """One compute thread in this process: BLAS (threadpoolctl), torch and XLA.
-
-    XLA reads its flags when JAX first starts a backend, torch its thread count at any
-    time, and OpenBLAS is limited at run time through threadpoolctl; so this works after
-    numpy is imported, as long as JAX has not computed anything yet.
-    """
-    from threadpoolctl import threadpool_limits
-
-    for key, value in ONE_THREAD.items():
-        if key == "XLA_FLAGS":
-            current = os.environ.get(key, "")
-            if value not in current:
-                os.environ[key] = f"{current} {value}".strip()
-        else:
-            os.environ[key] = value
-    threadpool_limits(1)
-    if sys.modules.get("torch") is not None:  # None: blocked, as a test does to hide the extra
-        sys.modules["torch"].set_num_threads(1)

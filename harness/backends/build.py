@@ -64,7 +64,7 @@ def build_backends(specs: Sequence[str], timeout: float | None = None,
     to build reports why on every case, as in a serial run. With ``timeout``, plugins (files
     and installed entry points alike) run in a process of their own (``backends.isolated``),
     each case bounded by it, and so do the built-ins named in ``isolate`` (``pinned``: on one
-    compute thread, as this process after ``runner.pin_threads``). ``names``: the names the
+    compute thread, as this process after ``threads.pin_threads``). ``names``: the names the
     backends had where they were first built (one that now fails keeps it)."""
     from .isolated import IsolatedBackend
 

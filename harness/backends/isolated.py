@@ -49,7 +49,7 @@ class PluginRaised(Exception):
 
 def _serve(conn, spec: str, pinned: bool = False) -> None:
     """The child: build the backend, then answer one request per case until the pipe closes.
-    ``pinned``: one compute thread, as the parent computes (``runner.pin_threads``), so a
+    ``pinned``: one compute thread, as the parent computes (``threads.pin_threads``), so a
     built-in arm gives the bits it gives in-process."""
     os.dup2(2, 1)  # the plugin's prints go to stderr, never into --json on stdout
     sys.stdout = sys.stderr
@@ -62,7 +62,7 @@ def _serve(conn, spec: str, pinned: bool = False) -> None:
     from . import BUILTIN, Gradients, NotApplicable, check_output, get, kind_of, load_plugin, notes_of
 
     if pinned:
-        from ..runner import pin_threads
+        from ..threads import pin_threads
 
         pin_threads()
     try:
@@ -165,7 +165,7 @@ class IsolatedBackend(Child):
     ``name`` and ``kind`` are the plugin's own, read in the child. Raises ``InputError``
     when the plugin cannot be imported or built (as an in-process plugin would), from the
     constructor or, with ``wait=False``, from ``wait_ready``. ``pinned``: the child computes
-    on one thread, as the parent does after ``runner.pin_threads``.
+    on one thread, as the parent does after ``threads.pin_threads``.
     """
 
     who = "the plugin process"
