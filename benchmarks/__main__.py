@@ -455,7 +455,7 @@ def overhead() -> None:
         t = ways[what]
         report(f"torch, jax in processes of their own ÷ in-process: {label}", t["isolated"] / t["in-process"],
                "measured", None)
-        report("  seconds in-process; isolated", t["in-process"], "measured", None, "s")
+        report("  seconds in-process", t["in-process"], "measured", None, "s")
         report("  seconds isolated", t["isolated"], "measured", None, "s")
 
     # The serial CLI's setting: one thread each for BLAS, torch and XLA (pin_threads), with the

@@ -260,26 +260,19 @@ def _run_backends(case: Case, backends: Sequence[Backend], inputs: dict[str, Arr
             copies[j] = None  # the backend's own from here on: not kept beyond its call
         return arrays
 
-    sent: dict[int, BaseException | None] = {}  # submitted, and not yet answered: what submitting raised
+    sent: set[int] = set()  # submitted, and not yet answered
     try:
         for j, backend in enumerate(backends):
             if isinstance(backend, IsolatedBackend):
-                try:
-                    backend.submit(model, arrays_for(j))
-                    sent[j] = None
-                except KeyboardInterrupt:
-                    raise
-                except BaseException as e:  # noqa: BLE001 - reported at its turn, below
-                    sent[j] = e
+                backend.submit(model, arrays_for(j))  # raises nothing: collect raises what stopped it
+                sent.add(j)
         for j, backend in enumerate(backends):
             _check_stop()
             t0 = time.perf_counter()
             isolated = j in sent
             try:
                 if isolated:
-                    failed = sent.pop(j)
-                    if failed is not None:
-                        raise failed
+                    sent.discard(j)
                     raw = backend.collect()
                 else:
                     raw = backend.gradients(model, arrays_for(j))
@@ -300,7 +293,7 @@ def _run_backends(case: Case, backends: Sequence[Backend], inputs: dict[str, Arr
                     detail = None
                 result.errors.append(BackendError(case.name, backend.name, describe(e),
                                                   detail if isinstance(detail, str) else _traceback()))
-            own = getattr(backend, "seconds", None) if isolated else None
+            own = backend.seconds if isolated else None
             result.seconds[backend.name] = own if own is not None else time.perf_counter() - t0
     finally:
         for j in sent:  # interrupted with answers outstanding: a late one must not answer the next case

@@ -186,7 +186,7 @@ class IsolatedBackend(Child):
         self.unavailable: str | None = None  # why every case errors, when the child died at import
         self.frameworks: dict = {}  # a built-in's torch or JAX settings, read in the child
         self.seconds: float | None = None  # the last case's time in the child (collect)
-        self._unsent: str | None = None  # why submit sent nothing: collect raises it
+        self._unsent: Exception | None = None  # why submit sent nothing: collect raises it
         self._launch()
         if wait:
             self.wait_ready()
@@ -235,17 +235,19 @@ class IsolatedBackend(Child):
 
     def submit(self, model, arrays) -> None:
         """Send one case to the child, which starts on it at once; ``collect`` takes the answer.
-        In between this process is free: ``runner`` runs the in-process backends meanwhile."""
+        In between this process is free: ``runner`` runs the in-process backends meanwhile.
+        Raises nothing: what stops the case from being sent, ``collect`` raises."""
         self._unsent = None
         self.seconds = None
-        if self.unavailable:
-            self._unsent = f"backend unavailable: {self.unavailable}"
+        try:
+            if not self.unavailable and (self._proc is None or not self._proc.is_alive()):
+                self._start()  # InputError: the plugin no longer imports
+        except Exception as e:  # noqa: BLE001 - the case's error, at its turn
+            self._unsent = e
             return
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
-            if self.unavailable:
-                self._unsent = f"backend unavailable: {self.unavailable}"
-                return
+        if self.unavailable:
+            self._unsent = PluginProcessError(f"backend unavailable: {self.unavailable}")
+            return
         m = int(arrays["X"].shape[0])
         try:
             self._conn.send((model, arrays, m))
@@ -256,8 +258,8 @@ class IsolatedBackend(Child):
         """The answer to the case ``submit`` sent: the outputs, or what the backend raised, or a
         PluginProcessError saying how its process ended or hung (then stopped: the next
         ``submit`` starts a fresh one). ``seconds``: the backend's own time in the child."""
-        if self._unsent:
-            raise PluginProcessError(self._unsent)
+        if self._unsent is not None:
+            raise self._unsent
         reply = self._receive(self.timeout, "computing gradients")
         if reply[0] == "ok":
             self.seconds = reply[2]

@@ -212,8 +212,8 @@ class Attention(Layer):
         the sum that follow, each of which errs by ε times the |terms| summed here:
             c Σ_{examples, s, t} (P[t, s] (|dP[t, s]| + Σ_u |dP[t, u]| P[t, u])) |Q[t]|.
         |dP| is taken from |dO| |V|ᵀ, the terms of dP rather than its cancelled value."""
-        x, W_qkv, Wo, Q, K, V, P, O = (np.asarray(a, dtype=np.float64) for a in cache)
-        N, T, D = x.shape
+        Wo, Q, V, P = (np.asarray(a, dtype=np.float64) for a in (cache.Wo, cache.Q, cache.V, cache.P))
+        D = cache.x.shape[2]
         H = spec["heads"]
         dO = np.abs(split_heads(np.asarray(dy, dtype=np.float64) @ Wo.T, H))
         dP = dO @ np.abs(V).swapaxes(-1, -2)
